@@ -1,0 +1,86 @@
+"""Session management for aiohttp: lazy, secure by default, one API over every store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .abc import AbstractStore, ServerStore
+from .api import (
+    DEFAULT_ABSOLUTE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_STORE_TIMEOUT,
+    get_session,
+    new_session,
+    session_middleware,
+    setup,
+)
+from .crypto import generate_key
+from .exceptions import (
+    ConfigurationError,
+    CookieTooLarge,
+    SerializationError,
+    SessionError,
+    SessionResponseError,
+    StoreError,
+    StoreUnavailable,
+)
+from .serializers import JSONSerializer, Serializer
+from .session import Session
+from .stores.cookie import EncryptedCookieStore
+from .stores.memory import MemoryStore
+from .stores.url import store_from_url
+
+if TYPE_CHECKING:
+    from .stores.mongo import MongoStore
+    from .stores.postgres import PostgresStore
+    from .stores.redis import RedisStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_ABSOLUTE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_STORE_TIMEOUT",
+    "AbstractStore",
+    "ConfigurationError",
+    "CookieTooLarge",
+    "EncryptedCookieStore",
+    "JSONSerializer",
+    "MemoryStore",
+    "MongoStore",
+    "PostgresStore",
+    "RedisStore",
+    "SerializationError",
+    "Serializer",
+    "ServerStore",
+    "Session",
+    "SessionError",
+    "SessionResponseError",
+    "StoreError",
+    "StoreUnavailable",
+    "generate_key",
+    "get_session",
+    "new_session",
+    "session_middleware",
+    "setup",
+    "store_from_url",
+]
+
+# Drivers with optional dependencies load on first use of their name, so that importing
+# this package never imports redis, asyncpg or pymongo.
+_LAZY = {
+    "RedisStore": "redis",
+    "PostgresStore": "postgres",
+    "MongoStore": "mongo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".stores.{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,142 @@
+"""The encrypted-cookie envelope: AES-256-GCM with a key ring.
+
+Token layout, URL-safe base64 without padding::
+
+    version (1 byte) | key id (3 bytes) | nonce (12 bytes) | ciphertext | GCM tag (16 bytes)
+
+The version byte, the key id and the cookie name are authenticated as associated data, so
+a token cannot be moved to another cookie name or relabelled to another key. The key id is
+derived from the key itself, so opening never tries every key, and reordering the key list
+does not invalidate cookies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .exceptions import ConfigurationError
+
+__all__ = ["KEY_BYTES", "KeyRing", "generate_key", "parse_key"]
+
+KEY_BYTES = 32
+_VERSION = b"\x01"
+_KID_BYTES = 3
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_PREFIX = len(_VERSION) + _KID_BYTES
+_MIN_TOKEN = _PREFIX + _NONCE_BYTES + _TAG_BYTES
+_HOW_TO = (
+    "generate one with `python -m aiohttp_sessionkit keygen` or "
+    "aiohttp_sessionkit.generate_key(), and keep it out of source control"
+)
+
+KeyLike = str | bytes | bytearray
+
+
+def generate_key() -> str:
+    """A fresh random 32-byte key as URL-safe base64 text (safe for env vars and config)."""
+    return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()
+
+
+def parse_key(key: KeyLike) -> bytes:
+    """Turn a key given as 32 raw bytes or URL-safe/standard base64 text into 32 bytes.
+
+    Base64 given as bytes (for example the output of ``Fernet.generate_key()``) is accepted
+    too: 32 bytes are always raw, anything else must decode to exactly 32 bytes.
+    """
+    if isinstance(key, bytearray):
+        key = bytes(key)
+    if isinstance(key, bytes) and len(key) == KEY_BYTES:
+        raw = key
+    elif isinstance(key, (str, bytes)):
+        text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+        text = text.strip()
+        try:
+            raw = base64.urlsafe_b64decode(
+                text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4)
+            )
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != KEY_BYTES:
+            raise ConfigurationError(
+                f"a session key must be {KEY_BYTES} random bytes, given raw or as base64 text "
+                f"(got {_describe(key)}); {_HOW_TO}"
+            )
+    else:
+        raise ConfigurationError(
+            f"a session key must be str or bytes, not {type(key).__name__}; {_HOW_TO}"
+        )
+    if len(set(raw)) < 8:
+        raise ConfigurationError(
+            f"the session key looks like a placeholder, not random bytes; {_HOW_TO}"
+        )
+    return raw
+
+
+def _describe(key: str | bytes) -> str:
+    return f"{len(key)} {'characters' if isinstance(key, str) else 'bytes'}"
+
+
+def _key_id(raw: bytes) -> bytes:
+    return hashlib.sha256(b"aiohttp-sessionkit key id\x00" + raw).digest()[:_KID_BYTES]
+
+
+class KeyRing:
+    """Seals with the first key; opens with whichever listed key the token names."""
+
+    __slots__ = ("_by_id", "_current", "_current_id")
+
+    def __init__(self, keys: KeyLike | Iterable[KeyLike]) -> None:
+        if isinstance(keys, (str, bytes, bytearray)):
+            key_list: Sequence[KeyLike] = [keys]
+        else:
+            key_list = list(keys)
+        if not key_list:
+            raise ConfigurationError(f"no session key given; {_HOW_TO}")
+        self._by_id: dict[bytes, AESGCM] = {}
+        for key in key_list:
+            raw = parse_key(key)
+            kid = _key_id(raw)
+            if kid in self._by_id:
+                raise ConfigurationError(
+                    "the same session key is listed twice (or two keys share a key id); "
+                    "list each key once"
+                )
+            self._by_id[kid] = AESGCM(raw)
+        self._current_id = _VERSION + _key_id(parse_key(key_list[0]))
+        self._current = self._by_id[self._current_id[1:]]
+
+    def seal(self, plaintext: bytes, context: bytes) -> str:
+        """Encrypt and authenticate ``plaintext``, bound to ``context`` (the cookie name)."""
+        nonce = os.urandom(_NONCE_BYTES)
+        prefix = self._current_id
+        sealed = self._current.encrypt(nonce, plaintext, prefix + context)
+        return base64.urlsafe_b64encode(prefix + nonce + sealed).rstrip(b"=").decode()
+
+    def open(self, token: str, context: bytes) -> tuple[bytes, bool] | None:
+        """Return (plaintext, sealed with a retired key) or None if the token does not open."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) < _MIN_TOKEN or raw[:1] != _VERSION:
+            return None
+        cipher = self._by_id.get(raw[1:_PREFIX])
+        if cipher is None:
+            return None
+        try:
+            plaintext = cipher.decrypt(
+                raw[_PREFIX : _PREFIX + _NONCE_BYTES],
+                raw[_PREFIX + _NONCE_BYTES :],
+                raw[:_PREFIX] + context,
+            )
+        except InvalidTag:
+            return None
+        return plaintext, cipher is not self._current

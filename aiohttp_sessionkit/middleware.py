@@ -1,0 +1,322 @@
+"""Lazy load, lazy save: the per-request machinery behind get_session()."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from .abc import AbstractStore
+from .cookies import CookieParams
+from .exceptions import SessionResponseError, StoreUnavailable
+from .serializers import Serializer
+from .session import Session, decode_payload, encode_payload, now
+
+__all__ = ["SessionConfig"]
+
+log = logging.getLogger("aiohttp_sessionkit")
+
+_T = TypeVar("_T")
+#: Seconds a client is told to wait after a 503 caused by an unreachable store.
+RETRY_AFTER = 5
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SessionConfig:
+    """Everything one ``setup()`` call decided: one cookie name, one store."""
+
+    store: AbstractStore
+    cookie: CookieParams
+    idle_timeout: int
+    absolute_timeout: int
+    touch_interval: int
+    store_timeout: float | None
+    serializer: Serializer
+    namespace: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "namespace", self.cookie.name)
+
+    async def call(self, operation: Awaitable[_T]) -> _T:
+        """Run a store operation within the time budget; connectivity failures become 503s."""
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                return await operation
+        except StoreUnavailable:
+            raise
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"{type(self.store).__name__} did not answer within {self.store_timeout} s "
+                "(setup(..., store_timeout=...))"
+            ) from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{type(self.store).__name__} is unreachable: {exc}") from exc
+
+
+class Registry:
+    """The sessions set up on one application (or one ``session_middleware``), by name."""
+
+    __slots__ = ("by_name", "default")
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.default = config
+        self.by_name = {config.cookie.name: config}
+
+    def get(self, name: str | None) -> SessionConfig:
+        if name is None:
+            return self.default
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"no session is set up under the cookie name {name!r}; set up: "
+                f"{', '.join(sorted(self.by_name))}"
+            ) from None
+
+
+class Slot:
+    """One session's state during one request."""
+
+    __slots__ = ("applied", "config", "header", "live", "session", "token", "waiters")
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.session: Session | None = None
+        self.token: str | None = None  # what the client's cookie holds, as far as we know
+        self.live = False  # self.token names a stored record that belongs to self.session
+        self.header: str | None = None  # a Set-Cookie value not yet put on a response
+        self.applied = False
+        self.waiters: list[asyncio.Future[Session]] | None = None
+
+    async def load(self, request: web.Request) -> Session:
+        if self.waiters is not None:  # another task of this request is loading it now
+            waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            return await waiter
+        self.waiters = []
+        try:
+            session = await self._load(request)
+        except BaseException as exc:
+            for waiter in self.waiters:
+                if isinstance(exc, asyncio.CancelledError):
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(exc)
+            self.waiters = None
+            raise
+        self.session = session
+        for waiter in self.waiters:
+            waiter.set_result(session)
+        self.waiters = None
+        return session
+
+    async def _load(self, request: web.Request) -> Session:
+        config = self.config
+        token = request.cookies.get(config.namespace)
+        if token:
+            self.token = token
+            store = config.store
+            payload = await config.call(store.load(token, namespace=config.namespace))
+            if payload is not None:
+                session = decode_payload(
+                    payload,
+                    config.serializer,
+                    identity=None if store.client_side else token,
+                    idle_timeout=config.idle_timeout,
+                    absolute_timeout=config.absolute_timeout,
+                )
+                if session is not None:
+                    self.live = True
+                    return session
+            log.debug("session cookie %r did not open; starting a new session", config.namespace)
+        return Session()
+
+    def replace(self, session: Session) -> None:
+        """Install ``session`` in place of the current one; the old record gets deleted."""
+        session._discard_old = True
+        self.session = session
+
+    def pending(self) -> bool:
+        """True if the session has changes that a commit would write."""
+        session = self.session
+        return session is not None and (session._dirty or session._discard_old)
+
+    def needs_cookie(self) -> bool:
+        """True if committing the pending changes needs a new Set-Cookie to reach the client."""
+        session = self.session
+        return (
+            session is not None
+            and self.pending()
+            and (
+                self.config.store.client_side
+                or session._discard_old
+                or not self.live
+                or session.empty
+            )
+        )
+
+    async def commit(self, request: web.Request) -> None:
+        """Write what changed, once; leave the cookie to send in ``self.header``."""
+        session = self.session
+        if session is None:
+            return
+        config = self.config
+        store = config.store
+        namespace = config.namespace
+        if session._discard_old:
+            if self.token is not None:
+                await config.call(store.delete(self.token, namespace=namespace))
+                self.live = False
+                if session.empty and not session._dirty:
+                    session._discard_old = False
+                    self._expire_cookie(request)
+                    return
+            session._discard_old = False
+            session._dirty = True
+        if session.empty:
+            if session._dirty:
+                session._dirty = False
+                if self.live and self.token is not None:
+                    await config.call(store.delete(self.token, namespace=namespace))
+                    self.live = False
+                if self.token is not None:
+                    self._expire_cookie(request)
+            return
+        t = now()
+        if not session._dirty and (not self.live or t - session._accessed < config.touch_interval):
+            return
+        payload = encode_payload(session, config.serializer, t)
+        idle = config.idle_timeout if session._max_age is None else session._max_age
+        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
+        token = await config.call(
+            store.save(self.token if self.live else None, payload, ttl=ttl, namespace=namespace)
+        )
+        session._dirty = False
+        session._accessed = t
+        if token is None:
+            # The record went away while this request ran (a logout, or expiry): never
+            # resurrect it. The client's cookie now points at nothing, so expire it.
+            log.debug("session %r was deleted during the request; not saved", namespace)
+            self.live = False
+            session._identity = None
+            self._expire_cookie(request)
+            return
+        if not store.client_side:
+            session._identity = token
+        max_age = config.cookie.max_age if session._max_age is None else session._max_age
+        if token != self.token or max_age is not None:
+            self.header = config.cookie.header(
+                token,
+                max_age=None if max_age is None else min(max_age, ttl),
+                secure=config.cookie.is_secure(request.secure),
+            )
+            self.applied = False
+        self.token = token
+        self.live = True
+
+    def _expire_cookie(self, request: web.Request) -> None:
+        if self.token is None:
+            return
+        cookie = self.config.cookie
+        self.header = cookie.deletion_header(secure=cookie.is_secure(request.secure))
+        self.applied = False
+        self.token = None
+
+    def apply(self, response: web.StreamResponse) -> None:
+        """Put the pending Set-Cookie (if any) and ``Vary: Cookie`` on ``response``."""
+        if self.applied:
+            return
+        self.applied = True
+        headers = response.headers
+        if self.header is not None:
+            headers.add(hdrs.SET_COOKIE, self.header)
+            self.header = None
+        vary = headers.get(hdrs.VARY)
+        if vary is None:
+            headers[hdrs.VARY] = "Cookie"
+        elif "cookie" not in vary.lower() and vary.strip() != "*":
+            headers[hdrs.VARY] = f"{vary}, Cookie"
+
+
+REGISTRY_KEY = web.RequestKey("aiohttp_sessionkit.registry", Registry)
+STATE_KEY = web.RequestKey("aiohttp_sessionkit.state", dict[str, Slot])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _unavailable(exc: StoreUnavailable) -> web.Response:
+    log.warning("session store unavailable, answering 503: %s", exc)
+    return web.Response(
+        status=503,
+        text="503: Service Unavailable (the session store cannot be reached)",
+        headers={hdrs.RETRY_AFTER: str(RETRY_AFTER)},
+    )
+
+
+def make_middleware(registry: Registry) -> Middleware:
+    """The middleware that commits sessions on the way out."""
+
+    @web.middleware
+    async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REGISTRY_KEY] = registry
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            state = request.get(STATE_KEY)
+            if state is not None:
+                try:
+                    await _finish(request, state, exc)
+                except StoreUnavailable as unavailable:
+                    return _unavailable(unavailable)
+            raise
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+        state = request.get(STATE_KEY)
+        if state is not None:
+            try:
+                await _finish(request, state, response)
+            except StoreUnavailable as exc:
+                if response.prepared:
+                    raise
+                return _unavailable(exc)
+        return response
+
+    return session_middleware
+
+
+async def _finish(
+    request: web.Request, state: dict[str, Slot], response: web.StreamResponse
+) -> None:
+    if response.status >= 500:  # a failed request saves nothing
+        if not response.prepared:
+            for slot in state.values():
+                slot.apply(response)
+        return
+    for slot in state.values():
+        if not response.prepared:
+            await slot.commit(request)
+            slot.apply(response)
+        elif slot.pending():
+            if slot.needs_cookie():
+                raise SessionResponseError(
+                    f"the session {slot.config.namespace!r} changed after the response was "
+                    "prepared, and the change needs a new cookie that can no longer be sent; "
+                    "make the change before calling prepare() (or before the first write)"
+                )
+            await slot.commit(request)
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Commit sessions of responses prepared inside the handler (streams, websockets)."""
+    state = request.get(STATE_KEY)
+    if state is None:
+        return
+    for slot in state.values():
+        if response.status < 500:
+            await slot.commit(request)
+        slot.apply(response)

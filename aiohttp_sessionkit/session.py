@@ -1,0 +1,258 @@
+"""The Session mapping and the payload format every store carries."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from .exceptions import SerializationError
+from .serializers import Serializer
+
+__all__ = ["Session"]
+
+# Payload: a version byte, then created, last access (unsigned 32-bit epoch seconds) and the
+# per-session max_age (signed; -1 for "use the configured default"), then the serialized
+# body [data] or [data, flashes]. Binary, so a ~100-byte session still seals into a small
+# cookie.
+_PAYLOAD_VERSION = 1
+_HEADER = struct.Struct(">BIIi")
+
+
+def now() -> int:
+    """Current time in whole epoch seconds (a seam for tests with a fake clock)."""
+    return int(time.time())
+
+
+class Session(MutableMapping[str, Any]):
+    """A dict-like session. Changes are tracked and saved once, when the response goes out."""
+
+    __slots__ = (
+        "_accessed",
+        "_created",
+        "_data",
+        "_dirty",
+        "_discard_old",
+        "_flashes",
+        "_identity",
+        "_max_age",
+        "_new",
+    )
+
+    def __init__(
+        self,
+        identity: str | None = None,
+        *,
+        data: dict[str, Any] | None = None,
+        new: bool = True,
+        created: int | None = None,
+        accessed: int | None = None,
+        max_age: int | None = None,
+        flashes: list[Any] | None = None,
+    ) -> None:
+        t = now()
+        self._identity = identity
+        self._data: dict[str, Any] = {} if data is None else data
+        self._new = new
+        self._created = t if created is None else created
+        self._accessed = self._created if accessed is None else accessed
+        self._max_age = max_age
+        self._flashes: list[Any] = [] if flashes is None else flashes
+        self._dirty = False
+        self._discard_old = False
+
+    # -- what callers read ---------------------------------------------------------------
+    @property
+    def new(self) -> bool:
+        """True when this session was not loaded from the store in this request."""
+        return self._new
+
+    @property
+    def identity(self) -> str | None:
+        """The session id (server-side stores), or None: new and unsaved, or a cookie store."""
+        return self._identity
+
+    @property
+    def created(self) -> int:
+        """When the session was first created, in epoch seconds. Writes do not change it."""
+        return self._created
+
+    @property
+    def last_access(self) -> int:
+        """When the session was last saved or refreshed, in epoch seconds."""
+        return self._accessed
+
+    @property
+    def max_age(self) -> int | None:
+        """This session's lifetime in seconds (cookie Max-Age and idle timeout); None: default."""
+        return self._max_age
+
+    @max_age.setter
+    def max_age(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            raise ValueError(f"max_age must be a positive number of seconds or None, not {value!r}")
+        if value != self._max_age:
+            self._max_age = value
+            self._dirty = True
+
+    @property
+    def empty(self) -> bool:
+        """True when the session holds no data and no flash messages."""
+        return not self._data and not self._flashes
+
+    @property
+    def is_dirty(self) -> bool:
+        """True when the session will be written when the response goes out."""
+        return self._dirty
+
+    # -- actions ---------------------------------------------------------------------------
+    def changed(self) -> None:
+        """Mark the session as changed, after mutating a nested value in place."""
+        self._dirty = True
+
+    def invalidate(self) -> None:
+        """Log out: delete the stored record, empty the session and expire the cookie.
+
+        Writing to the session afterwards in the same request starts a brand-new session
+        under a new id (for example a "you have been logged out" flash message).
+        """
+        self._data = {}
+        self._flashes = []
+        self._discard_old = True
+        self._dirty = True
+        self._new = True
+        self._identity = None
+        self._created = self._accessed = now()
+        self._max_age = None
+
+    def regenerate(self) -> None:
+        """Keep the data but move it to a new id and delete the old record (use at login)."""
+        self._discard_old = True
+        self._dirty = True
+        self._identity = None
+
+    def flash(self, value: Any) -> None:
+        """Queue a message for a later request; read it with :meth:`pop_flashes`."""
+        self._flashes.append(value)
+        self._dirty = True
+
+    def pop_flashes(self) -> list[Any]:
+        """Return the queued flash messages and clear them."""
+        flashes = self._flashes
+        if flashes:
+            self._flashes = []
+            self._dirty = True
+        return flashes
+
+    # -- MutableMapping ----------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        self._data[key] = value
+        self._dirty = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self._dirty = True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def clear(self) -> None:
+        if self._data:
+            self._data.clear()
+            self._dirty = True
+
+    def __repr__(self) -> str:
+        ident = "None" if self._identity is None else f"{self._identity[:6]}…"
+        return (
+            f"<Session new={self._new} identity={ident} keys={sorted(self._data)!r} "
+            f"dirty={self._dirty}>"
+        )
+
+
+def encode_payload(session: Session, serializer: Serializer, accessed: int) -> bytes:
+    """Serialize ``session`` for a store; raises SerializationError naming a bad key."""
+    data = session._data
+    body: list[Any] = [data, session._flashes] if session._flashes else [data]
+    try:
+        encoded = serializer.dumps(body)
+    except (TypeError, ValueError) as exc:
+        raise _serialization_error(data, session._flashes, serializer, exc) from exc
+    max_age = -1 if session._max_age is None else session._max_age
+    return _HEADER.pack(_PAYLOAD_VERSION, session._created, accessed, max_age) + encoded
+
+
+def _serialization_error(
+    data: dict[str, Any], flashes: list[Any], serializer: Serializer, exc: Exception
+) -> SerializationError:
+    for key, value in data.items():
+        try:
+            serializer.dumps(value)
+        except (TypeError, ValueError) as item_exc:
+            return SerializationError(
+                f"session[{key!r}] holds a {type(value).__name__} that cannot be serialized "
+                f"({item_exc}); store plain JSON values (str, int, float, bool, None, list, "
+                "dict) instead; nothing was saved"
+            )
+    return SerializationError(
+        f"a flash message cannot be serialized ({exc}); nothing was saved"
+        if flashes
+        else f"the session cannot be serialized ({exc}); nothing was saved"
+    )
+
+
+def decode_payload(
+    payload: bytes,
+    serializer: Serializer,
+    *,
+    identity: str | None,
+    idle_timeout: int,
+    absolute_timeout: int,
+    clock_skew: int = 60,
+) -> Session | None:
+    """Rebuild a session from ``payload``; None when malformed, expired or from the future."""
+    if len(payload) < _HEADER.size:
+        return None
+    version, created, accessed, max_age = _HEADER.unpack_from(payload)
+    if version != _PAYLOAD_VERSION or max_age < -1 or max_age == 0:
+        return None
+    t = now()
+    if created > t + clock_skew or accessed > t + clock_skew or accessed < created:
+        return None
+    idle = idle_timeout if max_age < 0 else max_age
+    if t - accessed > idle or t - created > absolute_timeout:
+        return None
+    try:
+        body = serializer.loads(payload[_HEADER.size :])
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(body, list) or not 1 <= len(body) <= 2 or not isinstance(body[0], dict):
+        return None
+    flashes = body[1] if len(body) == 2 else []
+    if not isinstance(flashes, list):
+        return None
+    return Session(
+        identity,
+        data=body[0],
+        new=False,
+        created=created,
+        accessed=accessed,
+        max_age=None if max_age < 0 else max_age,
+        flashes=flashes,
+    )

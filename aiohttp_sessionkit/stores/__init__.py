@@ -1,0 +1,1 @@
+"""Store drivers. Those with optional dependencies are imported only when used."""

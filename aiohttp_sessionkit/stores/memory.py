@@ -1,0 +1,91 @@
+"""MemoryStore: sessions in this process's memory."""
+
+from __future__ import annotations
+
+import struct
+import time
+from itertools import islice
+
+from ..abc import ServerStore
+from ..exceptions import ConfigurationError
+
+__all__ = ["MemoryStore"]
+
+# Each record is one bytes object: the monotonic expiry time, then the payload. One object
+# per session instead of a tuple and a float keeps a million sessions well under 500 MB.
+_EXPIRY = struct.Struct("<d")
+_EVICTION_SCAN = 64
+
+
+class MemoryStore(ServerStore):
+    """Sessions in a dict in this process: for development, tests and single-process apps.
+
+    Not shared between processes or hosts, and lost on restart. Holds at most
+    ``max_entries`` sessions: when full, a new session first evicts expired records among
+    the least recently used, then the least recently used one. Payloads are stored as
+    bytes, so mutating a value after the response cannot change the stored session.
+    """
+
+    __slots__ = ("_max_entries", "_records")
+
+    def __init__(self, *, max_entries: int = 100_000) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries={max_entries!r}: give a positive integer")
+        self._max_entries = max_entries
+        self._records: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        """How many records are held, expired ones not yet evicted included."""
+        return len(self._records)
+
+    async def get(self, key: str) -> bytes | None:
+        records = self._records
+        record = records.pop(key, None)
+        if record is None:
+            return None
+        if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
+            return None
+        records[key] = record  # re-inserting moves it to the most recently used end
+        return record[_EXPIRY.size :]
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        records = self._records
+        now = time.monotonic()
+        existing = records.get(key)
+        if existing is not None and _EXPIRY.unpack_from(existing)[0] > now:
+            return False
+        if existing is None and len(records) >= self._max_entries:
+            self._evict(now)
+        records[key] = _EXPIRY.pack(now + ttl) + data
+        return True
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        records = self._records
+        existing = records.pop(key, None)
+        if existing is None:
+            return False
+        now = time.monotonic()
+        if _EXPIRY.unpack_from(existing)[0] <= now:
+            return False
+        records[key] = _EXPIRY.pack(now + ttl) + data
+        return True
+
+    async def remove(self, key: str) -> None:
+        self._records.pop(key, None)
+
+    async def purge_expired(self) -> int:
+        now = time.monotonic()
+        records = self._records
+        expired = [k for k, r in records.items() if _EXPIRY.unpack_from(r)[0] <= now]
+        for key in expired:
+            del records[key]
+        return len(expired)
+
+    def _evict(self, now: float) -> None:
+        records = self._records
+        oldest = list(islice(records.items(), _EVICTION_SCAN))
+        for key, record in oldest:
+            if _EXPIRY.unpack_from(record)[0] <= now:
+                del records[key]
+        if len(records) >= self._max_entries:
+            del records[next(iter(records))]

@@ -1,0 +1,61 @@
+"""store_from_url(): pick a store by URL, so a deployment chooses its store by configuration."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from ..abc import AbstractStore
+from ..exceptions import ConfigurationError
+
+__all__ = ["store_from_url"]
+
+_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo"}
+
+
+def store_from_url(url: str) -> AbstractStore:
+    """A store for ``url``; the store owns the client it creates and closes it on cleanup.
+
+    Schemes: ``memory://`` (optional ``?max_entries=N``), ``redis://``, ``rediss://``,
+    ``unix://`` (Redis), ``postgresql://``, ``postgres://``, ``mongodb://``,
+    ``mongodb+srv://``. An unknown scheme or a missing driver raises with what to install.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"store URL must be a str, not {type(url).__name__}")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        query = parse_qs(urlsplit(url).query)
+        try:
+            max_entries = int(query["max_entries"][0]) if "max_entries" in query else 100_000
+        except ValueError:
+            raise ConfigurationError(f"memory:// max_entries must be an integer: {url!r}") from None
+        return MemoryStore(max_entries=max_entries)
+    if scheme in ("redis", "rediss", "unix"):
+        driver = "redis"
+    elif scheme in ("postgresql", "postgres"):
+        driver = "postgres"
+    elif scheme in ("mongodb", "mongodb+srv"):
+        driver = "mongo"
+    else:
+        raise ConfigurationError(
+            f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
+            "memory://, redis://, rediss://, postgresql://, mongodb:// or mongodb+srv://"
+        )
+    try:
+        if driver == "redis":
+            from .redis import RedisStore
+
+            return RedisStore(url)
+        if driver == "postgres":
+            from .postgres import PostgresStore
+
+            return PostgresStore(url)
+        from .mongo import MongoStore
+
+        return MongoStore(url)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the {scheme}:// store needs its driver: pip install "
+            f"'aiohttp-sessionkit[{_EXTRAS[driver]}]' ({exc})"
+        ) from exc
