@@ -48,9 +48,7 @@ class CountingStore(AbstractStore):
         self.loads += 1
         return await self.inner.load(token, namespace=namespace)
 
-    async def save(
-        self, token: str | None, data: bytes, *, ttl: int, namespace: str
-    ) -> str | None:
+    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         self.saves += 1
         return await self.inner.save(token, data, ttl=ttl, namespace=namespace)
 
@@ -92,9 +90,7 @@ def _postgres_factory(dsn: str) -> Callable[[], AbstractStore]:
     return lambda: PostgresStore(dsn, table=table)
 
 
-def _mongo_factory(
-    url: str, driver: str, motor_clients: list[Any]
-) -> Callable[[], AbstractStore]:
+def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[[], AbstractStore]:
     from aiohttp_sessionkit.stores.mongo import MongoStore
 
     collection = f"sessions_{next(_unique)}_{uuid.uuid4().hex[:8]}"
@@ -129,9 +125,7 @@ async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFa
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
     else:
         server = request.getfixturevalue("mongo_server")
-        build = _mongo_factory(
-            server.url, "pymongo" if kind == "mongo" else "motor", motor_clients
-        )
+        build = _mongo_factory(server.url, "pymongo" if kind == "mongo" else "motor", motor_clients)
     factory = StoreFactory(kind, build)
     yield factory
     for store in factory.built:

@@ -336,9 +336,11 @@ async def test_change_after_prepare_that_needs_a_new_cookie_fails_loudly(
         await response.read()  # ...and the stream is cut rather than finished as if saved
     assert "Set-Cookie" not in response.headers
     assert counting.saves == 0
-    assert any("changed after the response was prepared" in r.getMessage() or (
-        r.exc_info and "changed after the response was prepared" in str(r.exc_info[1])
-    ) for r in caplog.records)
+    assert any(
+        "changed after the response was prepared" in r.getMessage()
+        or (r.exc_info and "changed after the response was prepared" in str(r.exc_info[1]))
+        for r in caplog.records
+    )
 
 
 async def test_websocket_session_change_before_prepare_reaches_client(
