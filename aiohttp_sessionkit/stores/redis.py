@@ -1,0 +1,221 @@
+"""Redis store: one string key per session, native expiry with ``EX``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
+
+try:
+    import redis as redis_sync
+    import redis.asyncio as aioredis
+    import redis.exceptions as redis_errors
+    from redis.asyncio.connection import parse_url
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'RedisStore needs the redis package: pip install "aiohttp-sessionkit[redis]"'
+    ) from exc
+
+from ..abc import ServerStore
+from ..exceptions import ConfigurationError, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
+
+_URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_MAX_PREFIX_LENGTH = 128
+
+# Applied to clients built from a URL; query parameters in the URL
+# (``?socket_timeout=...``) take precedence. Without them a blackholed server would hang a
+# request until the session layer's time budget runs out.
+_SOCKET_CONNECT_TIMEOUT = 5.0
+_SOCKET_TIMEOUT = 5.0
+
+# "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
+# AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
+# what escapes redis-py's wrapping (and the builtin TimeoutError). CLUSTERDOWN means no node
+# can serve the slot right now, which is the same situation for a caller.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    OSError,
+)
+
+
+class _Commands(Protocol):
+    """The single-key commands the store uses, as ``redis.asyncio`` clients provide them."""
+
+    def get(self, name: str) -> Awaitable[bytes | None]: ...
+
+    def set(
+        self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...
+    ) -> Awaitable[bool | None]: ...
+
+    def delete(self, *names: str) -> Awaitable[int]: ...
+
+
+class RedisStore(ServerStore):
+    """Session store on Redis or Redis Cluster (``redis.asyncio``).
+
+    Each session is one string key, ``key_prefix`` + a 64-hex hash of the id, always written
+    with ``EX`` so Redis expires it. Only single-key commands are used, so a
+    ``RedisCluster`` works as well as a ``Redis``. A store built from a URL owns its client
+    and closes it in :meth:`close`; a client passed in is borrowed and never closed.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis | aioredis.RedisCluster,
+        *,
+        key_prefix: str = "session:",
+    ) -> None:
+        self._key_prefix = _check_prefix(key_prefix)
+        self._url: str | None
+        self._client: aioredis.Redis | aioredis.RedisCluster | None
+        if isinstance(url_or_client, str):
+            self._url = _check_url(url_or_client)
+            self._client = None  # created on first use: the constructor does no I/O
+        else:
+            self._url = None
+            self._client = _check_client(url_or_client)
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix put before every record key."""
+        return self._key_prefix
+
+    @property
+    def owns_client(self) -> bool:
+        """True when the store built its client from a URL and will close it."""
+        return self._url is not None
+
+    @property
+    def client(self) -> aioredis.Redis | aioredis.RedisCluster:
+        """The Redis client in use; for a URL store it is created here if need be (no I/O)."""
+        if self._client is None:
+            assert self._url is not None
+            self._client = aioredis.Redis.from_url(
+                self._url,
+                socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
+                socket_timeout=_SOCKET_TIMEOUT,
+                # One quick retry on a broken connection (a restart or failover left a dead
+                # socket in the pool). All four commands are safe to repeat; timeouts are
+                # not retried, so a hung server costs one timeout, not several.
+                retry=Retry(
+                    ExponentialBackoff(cap=0.1, base=0.01),
+                    1,
+                    supported_errors=(redis_errors.ConnectionError,),
+                ),
+            )
+        return self._client
+
+    async def open(self) -> None:
+        """Create the client if the store owns one. Connects lazily, on the first command."""
+        _ = self.client
+
+    async def close(self) -> None:
+        """Close the client if the store created it; a borrowed client is left open."""
+        if self._url is None or self._client is None:
+            return
+        client, self._client = self._client, None
+        await client.aclose()
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._run("GET", self._commands().get(self._key_prefix + key))
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        written = await self._run(
+            "SET NX", self._commands().set(self._key_prefix + key, data, ex=ttl, nx=True)
+        )
+        return bool(written)
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        written = await self._run(
+            "SET XX", self._commands().set(self._key_prefix + key, data, ex=ttl, xx=True)
+        )
+        return bool(written)
+
+    async def remove(self, key: str) -> None:
+        await self._run("DEL", self._commands().delete(self._key_prefix + key))
+
+    def _commands(self) -> _Commands:
+        # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
+        # and async clients); on an asyncio client they are always awaitable.
+        return cast(_Commands, self.client)
+
+    @staticmethod
+    async def _run(command: str, pending: Awaitable[_T]) -> _T:
+        try:
+            return await pending
+        except _UNAVAILABLE as exc:
+            # Neither the key nor the payload goes into the message: the error type and
+            # redis-py's text (host, port, errno) are what an operator needs.
+            raise StoreUnavailable(
+                f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        # Never the URL: it may carry a password.
+        owner = "owned" if self.owns_client else "borrowed"
+        return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
+
+
+def _check_prefix(key_prefix: object) -> str:
+    if not isinstance(key_prefix, str):
+        raise ConfigurationError(
+            f"RedisStore key_prefix must be a str, not {type(key_prefix).__name__}"
+        )
+    if len(key_prefix) > _MAX_PREFIX_LENGTH:
+        raise ConfigurationError(
+            f"RedisStore key_prefix is {len(key_prefix)} characters; keep it under "
+            f"{_MAX_PREFIX_LENGTH} (it is repeated in every key)"
+        )
+    if any(not ch.isprintable() or ch.isspace() for ch in key_prefix):
+        raise ConfigurationError(
+            f"RedisStore key_prefix {key_prefix!r} contains whitespace or control "
+            "characters; use something like 'session:' or 'myapp:session:'"
+        )
+    return key_prefix
+
+
+def _check_url(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in _URL_SCHEMES:
+        # The URL itself stays out of the message: it may contain a password.
+        raise ConfigurationError(
+            f"RedisStore URL scheme {scheme + '://' if scheme else '(none)'} is not supported; "
+            "use redis://host:port/db, rediss://host:port/db (TLS) or unix:///path/to.sock"
+        )
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"RedisStore URL is invalid: {exc}") from None
+    return url
+
+
+def _check_client(client: object) -> aioredis.Redis | aioredis.RedisCluster:
+    if isinstance(client, redis_sync.Redis | redis_sync.RedisCluster):
+        raise TypeError(
+            f"RedisStore needs an asyncio client (redis.asyncio.{type(client).__name__}), "
+            f"not the blocking redis.{type(client).__name__}"
+        )
+    # Duck-typed on purpose: Redis, RedisCluster and wrappers of them all qualify.
+    if isinstance(client, str | bytes | bytearray) or not all(
+        callable(getattr(client, name, None)) for name in ("get", "set", "delete")
+    ):
+        raise TypeError(
+            "RedisStore expects a redis://, rediss:// or unix:// URL (str), a "
+            f"redis.asyncio.Redis or a redis.asyncio.RedisCluster, not {type(client).__name__}"
+        )
+    get_encoder = getattr(client, "get_encoder", None)
+    encoder: Any = get_encoder() if callable(get_encoder) else None
+    if getattr(encoder, "decode_responses", False):
+        raise ConfigurationError(
+            "RedisStore needs a client that returns bytes (session payloads are binary); "
+            "create it with decode_responses=False, the default"
+        )
+    return cast("aioredis.Redis | aioredis.RedisCluster", client)
