@@ -1,0 +1,346 @@
+"""PostgreSQL store on asyncpg: one row per session, expiry in an indexed column.
+
+Rows are not removed by the server when they expire: every query filters on ``expires_at``
+(server time, so client clock skew does not matter) and :meth:`PostgresStore.purge_expired`
+deletes the leftovers in bounded batches. Run it periodically (a background task, cron).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+try:
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'PostgresStore needs asyncpg: pip install "aiohttp-sessionkit[postgres]"'
+    ) from exc
+
+from ..abc import ServerStore
+from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+
+__all__ = ["PostgresStore"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
+_INDEX_SUFFIX = "_expires_at_idx"
+_POOL_MIN_SIZE = 1
+_POOL_MAX_SIZE = 10
+
+# Errors meaning "the server cannot be used right now", not "the query is wrong".
+# OperatorInterventionError covers admin/crash shutdown, "the database system is starting up"
+# (CannotConnectNowError) and statement_timeout cancellations; InterfaceError covers closed
+# connections and closed pools (its ValueError subclasses are client-side bugs, see below).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # includes ConnectionError (refused, reset) and socket.gaierror
+    TimeoutError,  # asyncio.TimeoutError is the same class on 3.11+
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # includes InvalidPasswordError
+    asyncpg.TooManyConnectionsError,
+)
+# A connection that died under us (server restart, admin shutdown); worth one retry.
+_DEAD_CONNECTION: tuple[type[Exception], ...] = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+)
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+class _Pool(Protocol):
+    """The part of ``asyncpg.Pool`` this store uses, typed."""
+
+    async def fetchval(self, query: str, *args: object) -> Any: ...
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def close(self) -> None: ...
+
+    def acquire(self) -> Any: ...
+
+
+def _identifier(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigurationError(
+            f"PostgresStore {what} must be a plain identifier (letters, digits and '_', not "
+            f"starting with a digit), got {value!r}"
+        )
+    if len(value.encode()) > _MAX_IDENTIFIER:
+        raise ConfigurationError(
+            f"PostgresStore {what} {value!r} is longer than PostgreSQL's "
+            f"{_MAX_IDENTIFIER}-byte limit for names"
+        )
+    return value
+
+
+def _quote(identifier: str) -> str:
+    # Validated identifiers contain no '"', so quoting needs no escaping. Quoting keeps the
+    # case as given and lets reserved words like "user" be used as table names.
+    return f'"{identifier}"'
+
+
+def _index_name(table: str) -> str:
+    name = table + _INDEX_SUFFIX
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    # Keep long table names from colliding after truncation: add a digest of the full name.
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    keep = _MAX_IDENTIFIER - len(_INDEX_SUFFIX) - len(digest) - 1
+    return f"{table[:keep]}_{digest}{_INDEX_SUFFIX}"
+
+
+def _describe_dsn(dsn: str) -> str:
+    """``host:port/db`` from a DSN, without user or password, for error messages."""
+    # The last '@' ends the credentials, whatever characters the password contains.
+    host_and_db = dsn.split("://", 1)[1].rsplit("@", 1)[-1]
+    return host_and_db.split("?", 1)[0] or "localhost"
+
+
+class PostgresStore(ServerStore):
+    """Sessions in a PostgreSQL table, through an asyncpg pool it creates or borrows."""
+
+    def __init__(
+        self,
+        dsn_or_pool: str | asyncpg.Pool,
+        *,
+        table: str = "aiohttp_sessions",
+        schema: str | None = None,
+        create_table: bool = True,
+    ) -> None:
+        if isinstance(dsn_or_pool, str):
+            if not dsn_or_pool.startswith(("postgresql://", "postgres://")):
+                raise ConfigurationError(
+                    "PostgresStore needs a DSN starting with 'postgresql://' or "
+                    f"'postgres://', or an asyncpg.Pool; got a string starting "
+                    f"{dsn_or_pool.split(':', 1)[0]!r}"
+                )
+            self._dsn: str | None = dsn_or_pool
+            self._pool: _Pool | None = None
+            self._where = f"PostgreSQL at {_describe_dsn(dsn_or_pool)}"
+        elif isinstance(dsn_or_pool, asyncpg.Pool):
+            self._dsn = None
+            self._pool = dsn_or_pool
+            self._where = "PostgreSQL (application's pool)"
+        else:
+            raise ConfigurationError(
+                "PostgresStore needs a DSN string ('postgresql://user@host/db') or an "
+                f"asyncpg.Pool, got {type(dsn_or_pool).__name__}"
+            )
+        self._table_name = _identifier(table, "table")
+        self._schema_name = None if schema is None else _identifier(schema, "schema")
+        self._create_table = create_table
+
+        qualified = _quote(self._table_name)
+        index = _quote(_index_name(self._table_name))
+        if self._schema_name is not None:
+            qualified = f"{_quote(self._schema_name)}.{qualified}"
+            qualified_index = f"{_quote(self._schema_name)}.{index}"
+        else:
+            qualified_index = index
+        self._qualified = qualified
+        self._qualified_index = qualified_index
+        self._ddl = (
+            f"CREATE TABLE IF NOT EXISTS {qualified} ("
+            "key text PRIMARY KEY, "
+            "data bytea NOT NULL, "
+            "expires_at timestamptz NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {index} ON {qualified} (expires_at)",
+        )
+        # to_regclass resolves names exactly as the DDL above would (search_path when no
+        # schema is given) and returns NULL instead of failing when a name is unknown.
+        self._sql_exists = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
+        expires = "now() + make_interval(secs => $3)"
+        # S608: the only interpolated text is the table name, validated and quoted above.
+        self._sql_get = f"SELECT data FROM {qualified} WHERE key = $1 AND expires_at > now()"  # noqa: S608
+        # A live row wins the conflict (nothing written, no row returned); an expired one is
+        # replaced in place, so a stale leftover never blocks a fresh key.
+        self._sql_create = (
+            f"INSERT INTO {qualified} AS s (key, data, expires_at) VALUES ($1, $2, {expires}) "  # noqa: S608
+            "ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, "
+            "expires_at = EXCLUDED.expires_at WHERE s.expires_at <= now() "
+            "RETURNING true"
+        )
+        self._sql_update = (
+            f"UPDATE {qualified} SET data = $2, expires_at = {expires} "  # noqa: S608
+            "WHERE key = $1 AND expires_at > now() RETURNING true"
+        )
+        self._sql_remove = f"DELETE FROM {qualified} WHERE key = $1"  # noqa: S608
+        # SKIP LOCKED lets two purging app instances split the work instead of queueing; the
+        # outer expires_at test is re-evaluated on the latest row version, so a row that a
+        # concurrent create revived after the subquery's snapshot is not deleted.
+        self._sql_purge = (
+            f"WITH gone AS (DELETE FROM {qualified} WHERE key IN ("  # noqa: S608
+            f"SELECT key FROM {qualified} WHERE expires_at <= now() "
+            "LIMIT $1 FOR UPDATE SKIP LOCKED) "
+            "AND expires_at <= now() RETURNING 1) "
+            "SELECT count(*) FROM gone"
+        )
+
+        self._ready: _Pool | None = None  # set once the pool exists and the table is checked
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._qualified} on {self._where}>"
+
+    @property
+    def ddl(self) -> tuple[str, ...]:
+        """The statements that create the table and its index; run them yourself when
+        ``create_table=False``."""
+        return self._ddl
+
+    async def open(self) -> None:
+        """Create the pool (for a DSN) and, with ``create_table``, the table and index."""
+        await self._prepare()
+
+    async def close(self) -> None:
+        """Close the pool if this store created it; a borrowed pool stays open."""
+        async with self._lock:
+            self._ready = None
+            if self._dsn is None or self._pool is None:
+                return
+            pool, self._pool = self._pool, None
+            await pool.close()  # terminates the connections itself if closing fails
+
+    async def get(self, key: str) -> bytes | None:
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        try:
+            data: bytes | None = await pool.fetchval(self._sql_get, key)
+        except _DRIVER_ERRORS as exc:
+            data = await self._retry(exc, pool.fetchval, self._sql_get, key)
+        return data
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        try:
+            written = await pool.fetchval(self._sql_create, key, data, ttl)
+        except _DRIVER_ERRORS as exc:
+            # If the lost attempt did commit, the retry finds a live row and returns False:
+            # ServerStore then picks another id and the orphan expires. Never a double write.
+            written = await self._retry(exc, pool.fetchval, self._sql_create, key, data, ttl)
+        return written is not None
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        try:
+            written = await pool.fetchval(self._sql_update, key, data, ttl)
+        except _DRIVER_ERRORS as exc:
+            written = await self._retry(exc, pool.fetchval, self._sql_update, key, data, ttl)
+        return written is not None
+
+    async def remove(self, key: str) -> None:
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        try:
+            await pool.execute(self._sql_remove, key)
+        except _DRIVER_ERRORS as exc:
+            await self._retry(exc, pool.execute, self._sql_remove, key)
+
+    async def purge_expired(self, batch_size: int = 1000) -> int:
+        """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        total = 0
+        while True:
+            try:
+                deleted: int = await pool.fetchval(self._sql_purge, batch_size)
+            except _DRIVER_ERRORS as exc:
+                deleted = await self._retry(exc, pool.fetchval, self._sql_purge, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    async def _prepare(self) -> _Pool:
+        """Create the pool and check (or create) the table once; concurrent callers share it."""
+        async with self._lock:
+            if self._ready is not None:
+                return self._ready
+            try:
+                pool = self._pool
+                if pool is None:
+                    pool = await asyncpg.create_pool(
+                        self._dsn, min_size=_POOL_MIN_SIZE, max_size=_POOL_MAX_SIZE
+                    )
+                    self._pool = pool
+                # Without create_table only the table is required: its index may be named
+                # differently by whoever created it.
+                index = self._qualified_index if self._create_table else self._qualified
+                if not await pool.fetchval(self._sql_exists, self._qualified, index):
+                    if not self._create_table:
+                        raise self._missing_table()
+                    await self._run_ddl(pool)
+            except _DRIVER_ERRORS as exc:
+                raise self._translate(exc) from exc
+            self._ready = pool
+            return pool
+
+    async def _run_ddl(self, pool: _Pool) -> None:
+        # CREATE ... IF NOT EXISTS is not safe against a concurrent identical CREATE (both
+        # pass the check, one fails on a unique index of the catalog), so app instances
+        # starting together serialize on an advisory lock named after the table.
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                f"aiohttp_sessionkit:{self._qualified}",
+            )
+            for statement in self._ddl:
+                await connection.execute(statement)
+
+    async def _retry(
+        self, exc: BaseException, call: Callable[..., Awaitable[Any]], *args: object
+    ) -> Any:
+        """Run ``call`` once more if ``exc`` only says its connection had died, else raise.
+
+        After a server restart the pool may hand out a connection whose end it has not yet
+        noticed (the event loop was busy); the pool replaces it, so one retry succeeds. Every
+        statement here is safe to repeat.
+        """
+        if not isinstance(exc, _DEAD_CONNECTION):
+            raise self._translate(exc) from exc
+        try:
+            return await call(*args)
+        except _DRIVER_ERRORS as again:
+            raise self._translate(again) from again
+
+    def _missing_table(self) -> StoreError:
+        return StoreError(
+            f"table {self._qualified} does not exist in {self._where}; create it with the "
+            "statements in PostgresStore.ddl, or pass create_table=True"
+        )
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        """The store exception for a driver error: StoreUnavailable or StoreError."""
+        # ValueError subclasses of InterfaceError (DataError, ClientConfigurationError) are
+        # mistakes on the client side, not an unreachable server.
+        if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, ValueError):
+            detail = str(exc) or "no details"
+            return StoreUnavailable(
+                f"{self._where} is unavailable ({type(exc).__name__}: {detail})"
+            )
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            return self._missing_table()
+        if isinstance(exc, asyncpg.InvalidSchemaNameError):
+            return StoreError(
+                f"schema {_quote(self._schema_name or '')} does not exist in {self._where}; "
+                "create it first (PostgresStore creates tables, not schemas)"
+            )
+        return StoreError(f"{self._where} failed a session query ({type(exc).__name__}: {exc})")
