@@ -1,0 +1,263 @@
+"""MongoDB store: one document per session, through PyMongo's async API or Motor.
+
+Documents look like ``{_id: key, data: <binary>, expires: <UTC datetime>}``. A TTL index on
+``expires`` lets the server delete abandoned sessions, but MongoDB's TTL monitor runs only
+about once a minute and some compatible servers (FerretDB) have no TTL indexes at all, so
+every query also filters on ``expires`` and :meth:`MongoStore.purge_expired` can clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias
+
+from ..abc import ServerStore
+from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+
+try:
+    import pymongo
+    from pymongo import AsyncMongoClient
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.collection import Collection
+    from pymongo.errors import (
+        ConnectionFailure,
+        DuplicateKeyError,
+        ExecutionTimeout,
+        OperationFailure,
+        PyMongoError,
+    )
+    from pymongo.write_concern import WriteConcern
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'MongoStore needs PyMongo 4.10 or later: pip install "aiohttp-sessionkit[mongo]" '
+        '(or "aiohttp-sessionkit[motor]" to use Motor)'
+    ) from exc
+
+__all__ = ["MongoStore"]
+
+logger = logging.getLogger("aiohttp_sessionkit")
+
+# A PyMongo AsyncCollection or a Motor AsyncIOMotorCollection. Motor ships no type
+# information, and both expose the same awaitable methods, so the handle is untyped.
+_Collection: TypeAlias = Any
+
+_URL_SCHEMES = ("mongodb://", "mongodb+srv://")
+# Short enough that a down server turns into StoreUnavailable (a 503) quickly instead of
+# holding the request for PyMongo's 30-second default.
+_URL_CLIENT_DEFAULTS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000}
+_AUTHENTICATION_FAILED = 18
+
+
+class MongoStore(ServerStore):
+    """Sessions in a MongoDB collection (also FerretDB and other wire-compatible servers)."""
+
+    def __init__(
+        self,
+        url_or_client_or_collection: str | AsyncMongoClient[Any] | AsyncCollection[Any] | Any,
+        *,
+        database: str = "aiohttp_sessions",
+        collection: str = "sessions",
+    ) -> None:
+        """Accept a ``mongodb://`` / ``mongodb+srv://`` URL, a client, or a collection.
+
+        A URL makes the store create (lazily) and own a ``pymongo.AsyncMongoClient``, closed
+        by :meth:`close`. A client or collection, of PyMongo's async API or Motor, is borrowed
+        and never closed. ``database`` and ``collection`` are ignored for a collection.
+        """
+        if not isinstance(database, str) or not database:
+            raise ConfigurationError("MongoStore(database=...) must be a non-empty string")
+        if not isinstance(collection, str) or not collection:
+            raise ConfigurationError("MongoStore(collection=...) must be a non-empty string")
+        self._database_name = database
+        self._collection_name = collection
+        self._url: str | None = None
+        self._client: Any = None  # AsyncMongoClient or a Motor client
+        self._collection: _Collection = None
+        self._owns_client = False
+        self._index_ready = False
+        self._index_lock = asyncio.Lock()
+
+        target = url_or_client_or_collection
+        if isinstance(target, str):
+            if not target.lower().startswith(_URL_SCHEMES):
+                raise ConfigurationError(
+                    "MongoStore needs a URL starting with mongodb:// or mongodb+srv://, "
+                    "an async client or a collection"
+                )
+            self._url = target
+            self._owns_client = True
+        elif isinstance(target, AsyncCollection):
+            self._collection = _acknowledged(target)
+        elif isinstance(target, AsyncMongoClient):
+            self._client = target
+        elif isinstance(target, (pymongo.MongoClient, Collection)):
+            raise ConfigurationError(
+                "MongoStore needs an async client: use pymongo.AsyncMongoClient (or Motor's "
+                "AsyncIOMotorClient) instead of the blocking pymongo.MongoClient"
+            )
+        elif _is_motor(target, "insert_one"):
+            self._collection = _acknowledged(target)
+        elif _is_motor(target, "list_database_names"):
+            self._client = target
+        else:
+            raise ConfigurationError(
+                "MongoStore accepts a mongodb:// URL, a pymongo.AsyncMongoClient or Motor "
+                f"client, or a collection of either; got {type(target).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        # Never the URL: it may carry a password.
+        if self._collection is not None:
+            where = self._collection.full_name
+        else:
+            where = f"{self._database_name}.{self._collection_name}"
+        return f"<MongoStore {where}>"
+
+    async def open(self) -> None:
+        """Create the TTL index on ``expires`` (idempotent; also done on first use)."""
+        await self._ready()
+
+    async def close(self) -> None:
+        """Close the client if this store created it from a URL; borrowed ones stay open."""
+        if not self._owns_client:
+            return
+        client, self._client, self._collection = self._client, None, None
+        if client is not None:
+            # A URL-built client is always PyMongo's, whose close() is a coroutine (Motor's
+            # is not, but Motor clients are only ever borrowed).
+            await client.close()
+
+    async def purge_expired(self) -> int:
+        collection = await self._ready()
+        with _translate_errors():
+            result = await collection.delete_many({"expires": {"$lte": _now()}})
+        return int(result.deleted_count)
+
+    async def get(self, key: str) -> bytes | None:
+        collection = await self._ready()
+        with _translate_errors():
+            doc = await collection.find_one(
+                {"_id": key, "expires": {"$gt": _now()}}, {"_id": 0, "data": 1}
+            )
+        if doc is None:
+            return None
+        return bytes(doc["data"])
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        collection = await self._ready()
+        now = _now()
+        document = {"_id": key, "data": data, "expires": now + timedelta(seconds=ttl)}
+        with _translate_errors():
+            try:
+                await collection.insert_one(dict(document))
+                return True
+            except DuplicateKeyError:
+                pass
+            # The TTL monitor may not have removed an expired record yet (or never will, on a
+            # server without TTL indexes): replace it, but never a live one.
+            removed = await collection.delete_one({"_id": key, "expires": {"$lte": now}})
+            if removed.deleted_count != 1:
+                return False
+            try:
+                await collection.insert_one(dict(document))
+            except DuplicateKeyError:  # a concurrent create won the race
+                return False
+            return True
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        collection = await self._ready()
+        now = _now()
+        with _translate_errors():
+            result = await collection.update_one(
+                {"_id": key, "expires": {"$gt": now}},
+                {"$set": {"data": data, "expires": now + timedelta(seconds=ttl)}},
+            )
+        return int(result.matched_count) == 1
+
+    async def remove(self, key: str) -> None:
+        collection = await self._ready()
+        with _translate_errors():
+            await collection.delete_one({"_id": key})
+
+    async def _ready(self) -> _Collection:
+        """The collection, with the client created and the index ensured on first use."""
+        collection = self._collection
+        if collection is None:
+            collection = self._collection = self._make_collection()
+        if not self._index_ready:
+            async with self._index_lock:
+                if not self._index_ready:
+                    await self._create_index(collection)
+        return collection
+
+    def _make_collection(self) -> _Collection:
+        if self._client is None:
+            assert self._url is not None
+            options: dict[str, Any] = {
+                name: value
+                for name, value in _URL_CLIENT_DEFAULTS.items()
+                if f"{name.lower()}=" not in self._url.lower()  # the URL's own setting wins
+            }
+            self._client = AsyncMongoClient(self._url, tz_aware=True, **options)
+        return _acknowledged(self._client[self._database_name][self._collection_name])
+
+    async def _create_index(self, collection: _Collection) -> None:
+        with _translate_errors():
+            try:
+                await collection.create_index("expires", expireAfterSeconds=0)
+            except OperationFailure as exc:
+                if exc.code == _AUTHENTICATION_FAILED or isinstance(exc, ExecutionTimeout):
+                    raise  # unavailable: not marked ready, so the next call retries
+                # FerretDB answers NotImplemented (238); MongoDB may report a conflicting
+                # index on ``expires``. Loads filter on expiry anyway, so carry on.
+                details = exc.details or {}
+                logger.warning(
+                    "MongoStore could not create a TTL index on %s.expires (%s %s: %s); "
+                    "expired sessions are never loaded but stay stored until "
+                    "purge_expired() is called",
+                    collection.full_name,
+                    exc.code,
+                    details.get("codeName", ""),
+                    details.get("errmsg", exc),
+                )
+        self._index_ready = True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _acknowledged(collection: _Collection) -> _Collection:
+    # Create-only and update-only writes must learn whether they matched: never w=0.
+    if collection.write_concern.acknowledged:
+        return collection
+    return collection.with_options(write_concern=WriteConcern(w=1))
+
+
+def _is_motor(obj: object, class_attribute: str) -> bool:
+    # Motor is recognised without importing it. The attribute is looked up on the class:
+    # Motor clients and databases answer any instance attribute with a sub-database or
+    # sub-collection.
+    cls = type(obj)
+    return cls.__module__.partition(".")[0] == "motor" and hasattr(cls, class_attribute)
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Map driver errors to the store contract; DuplicateKeyError passes through."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except (ConnectionFailure, ExecutionTimeout, OSError) as exc:
+        raise StoreUnavailable(f"MongoDB is unavailable: {type(exc).__name__}: {exc}") from exc
+    except OperationFailure as exc:
+        if exc.code == _AUTHENTICATION_FAILED:
+            raise StoreUnavailable("MongoDB rejected the credentials") from exc
+        raise StoreError(f"MongoDB operation failed: {exc}") from exc
+    except PyMongoError as exc:
+        raise StoreError(f"MongoDB operation failed: {exc}") from exc
