@@ -68,14 +68,16 @@ class CookieParams:
             object.__setattr__(self, "samesite", canonical)
         if self.secure is not None and not isinstance(self.secure, bool):
             raise ConfigurationError(f"secure={self.secure!r}: use True, False or None (auto)")
-        if name.startswith(("__Host-", "__Secure-")):
+        # Browsers match the prefixes case-insensitively (RFC 6265bis), so do we.
+        lowered = name.lower()
+        if lowered.startswith(("__host-", "__secure-")):
             if self.secure is False:
                 raise ConfigurationError(
                     f"a {name.split('-')[0]}- cookie must be Secure: drop secure=False "
                     "(or rename the cookie)"
                 )
             object.__setattr__(self, "secure", True)
-        if name.startswith("__Host-") and (self.domain is not None or self.path != "/"):
+        if lowered.startswith("__host-") and (self.domain is not None or self.path != "/"):
             raise ConfigurationError(
                 "a __Host- cookie must have no domain and path='/': remove domain= and path= "
                 "(or drop the __Host- prefix)"

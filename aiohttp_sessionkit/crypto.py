@@ -59,8 +59,9 @@ def parse_key(key: KeyLike) -> bytes:
         text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
         text = text.strip()
         try:
-            raw = base64.urlsafe_b64decode(
-                text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4)
+            raw = base64.b64decode(
+                text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4),
+                validate=True,
             )
         except (binascii.Error, ValueError):
             raw = b""

@@ -22,6 +22,10 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class JSONSerializer:
     """Compact, strict JSON (no NaN or Infinity), UTF-8 encoded."""
 
@@ -29,7 +33,7 @@ class JSONSerializer:
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        self._decoder = json.JSONDecoder()
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
     def dumps(self, value: Any) -> bytes:
         return self._encoder.encode(value).encode()

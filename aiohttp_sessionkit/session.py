@@ -18,6 +18,7 @@ __all__ = ["Session"]
 # cookie.
 _PAYLOAD_VERSION = 1
 _HEADER = struct.Struct(">BIIi")
+_MAX_AGE_LIMIT = 2**31 - 1
 
 
 def now() -> int:
@@ -91,9 +92,12 @@ class Session(MutableMapping[str, Any]):
     @max_age.setter
     def max_age(self, value: int | None) -> None:
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_AGE_LIMIT
         ):
-            raise ValueError(f"max_age must be a positive number of seconds or None, not {value!r}")
+            raise ValueError(
+                f"max_age must be a positive number of seconds up to {_MAX_AGE_LIMIT} (about 68 "
+                f"years) or None, not {value!r}"
+            )
         if value != self._max_age:
             self._max_age = value
             self._dirty = True

@@ -54,8 +54,11 @@ class MemoryStore(ServerStore):
         existing = records.get(key)
         if existing is not None and _EXPIRY.unpack_from(existing)[0] > now:
             return False
-        if existing is None and len(records) >= self._max_entries:
-            self._evict(now)
+        if existing is None:
+            if len(records) >= self._max_entries:
+                self._evict(now)
+        else:
+            del records[key]  # so the re-created record counts as most recently used
         records[key] = _EXPIRY.pack(now + ttl) + data
         return True
 
