@@ -107,10 +107,7 @@ def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[
     return motor_store
 
 
-@pytest.fixture(params=STORE_KINDS)
-async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """A factory of stores of each kind, on a real backend; stores are closed afterwards."""
-    kind: str = request.param
+async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[StoreFactory]:
     motor_clients: list[Any] = []
     build: Callable[[], AbstractStore]
     if kind == "memory":
@@ -134,15 +131,24 @@ async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFa
         client.close()
 
 
+@pytest.fixture(params=STORE_KINDS)
+async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """A factory of stores of each kind, on a real backend; stores are closed afterwards."""
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
+@pytest.fixture(params=SERVER_STORE_KINDS)
+async def server_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Like ``store_factory``, for the stores that keep sessions on a server."""
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
 @pytest.fixture
 def store(store_factory: StoreFactory) -> AbstractStore:
     """One store of each kind (parametrized)."""
     return store_factory()
-
-
-@pytest.fixture(params=SERVER_STORE_KINDS)
-def server_store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class FakeClock:
