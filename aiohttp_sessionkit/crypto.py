@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -32,6 +33,7 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _PREFIX = len(_VERSION) + _KID_BYTES
 _MIN_TOKEN = _PREFIX + _NONCE_BYTES + _TAG_BYTES
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _HOW_TO = (
     "generate one with `python -m aiohttp_sessionkit keygen` or "
     "aiohttp_sessionkit.generate_key(), and keep it out of source control"
@@ -123,6 +125,8 @@ class KeyRing:
 
     def open(self, token: str, context: bytes) -> tuple[bytes, bool] | None:
         """Return (plaintext, sealed with a retired key) or None if the token does not open."""
+        if not _TOKEN_CHARS.fullmatch(token):  # one spelling per token: no padding, no junk
+            return None
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):

@@ -118,6 +118,11 @@ class Slot:
     async def _load(self, request: web.Request) -> Session:
         config = self.config
         token = request.cookies.get(config.namespace)
+        if token and _presented_twice(request, config.namespace):
+            # Two cookies of one name (cookie tossing from a sibling subdomain, or a stale
+            # cookie on another Path): trust neither. A __Host- name rules out tossing.
+            log.info("two %r cookies in one request; starting a new session", config.namespace)
+            token = None
         if token:
             self.token = token
             store = config.store
@@ -241,6 +246,19 @@ class Slot:
             headers[hdrs.VARY] = "Cookie"
         elif "cookie" not in vary.lower() and vary.strip() != "*":
             headers[hdrs.VARY] = f"{vary}, Cookie"
+
+
+def _presented_twice(request: web.Request, name: str) -> bool:
+    headers = request.headers.getall(hdrs.COOKIE, ())
+    prefix = name + "="
+    if len(headers) == 1 and headers[0].count(prefix) < 2:
+        return False  # the common case, decided without splitting the header
+    found = 0
+    for header in headers:
+        for part in header.split(";"):
+            if part.strip().startswith(prefix):
+                found += 1
+    return found > 1
 
 
 REGISTRY_KEY = web.RequestKey("aiohttp_sessionkit.registry", Registry)
