@@ -48,6 +48,9 @@ class AbstractStore(abc.ABC):
     #: True when the data lives in the client (the cookie store): it cannot revoke a copy of
     #: the cookie, and ``delete`` only forgets.
     client_side: ClassVar[bool] = False
+    #: True when operations finish without network or disk I/O (memory, cookie): the
+    #: session layer then skips the per-operation time budget.
+    local: ClassVar[bool] = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Prepare connections, tables, indexes. Called once on application startup.

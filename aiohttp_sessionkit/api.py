@@ -21,6 +21,7 @@ from .middleware import (
     Slot,
     make_middleware,
     on_response_prepare,
+    presented_cookie,
 )
 from .serializers import JSONSerializer, Serializer
 from .session import Session
@@ -46,6 +47,7 @@ DEFAULT_STORE_TIMEOUT = 5.0
 
 _APP_REGISTRY = web.AppKey("aiohttp_sessionkit.registry", Registry)
 _APP_STORES = web.AppKey("aiohttp_sessionkit.stores", list[AbstractStore])
+
 
 def _positive(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -315,7 +317,7 @@ async def new_session(request: web.Request, name: str | None = None) -> Session:
     if slot.waiters is not None:  # let a load in progress finish before replacing its result
         await slot.load(request)
     if slot.session is None:
-        slot.token = request.cookies.get(slot.config.namespace) or None
+        slot.token = presented_cookie(request, slot.config.namespace)
     session = Session()
     slot.replace(session)
     return session

@@ -38,14 +38,19 @@ class SessionConfig:
     store_timeout: float | None
     serializer: Serializer
     namespace: str = field(init=False)
+    #: The time budget actually applied: none for stores that do no I/O.
+    budget: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "namespace", self.cookie.name)
+        object.__setattr__(self, "budget", None if self.store.local else self.store_timeout)
 
     async def call(self, operation: Awaitable[_T]) -> _T:
         """Run a store operation within the time budget; connectivity failures become 503s."""
         try:
-            async with asyncio.timeout(self.store_timeout):
+            if self.budget is None:
+                return await operation
+            async with asyncio.timeout(self.budget):
                 return await operation
         except StoreUnavailable:
             raise
@@ -117,12 +122,7 @@ class Slot:
 
     async def _load(self, request: web.Request) -> Session:
         config = self.config
-        token = request.cookies.get(config.namespace)
-        if token and _presented_twice(request, config.namespace):
-            # Two cookies of one name (cookie tossing from a sibling subdomain, or a stale
-            # cookie on another Path): trust neither. A __Host- name rules out tossing.
-            log.info("two %r cookies in one request; starting a new session", config.namespace)
-            token = None
+        token = presented_cookie(request, config.namespace)
         if token:
             self.token = token
             store = config.store
@@ -248,17 +248,35 @@ class Slot:
             headers[hdrs.VARY] = f"{vary}, Cookie"
 
 
-def _presented_twice(request: web.Request, name: str) -> bool:
+def presented_cookie(request: web.Request, name: str) -> str | None:
+    """The value of the one cookie called ``name``, or None if absent, empty or ambiguous.
+
+    Two cookies of one name (cookie tossing from a sibling subdomain, or a stale cookie on
+    another Path) are ambiguous: neither is trusted. A ``__Host-`` name rules out tossing.
+    Reads only this cookie instead of parsing every cookie in the header.
+    """
     headers = request.headers.getall(hdrs.COOKIE, ())
+    if not headers:
+        return None
     prefix = name + "="
-    if len(headers) == 1 and headers[0].count(prefix) < 2:
-        return False  # the common case, decided without splitting the header
-    found = 0
-    for header in headers:
-        for part in header.split(";"):
-            if part.strip().startswith(prefix):
-                found += 1
-    return found > 1
+    if len(headers) == 1:  # the common case, decided without splitting the header
+        raw = headers[0]
+        start = raw.find(prefix)
+        if start < 0:
+            return None
+        if raw.find(prefix, start + 1) < 0 and (start == 0 or raw[start - 1] in "; \t"):
+            end = raw.find(";", start)
+            return raw[start + len(prefix) : None if end < 0 else end].strip() or None
+    values = [
+        part[len(prefix) :]
+        for header in headers
+        for part in (p.strip() for p in header.split(";"))
+        if part.startswith(prefix)
+    ]
+    if len(values) > 1:
+        log.info("%d %r cookies in one request; starting a new session", len(values), name)
+        return None
+    return values[0].strip() or None if values else None
 
 
 REGISTRY_KEY = web.RequestKey("aiohttp_sessionkit.registry", Registry)

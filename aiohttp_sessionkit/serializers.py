@@ -40,9 +40,7 @@ class JSONSerializer:
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        self._decoder = json.JSONDecoder(
-            parse_constant=_reject_constant, parse_float=_finite_float
-        )
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
     # "surrogatepass" both ways: a str holding a lone surrogate (which JSON's \uXXXX escapes
     # can produce) survives a round trip instead of failing the next save.

@@ -31,6 +31,7 @@ class CountingStore(AbstractStore):
     def __init__(self, inner: AbstractStore) -> None:
         self.inner = inner
         object.__setattr__(self, "client_side", inner.client_side)
+        object.__setattr__(self, "local", inner.local)
         self.loads = 0
         self.saves = 0
         self.deletes = 0

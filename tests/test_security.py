@@ -6,8 +6,11 @@ import asyncio
 import hashlib
 from typing import Any
 
+import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from conftest import CountingStore, StoreFactory, set_cookies
+from multidict import CIMultiDict
 from test_contract import COOKIE, client_for, cookie_value, login, read, with_cookie
 
 from aiohttp_sessionkit import (
@@ -19,6 +22,7 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.ids import is_valid_session_id, record_key
+from aiohttp_sessionkit.middleware import presented_cookie
 
 
 def racing_app(store: AbstractStore, gate: asyncio.Event, loaded: asyncio.Event) -> web.Application:
@@ -154,3 +158,27 @@ async def test_rotated_key_still_opens_and_is_resealed_on_next_write(
     assert (await read(only_new, resealed))["data"] == {"user": "alice"}
     # A key removed from the list opens nothing any more.
     assert await read(only_new, cookie) == {"data": {}, "new": True}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        (["other=1"], None),
+        (["AIOHTTP_SESSION=abc"], "abc"),
+        (["a=1; AIOHTTP_SESSION=abc; b=2"], "abc"),
+        (["a=1;AIOHTTP_SESSION=abc"], "abc"),
+        (["XAIOHTTP_SESSION=abc"], None),
+        (["XAIOHTTP_SESSION=x; AIOHTTP_SESSION=abc"], "abc"),
+        (["AIOHTTP_SESSION=abc; XAIOHTTP_SESSION=x"], "abc"),
+        (["AIOHTTP_SESSION="], None),
+        (["AIOHTTP_SESSION=abc; AIOHTTP_SESSION=def"], None),
+        (["AIOHTTP_SESSION=abc", "AIOHTTP_SESSION=def"], None),
+        (["a=1", "AIOHTTP_SESSION=abc"], "abc"),
+    ],
+)
+def test_only_one_unambiguous_session_cookie_is_read(
+    headers: list[str], expected: str | None
+) -> None:
+    request = make_mocked_request("GET", "/", headers=CIMultiDict([("Cookie", h) for h in headers]))
+    assert presented_cookie(request, COOKIE) == expected

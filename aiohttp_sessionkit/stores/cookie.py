@@ -29,6 +29,7 @@ class EncryptedCookieStore(AbstractStore):
     """
 
     client_side: ClassVar[bool] = True
+    local: ClassVar[bool] = True
 
     __slots__ = ("_ring",)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import time
 from itertools import islice
+from typing import ClassVar
 
 from ..abc import ServerStore
 from ..exceptions import ConfigurationError
@@ -25,6 +26,8 @@ class MemoryStore(ServerStore):
     the least recently used, then the least recently used one. Payloads are stored as
     bytes, so mutating a value after the response cannot change the stored session.
     """
+
+    local: ClassVar[bool] = True
 
     __slots__ = ("_max_entries", "_records")
 
