@@ -14,9 +14,9 @@ from .abc import AbstractStore
 from .cookies import DEFAULT_COOKIE_NAME, CookieParams
 from .exceptions import ConfigurationError
 from .middleware import (
-    REGISTRY_KEY,
     STATE_KEY,
     Registry,
+    RequestState,
     SessionConfig,
     Slot,
     make_middleware,
@@ -276,19 +276,20 @@ def session_middleware(
 
 
 def _slot(request: web.Request, name: str | None) -> Slot:
-    registry = request.get(REGISTRY_KEY)
-    if registry is None:
+    state: RequestState | None = request.get(STATE_KEY)
+    if state is None:
         raise RuntimeError(
             "sessions are not set up for this request: call aiohttp_sessionkit.setup(app, "
             "store) before the application starts"
         )
-    config = registry.get(name)
-    state = request.get(STATE_KEY)
-    if state is None:
-        state = request[STATE_KEY] = {}
-    slot = state.get(config.namespace)
+    config = state.registry.get(name)
+    slots = state.slots
+    if slots is None:
+        slots = {}
+        state.slots = slots
+    slot = slots.get(config.namespace)
     if slot is None:
-        slot = state[config.namespace] = Slot(config)
+        slot = slots[config.namespace] = Slot(config)
     return slot
 
 

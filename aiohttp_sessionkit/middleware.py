@@ -38,19 +38,25 @@ class SessionConfig:
     store_timeout: float | None
     serializer: Serializer
     namespace: str = field(init=False)
-    #: The time budget actually applied: none for stores that do no I/O.
-    budget: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "namespace", self.cookie.name)
-        object.__setattr__(self, "budget", None if self.store.local else self.store_timeout)
 
-    async def call(self, operation: Awaitable[_T]) -> _T:
-        """Run a store operation within the time budget; connectivity failures become 503s."""
+    def call(self, operation: Awaitable[_T]) -> Awaitable[_T]:
+        """Guard a store operation: a time budget, and connectivity failures become 503s.
+
+        A store without I/O (``store.local``) gets its operation back untouched: it cannot
+        hang or lose a connection, and the guard would cost more than the operation.
+        """
+        if self.store.local:
+            return operation
+        return self._guarded(operation)
+
+    async def _guarded(self, operation: Awaitable[_T]) -> _T:
         try:
-            if self.budget is None:
+            if self.store_timeout is None:
                 return await operation
-            async with asyncio.timeout(self.budget):
+            async with asyncio.timeout(self.store_timeout):
                 return await operation
         except StoreUnavailable:
             raise
@@ -279,8 +285,19 @@ def presented_cookie(request: web.Request, name: str) -> str | None:
     return values[0].strip() or None if values else None
 
 
-REGISTRY_KEY = web.RequestKey("aiohttp_sessionkit.registry", Registry)
-STATE_KEY = web.RequestKey("aiohttp_sessionkit.state", dict[str, Slot])
+class RequestState:
+    """What the middleware keeps on each request: the sessions set up, those in use."""
+
+    __slots__ = ("registry", "slots")
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.slots: dict[str, Slot] | None = None  # created by the first get_session()
+
+
+# One key, always set by the middleware: a lookup of a missing key costs a caught KeyError,
+# which a request that never touches its session should not pay twice.
+STATE_KEY = web.RequestKey("aiohttp_sessionkit.state", RequestState)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -299,23 +316,21 @@ def make_middleware(registry: Registry) -> Middleware:
 
     @web.middleware
     async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[REGISTRY_KEY] = registry
+        state = request[STATE_KEY] = RequestState(registry)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            state = request.get(STATE_KEY)
-            if state is not None:
+            if state.slots is not None:
                 try:
-                    await _finish(request, state, exc)
+                    await _finish(request, state.slots, exc)
                 except StoreUnavailable as unavailable:
                     return _unavailable(unavailable)
             raise
         except StoreUnavailable as exc:
             return _unavailable(exc)
-        state = request.get(STATE_KEY)
-        if state is not None:
+        if state.slots is not None:
             try:
-                await _finish(request, state, response)
+                await _finish(request, state.slots, response)
             except StoreUnavailable as exc:
                 if response.prepared:
                     raise
@@ -349,10 +364,10 @@ async def _finish(
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Commit sessions of responses prepared inside the handler (streams, websockets)."""
-    state = request.get(STATE_KEY)
-    if state is None:
+    state: RequestState | None = request.get(STATE_KEY)
+    if state is None or state.slots is None:
         return
-    for slot in state.values():
+    for slot in state.slots.values():
         if response.status < 500:
             await slot.commit(request)
         slot.apply(response)

@@ -251,12 +251,15 @@ def decode_payload(
     flashes = body[1] if len(body) == 2 else []
     if not isinstance(flashes, list):
         return None
-    return Session(
-        identity,
-        data=body[0],
-        new=False,
-        created=created,
-        accessed=accessed,
-        max_age=None if max_age < 0 else max_age,
-        flashes=flashes,
-    )
+    # Built field by field: this runs on every request that reads its session.
+    session = Session.__new__(Session)
+    session._identity = identity
+    session._data = body[0]
+    session._new = False
+    session._created = created
+    session._accessed = accessed
+    session._max_age = None if max_age < 0 else max_age
+    session._flashes = flashes
+    session._dirty = False
+    session._discard_old = False
+    return session
