@@ -1,0 +1,425 @@
+"""One benchmark server: ``python benchmarks/app.py CONFIG PORT``.
+
+Serves the same four routes in every configuration, on 127.0.0.1:PORT, in this one process:
+
+* ``/login``: stores ~100 bytes of JSON in a new session (run once, before measuring);
+* ``/untouched``: never touches the session;
+* ``/read``: reads one key of the session (403 when there is no session, so a broken cookie
+  shows up as errors instead of a fast empty-session figure);
+* ``/write``: increments a counter in the session on every request.
+
+Backing-server addresses come from the environment (see benchcommon.ENV_*).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import benchcommon as bc
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_LOGINS = iter(range(1, 1 << 62))
+
+
+def _no_session() -> web.Response:
+    return web.Response(status=403, text="no session")
+
+
+async def untouched(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def _app(login: Handler, read: Handler, write: Handler) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/login", login)
+    app.router.add_get("/untouched", untouched)
+    app.router.add_get("/read", read)
+    app.router.add_get("/write", write)
+    return app
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"app.py: {name} is not set (run.py sets it)")
+    return value
+
+
+def _set_id_cookie(response: web.Response, value: str) -> None:
+    response.set_cookie(bc.COOKIE_NAME, value, httponly=True, samesite="Lax", path="/")
+
+
+# --------------------------------------------------------------------------- bare
+
+
+def bare_app() -> web.Application:
+    counter = [0]
+    name = bc.session_data(1)["name"]
+
+    async def login(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        _set_id_cookie(response, secrets.token_urlsafe(32))
+        return response
+
+    async def read(request: web.Request) -> web.Response:
+        return web.Response(text=name)
+
+    async def write(request: web.Request) -> web.Response:
+        counter[0] += 1
+        return web.Response(text=str(counter[0]))
+
+    return _app(login, read, write)
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def ours_app(config: str) -> web.Application:
+    bc.use_working_tree()
+    from aiohttp_sessionkit import AbstractStore, EncryptedCookieStore, MemoryStore, get_session
+    from aiohttp_sessionkit import setup as sessionkit_setup
+
+    async def login(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session.update(bc.session_data(next(_LOGINS)))
+        return web.Response(text="ok")
+
+    async def read(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        name = session.get("name")
+        if name is None:
+            return _no_session()
+        return web.Response(text=name)
+
+    async def write(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        if "user_id" not in session:
+            return _no_session()
+        n = session.get("n", 0) + 1
+        session["n"] = n
+        return web.Response(text=str(n))
+
+    app = _app(login, read, write)
+    store: AbstractStore
+    if config == "memory":
+        store = MemoryStore()
+    elif config == "cookie":
+        store = EncryptedCookieStore(_env(bc.ENV_COOKIE_KEY))
+    elif config == "redis":
+        from aiohttp_sessionkit.stores.redis import RedisStore
+
+        store = RedisStore(_env(bc.ENV_REDIS_URL), key_prefix="bench:ours:")
+    elif config == "postgres":
+        from aiohttp_sessionkit.stores.postgres import PostgresStore
+
+        dsn = _env(bc.ENV_POSTGRES_DSN)
+        app.cleanup_ctx.append(_postgres_reset(dsn, "bench_ours"))  # before the store opens
+        store = PostgresStore(dsn, table="bench_ours")
+    elif config == "mongo":
+        from aiohttp_sessionkit.stores.mongo import MongoStore
+
+        url = _env(bc.ENV_MONGO_URL)
+        app.cleanup_ctx.append(_mongo_reset(url, "ours"))
+        store = MongoStore(url, database="sessionkit_bench", collection="ours")
+    else:
+        raise SystemExit(f"app.py: unknown configuration {config!r}")
+    sessionkit_setup(app, store, cookie_name=bc.COOKIE_NAME)
+    return app
+
+
+# --------------------------------------------------------------------------- aiohttp-session
+
+
+def aiohttp_session_app(config: str) -> web.Application:
+    # aiohttp-session keys the request with plain strings, which aiohttp 3.14 answers with a
+    # NotAppKeyWarning on every request; printing those would distort its figure.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
+    import aiohttp_session
+    from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+    async def login(request: web.Request) -> web.Response:
+        session = await aiohttp_session.new_session(request)
+        session.update(bc.session_data(next(_LOGINS)))
+        return web.Response(text="ok")
+
+    async def read(request: web.Request) -> web.Response:
+        session = await aiohttp_session.get_session(request)
+        name = session.get("name")
+        if name is None:
+            return _no_session()
+        return web.Response(text=name)
+
+    async def write(request: web.Request) -> web.Response:
+        session = await aiohttp_session.get_session(request)
+        if "user_id" not in session:
+            return _no_session()
+        n = session.get("n", 0) + 1
+        session["n"] = n
+        return web.Response(text=str(n))
+
+    app = _app(login, read, write)
+    if config == "aiohttp-session-cookie":
+        from cryptography.fernet import Fernet
+
+        storage: Any = EncryptedCookieStorage(Fernet.generate_key().decode())
+    elif config == "aiohttp-session-redis":
+        import redis.asyncio as aioredis
+        from aiohttp_session.redis_storage import RedisStorage
+
+        client = aioredis.Redis.from_url(_env(bc.ENV_REDIS_URL))
+        storage = RedisStorage(client)
+
+        async def close_client(app: web.Application) -> None:
+            await client.aclose()
+
+        app.on_cleanup.append(close_client)
+    else:
+        raise SystemExit(f"app.py: unknown configuration {config!r}")
+    aiohttp_session.setup(app, storage)
+    return app
+
+
+# --------------------------------------------------------------------------- floors
+
+
+def _cookie_id(request: web.Request) -> str | None:
+    return request.cookies.get(bc.COOKIE_NAME) or None
+
+
+def redis_floor_app() -> web.Application:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(_env(bc.ENV_REDIS_URL))
+    prefix = "bench:floor:"
+
+    async def login(request: web.Request) -> web.Response:
+        sid = secrets.token_urlsafe(32)
+        data = bc.compact_json(bc.session_data(next(_LOGINS)))
+        await client.set(prefix + sid, data, ex=bc.FLOOR_TTL)
+        response = web.Response(text="ok")
+        _set_id_cookie(response, sid)
+        return response
+
+    async def load(request: web.Request) -> tuple[str, dict[str, Any]] | None:
+        sid = _cookie_id(request)
+        if sid is None:
+            return None
+        raw = await client.get(prefix + sid)
+        return None if raw is None else (prefix + sid, json.loads(raw))
+
+    async def read(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        return web.Response(text=found[1]["name"])
+
+    async def write(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        key, data = found
+        n = data.get("n", 0) + 1
+        data["n"] = n
+        await client.set(key, bc.compact_json(data), ex=bc.FLOOR_TTL)
+        return web.Response(text=str(n))
+
+    async def close_client(app: web.Application) -> None:
+        await client.aclose()
+
+    app = _app(login, read, write)
+    app.on_cleanup.append(close_client)
+    return app
+
+
+def _postgres_reset(dsn: str, table: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Drop ``table`` on startup, so every run starts without rows or bloat from the last."""
+
+    async def reset(app: web.Application) -> AsyncIterator[None]:
+        import asyncpg  # type: ignore[import-untyped]
+
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            await connection.close()
+        yield
+
+    return reset
+
+
+def _mongo_reset(url: str, collection: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def reset(app: web.Application) -> AsyncIterator[None]:
+        from pymongo import AsyncMongoClient
+
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        try:
+            await client["sessionkit_bench"].drop_collection(collection)
+        finally:
+            await client.close()
+        yield
+
+    return reset
+
+
+def postgres_floor_app() -> web.Application:
+    import asyncpg
+
+    dsn = _env(bc.ENV_POSTGRES_DSN)
+    table = "bench_floor"
+    pool_holder: list[Any] = []
+    # The same table shape and pool size as PostgresStore: a session table needs the expiry
+    # column and an index to purge by it.
+    ddl = (
+        f"CREATE TABLE {table} (key text PRIMARY KEY, data bytea NOT NULL, "
+        "expires_at timestamptz NOT NULL)",
+        f"CREATE INDEX {table}_expires_idx ON {table} (expires_at)",
+    )
+    sql_insert = (
+        f"INSERT INTO {table} (key, data, expires_at) "  # noqa: S608 - constant table name
+        "VALUES ($1, $2, now() + make_interval(secs => $3))"
+    )
+    sql_select = f"SELECT data FROM {table} WHERE key = $1"  # noqa: S608
+    sql_update = (
+        f"UPDATE {table} SET data = $2, "  # noqa: S608
+        "expires_at = now() + make_interval(secs => $3) WHERE key = $1"
+    )
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        async with pool.acquire() as connection:
+            for statement in ddl:
+                await connection.execute(statement)
+        pool_holder.append(pool)
+        yield
+        await pool.close()
+
+    async def login(request: web.Request) -> web.Response:
+        sid = secrets.token_urlsafe(32)
+        data = bc.compact_json(bc.session_data(next(_LOGINS)))
+        await pool_holder[0].execute(sql_insert, sid, data, bc.FLOOR_TTL)
+        response = web.Response(text="ok")
+        _set_id_cookie(response, sid)
+        return response
+
+    async def load(request: web.Request) -> tuple[str, dict[str, Any]] | None:
+        sid = _cookie_id(request)
+        if sid is None:
+            return None
+        raw = await pool_holder[0].fetchval(sql_select, sid)
+        return None if raw is None else (sid, json.loads(raw))
+
+    async def read(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        return web.Response(text=found[1]["name"])
+
+    async def write(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        sid, data = found
+        n = data.get("n", 0) + 1
+        data["n"] = n
+        await pool_holder[0].execute(sql_update, sid, bc.compact_json(data), bc.FLOOR_TTL)
+        return web.Response(text=str(n))
+
+    app = _app(login, read, write)
+    app.cleanup_ctx.append(_postgres_reset(dsn, table))
+    app.cleanup_ctx.append(pool_ctx)
+    return app
+
+
+def mongo_floor_app() -> web.Application:
+    from pymongo import AsyncMongoClient
+
+    url = _env(bc.ENV_MONGO_URL)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    collection = client["sessionkit_bench"]["floor"]
+
+    def expires() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=bc.FLOOR_TTL)
+
+    async def login(request: web.Request) -> web.Response:
+        sid = secrets.token_urlsafe(32)
+        data = bc.compact_json(bc.session_data(next(_LOGINS)))
+        await collection.insert_one({"_id": sid, "data": data, "expires": expires()})
+        response = web.Response(text="ok")
+        _set_id_cookie(response, sid)
+        return response
+
+    async def load(request: web.Request) -> tuple[str, dict[str, Any]] | None:
+        sid = _cookie_id(request)
+        if sid is None:
+            return None
+        doc = await collection.find_one({"_id": sid})
+        return None if doc is None else (sid, json.loads(doc["data"]))
+
+    async def read(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        return web.Response(text=found[1]["name"])
+
+    async def write(request: web.Request) -> web.Response:
+        found = await load(request)
+        if found is None:
+            return _no_session()
+        sid, data = found
+        n = data.get("n", 0) + 1
+        data["n"] = n
+        await collection.update_one(
+            {"_id": sid}, {"$set": {"data": bc.compact_json(data), "expires": expires()}}
+        )
+        return web.Response(text=str(n))
+
+    async def close_client(app: web.Application) -> None:
+        await client.close()
+
+    app = _app(login, read, write)
+    app.cleanup_ctx.append(_mongo_reset(url, "floor"))
+    app.on_cleanup.append(close_client)
+    return app
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_app(config: str) -> web.Application:
+    spec = bc.CONFIG_BY_NAME.get(config)
+    if spec is None:
+        raise SystemExit(
+            f"app.py: unknown configuration {config!r}; choose from " + ", ".join(bc.CONFIG_BY_NAME)
+        )
+    if spec.family == "bare":
+        return bare_app()
+    if spec.family == "ours":
+        return ours_app(config)
+    if spec.family == "aiohttp-session":
+        return aiohttp_session_app(config)
+    builders = {
+        "redis-floor": redis_floor_app,
+        "postgres-floor": postgres_floor_app,
+        "mongo-floor": mongo_floor_app,
+    }
+    return builders[config]()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit("usage: python benchmarks/app.py CONFIG PORT")
+    app = build_app(argv[1])
+    web.run_app(app, host="127.0.0.1", port=int(argv[2]), access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

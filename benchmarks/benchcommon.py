@@ -1,0 +1,87 @@
+"""What run.py, app.py, loadgen.py and memtest.py share: configurations, routes, session data."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+
+def use_working_tree() -> None:
+    """Import aiohttp_sessionkit from this checkout, installed or not."""
+    root = str(REPO_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+#: The cookie every configuration uses (aiohttp-session's and our default name).
+COOKIE_NAME = "AIOHTTP_SESSION"
+#: Routes measured, in order. /login is only used to obtain the cookie.
+ROUTES = ("untouched", "read", "write")
+#: Server-side TTL the floors write (ours derive theirs from the idle timeout).
+FLOOR_TTL = 14 * 24 * 3600
+
+# Environment variables run.py uses to hand backing-server addresses to app.py.
+ENV_REDIS_URL = "SESSIONKIT_BENCH_REDIS_URL"
+ENV_POSTGRES_DSN = "SESSIONKIT_BENCH_POSTGRES_DSN"
+ENV_MONGO_URL = "SESSIONKIT_BENCH_MONGO_URL"
+ENV_COOKIE_KEY = "SESSIONKIT_BENCH_COOKIE_KEY"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One benchmarked configuration: what runs in the server process."""
+
+    name: str
+    backend: str | None  # "redis", "postgres", "mongo" or None
+    family: str  # "bare", "ours", "aiohttp-session", "floor"
+    summary: str
+
+
+CONFIGS: tuple[Config, ...] = (
+    Config("bare", None, "bare", "plain aiohttp handlers, no middleware"),
+    Config(
+        "aiohttp-session-cookie",
+        None,
+        "aiohttp-session",
+        "aiohttp_session + EncryptedCookieStorage (Fernet)",
+    ),
+    Config(
+        "aiohttp-session-redis",
+        "redis",
+        "aiohttp-session",
+        "aiohttp_session + RedisStorage (redis.asyncio)",
+    ),
+    Config("memory", None, "ours", "aiohttp_sessionkit + MemoryStore"),
+    Config("cookie", None, "ours", "aiohttp_sessionkit + EncryptedCookieStore (AES-GCM)"),
+    Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
+    Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),
+    Config("mongo", "mongo", "ours", "aiohttp_sessionkit + MongoStore (PyMongo async)"),
+    Config("redis-floor", "redis", "floor", "raw redis.asyncio GET / GET+SET EX, no library"),
+    Config("postgres-floor", "postgres", "floor", "raw asyncpg SELECT / SELECT+UPDATE, no library"),
+    Config(
+        "mongo-floor", "mongo", "floor", "raw PyMongo find_one / find_one+update_one, no library"
+    ),
+)
+CONFIG_BY_NAME = {config.name: config for config in CONFIGS}
+OURS = tuple(config.name for config in CONFIGS if config.family == "ours")
+
+
+def session_data(seed: int) -> dict[str, Any]:
+    """What /login stores: about 100 bytes of JSON (user id, name, roles, CSRF token)."""
+    return {
+        "user_id": 1_000_000 + seed,
+        "name": f"user{seed:07d}",
+        "roles": ["member", "editor"],
+        "csrf": secrets.token_urlsafe(16),
+    }
+
+
+def compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
