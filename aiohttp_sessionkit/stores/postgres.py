@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 try:
@@ -67,6 +66,8 @@ class _Pool(Protocol):
     async def close(self) -> None: ...
 
     def acquire(self) -> Any: ...
+
+    async def release(self, connection: Any) -> None: ...
 
 
 def _identifier(value: object, what: str) -> str:
@@ -212,62 +213,66 @@ class PostgresStore(ServerStore):
             await pool.close()  # terminates the connections itself if closing fails
 
     async def get(self, key: str) -> bytes | None:
-        pool = self._ready
-        if pool is None:
-            pool = await self._prepare()
-        try:
-            data: bytes | None = await pool.fetchval(self._sql_get, key)
-        except _DRIVER_ERRORS as exc:
-            data = await self._retry(exc, pool.fetchval, self._sql_get, key)
+        data: bytes | None = await self._query("fetchval", self._sql_get, key)
         return data
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        pool = self._ready
-        if pool is None:
-            pool = await self._prepare()
-        try:
-            written = await pool.fetchval(self._sql_create, key, data, ttl)
-        except _DRIVER_ERRORS as exc:
-            # If the lost attempt did commit, the retry finds a live row and returns False:
-            # ServerStore then picks another id and the orphan expires. Never a double write.
-            written = await self._retry(exc, pool.fetchval, self._sql_create, key, data, ttl)
-        return written is not None
+        # If a lost attempt did commit, the retry finds a live row and returns False:
+        # ServerStore then picks another id and the orphan expires. Never a double write.
+        return await self._query("fetchval", self._sql_create, key, data, ttl) is not None
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        pool = self._ready
-        if pool is None:
-            pool = await self._prepare()
-        try:
-            written = await pool.fetchval(self._sql_update, key, data, ttl)
-        except _DRIVER_ERRORS as exc:
-            written = await self._retry(exc, pool.fetchval, self._sql_update, key, data, ttl)
-        return written is not None
+        return await self._query("fetchval", self._sql_update, key, data, ttl) is not None
 
     async def remove(self, key: str) -> None:
-        pool = self._ready
-        if pool is None:
-            pool = await self._prepare()
-        try:
-            await pool.execute(self._sql_remove, key)
-        except _DRIVER_ERRORS as exc:
-            await self._retry(exc, pool.execute, self._sql_remove, key)
+        await self._query("execute", self._sql_remove, key)
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        pool = self._ready
-        if pool is None:
-            pool = await self._prepare()
         total = 0
         while True:
-            try:
-                deleted: int = await pool.fetchval(self._sql_purge, batch_size)
-            except _DRIVER_ERRORS as exc:
-                deleted = await self._retry(exc, pool.fetchval, self._sql_purge, batch_size)
+            deleted: int = await self._query("fetchval", self._sql_purge, batch_size)
             total += deleted
             if deleted < batch_size:
                 return total
+
+    async def _query(self, method: str, sql: str, *args: object) -> Any:
+        """Run one statement; a connection that had died under us gets one retry.
+
+        After a server restart the pool may hand out a connection whose end it has not yet
+        noticed (the event loop was busy); the pool replaces it, so one retry succeeds.
+        Every statement here is safe to repeat.
+        """
+        pool = self._ready
+        if pool is None:
+            pool = await self._prepare()
+        try:
+            return await self._on_connection(pool, method, sql, args)
+        except _DRIVER_ERRORS as exc:
+            if not isinstance(exc, _DEAD_CONNECTION):
+                raise self._translate(exc) from exc
+        try:
+            return await self._on_connection(pool, method, sql, args)
+        except _DRIVER_ERRORS as again:
+            raise self._translate(again) from again
+
+    @staticmethod
+    async def _on_connection(pool: _Pool, method: str, sql: str, args: tuple[object, ...]) -> Any:
+        connection = await pool.acquire()
+        try:
+            result = await getattr(connection, method)(sql, *args)
+        except BaseException:
+            # A statement cut short (the session layer's time budget, a cancelled request,
+            # a dead server) leaves the connection mid-protocol. Releasing it would wait for
+            # the server to answer a reset, with no time limit; a hung server would then
+            # hold the request forever. Terminate it: the pool opens a fresh one.
+            connection.terminate()
+            await pool.release(connection)
+            raise
+        await pool.release(connection)
+        return result
 
     async def _prepare(self) -> _Pool:
         """Create the pool and check (or create) the table once; concurrent callers share it."""
@@ -304,22 +309,6 @@ class PostgresStore(ServerStore):
             )
             for statement in self._ddl:
                 await connection.execute(statement)
-
-    async def _retry(
-        self, exc: BaseException, call: Callable[..., Awaitable[Any]], *args: object
-    ) -> Any:
-        """Run ``call`` once more if ``exc`` only says its connection had died, else raise.
-
-        After a server restart the pool may hand out a connection whose end it has not yet
-        noticed (the event loop was busy); the pool replaces it, so one retry succeeds. Every
-        statement here is safe to repeat.
-        """
-        if not isinstance(exc, _DEAD_CONNECTION):
-            raise self._translate(exc) from exc
-        try:
-            return await call(*args)
-        except _DRIVER_ERRORS as again:
-            raise self._translate(again) from again
 
     def _missing_table(self) -> StoreError:
         return StoreError(
