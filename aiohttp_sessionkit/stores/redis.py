@@ -33,6 +33,8 @@ _MAX_PREFIX_LENGTH = 128
 # request until the session layer's time budget runs out.
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 5.0
+_MAX_CONNECTIONS = 100
+_POOL_TIMEOUT = 10.0  # the session layer's store_timeout normally ends the wait first
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
@@ -98,8 +100,13 @@ class RedisStore(ServerStore):
         """The Redis client in use; for a URL store it is created here if need be (no I/O)."""
         if self._client is None:
             assert self._url is not None
-            self._client = aioredis.Redis.from_url(
+            # A blocking pool: past max_connections a call waits for a free connection
+            # (within the session layer's time budget) instead of failing at once, so a
+            # burst of requests on a healthy Redis never turns into 503s.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=_POOL_TIMEOUT,
                 socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
                 socket_timeout=_SOCKET_TIMEOUT,
                 # One quick retry on a broken connection (a restart or failover left a dead
@@ -111,6 +118,7 @@ class RedisStore(ServerStore):
                     supported_errors=(redis_errors.ConnectionError,),
                 ),
             )
+            self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         return self._client
 
     async def open(self) -> None:
