@@ -140,10 +140,18 @@ class MongoStore(ServerStore):
     async def get(self, key: str) -> bytes | None:
         collection = await self._ready()
         with _translate_errors():
-            doc = await collection.find_one(
-                {"_id": key, "expires": {"$gt": _now()}}, {"_id": 0, "data": 1}
-            )
+            # Looked up by _id alone and checked for expiry here: MongoDB serves both forms
+            # from the _id index, but some compatible servers (FerretDB) scan the collection
+            # for a compound filter, several times slower.
+            doc = await collection.find_one({"_id": key}, {"_id": 0, "data": 1, "expires": 1})
         if doc is None:
+            return None
+        expires = doc.get("expires")
+        if not isinstance(expires, datetime):
+            return None
+        if expires.tzinfo is None:  # a borrowed client without tz_aware: BSON dates are UTC
+            expires = expires.replace(tzinfo=UTC)
+        if expires <= _now():
             return None
         return bytes(doc["data"])
 
