@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import atexit
+import contextlib
 import os
 import pwd
 import shutil
@@ -68,6 +69,10 @@ class ServerHandle(Protocol):
 
     def restart(self) -> None: ...
 
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
 
 def bin_dir() -> Path:
     """Where scripts/install-test-deps.sh puts binaries it builds."""
@@ -118,6 +123,36 @@ def run_async(factory: Callable[[], Awaitable[_T]]) -> _T:
     return result[0]
 
 
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` is in the stopped state (SIGSTOP is delivered asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return  # gone
+        if state in ("T", "t", "Z", "X"):  # stopped, or exited and not yet reaped
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"process {pid} did not stop within {timeout} s")
+
+
 _live_servers: set[LocalServer] = set()
 
 
@@ -147,6 +182,7 @@ class LocalServer(abc.ABC):
         self._log_offset = 0
         self._initialized = False
         self._started_once = False
+        self._paused: list[int] = []  # pids frozen by pause(), thawed by resume()
         _live_servers.add(self)
 
     # -- hooks for subclasses
@@ -233,6 +269,7 @@ class LocalServer(abc.ABC):
 
     def stop(self) -> None:
         """Stop the server: signal, wait, kill the process group on timeout."""
+        self.resume()  # a stopped (SIGSTOP) process would not act on the stop signal
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:
@@ -250,6 +287,37 @@ class LocalServer(abc.ABC):
         """Stop and start again: same port, same data."""
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP) so it accepts connections but never answers: a hang.
+
+        Every process of the server is frozen, not only the one we started: PostgreSQL's
+        backends, which serve the open connections, are children of the postmaster in
+        sessions of their own (they call setsid), so signalling the process group is not
+        enough. The parent is frozen first, so it cannot fork a child we would miss.
+        """
+        if not self.is_running:
+            raise RuntimeError(f"{self.name} is not running: nothing to pause")
+        assert self._proc is not None
+        root = self._proc.pid
+        self._paused = [root]
+        os.kill(root, signal.SIGSTOP)
+        _wait_stopped(root)
+        pending = [root]
+        while pending:
+            for child in _children(pending.pop()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGSTOP)
+                    self._paused.append(child)
+                    _wait_stopped(child)
+                    pending.append(child)
+
+    def resume(self) -> None:
+        """Undo ``pause()`` (SIGCONT). Harmless when not paused, so it is safe in ``finally``."""
+        paused, self._paused = self._paused, []
+        for pid in reversed(paused):  # children first, the parent (which may fork) last
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop for good and delete the temp dir."""
@@ -538,6 +606,12 @@ class ExternalServer:
 
     def restart(self) -> None:
         pytest.skip("external server")
+
+    def pause(self) -> None:
+        pytest.skip("external server")
+
+    def resume(self) -> None:
+        pass  # never paused: safe to call in ``finally``
 
     def __repr__(self) -> str:
         return f"<ExternalServer {self.url}>"
