@@ -268,8 +268,12 @@ class PostgresStore(ServerStore):
             # a dead server) leaves the connection mid-protocol. Releasing it would wait for
             # the server to answer a reset, with no time limit; a hung server would then
             # hold the request forever. Terminate it: the pool opens a fresh one.
-            connection.terminate()
-            await pool.release(connection)
+            try:
+                connection.terminate()
+            except asyncpg.InterfaceError:
+                pass  # it died on its own and the pool has already taken it back
+            else:
+                await pool.release(connection)
             raise
         await pool.release(connection)
         return result
