@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
@@ -34,7 +35,6 @@ _MAX_PREFIX_LENGTH = 128
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 5.0
 _MAX_CONNECTIONS = 100
-_POOL_TIMEOUT = 10.0  # the session layer's store_timeout normally ends the wait first
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
@@ -77,6 +77,7 @@ class RedisStore(ServerStore):
     ) -> None:
         self._key_prefix = _check_prefix(key_prefix)
         self._url: str | None
+        self._gate: asyncio.Semaphore | None = None  # only for a client the store owns
         self._client: aioredis.Redis | aioredis.RedisCluster | None
         if isinstance(url_or_client, str):
             self._url = _check_url(url_or_client)
@@ -100,13 +101,15 @@ class RedisStore(ServerStore):
         """The Redis client in use; for a URL store it is created here if need be (no I/O)."""
         if self._client is None:
             assert self._url is not None
-            # A blocking pool: past max_connections a call waits for a free connection
-            # (within the session layer's time budget) instead of failing at once, so a
-            # burst of requests on a healthy Redis never turns into 503s.
-            pool = aioredis.BlockingConnectionPool.from_url(
+            # Past max_connections redis-py's pool fails at once (MaxConnectionsError), which
+            # would turn a burst of requests on a healthy Redis into 503s. A semaphore of
+            # the same size makes calls wait for a connection instead; redis-py's own
+            # BlockingConnectionPool does that too, but through asyncio.wait_for, a task
+            # per command, which costs more than the command on a fast link.
+            self._gate = asyncio.Semaphore(_MAX_CONNECTIONS)
+            pool = aioredis.ConnectionPool.from_url(
                 self._url,
                 max_connections=_MAX_CONNECTIONS,
-                timeout=_POOL_TIMEOUT,
                 socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
                 socket_timeout=_SOCKET_TIMEOUT,
                 # One quick retry on a broken connection (a restart or failover left a dead
@@ -133,32 +136,28 @@ class RedisStore(ServerStore):
         await client.aclose()
 
     async def get(self, key: str) -> bytes | None:
-        return await self._run("GET", self._commands().get(self._key_prefix + key))
+        result: bytes | None = await self._run("GET", key)
+        return result
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        written = await self._run(
-            "SET NX", self._commands().set(self._key_prefix + key, data, ex=ttl, nx=True)
-        )
-        return bool(written)
+        return bool(await self._run("SET NX", key, data, ttl))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        written = await self._run(
-            "SET XX", self._commands().set(self._key_prefix + key, data, ex=ttl, xx=True)
-        )
-        return bool(written)
+        return bool(await self._run("SET XX", key, data, ttl))
 
     async def remove(self, key: str) -> None:
-        await self._run("DEL", self._commands().delete(self._key_prefix + key))
+        await self._run("DEL", key)
 
-    def _commands(self) -> _Commands:
+    async def _run(self, command: str, key: str, data: bytes = b"", ttl: int = 0) -> Any:
         # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
         # and async clients); on an asyncio client they are always awaitable.
-        return cast(_Commands, self.client)
-
-    @staticmethod
-    async def _run(command: str, pending: Awaitable[_T]) -> _T:
+        client = cast(_Commands, self.client)
+        name = self._key_prefix + key
         try:
-            return await pending
+            if self._gate is None:
+                return await _send(client, command, name, data, ttl)
+            async with self._gate:
+                return await _send(client, command, name, data, ttl)
         except _UNAVAILABLE as exc:
             # Neither the key nor the payload goes into the message: the error type and
             # redis-py's text (host, port, errno) are what an operator needs.
@@ -170,6 +169,16 @@ class RedisStore(ServerStore):
         # Never the URL: it may carry a password.
         owner = "owned" if self.owns_client else "borrowed"
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
+
+
+def _send(client: _Commands, command: str, name: str, data: bytes, ttl: int) -> Awaitable[Any]:
+    if command == "GET":
+        return client.get(name)
+    if command == "SET NX":
+        return client.set(name, data, ex=ttl, nx=True)
+    if command == "SET XX":
+        return client.set(name, data, ex=ttl, xx=True)
+    return client.delete(name)
 
 
 def _check_prefix(key_prefix: object) -> str:
