@@ -288,11 +288,12 @@ def presented_cookie(request: web.Request, name: str) -> str | None:
 class RequestState:
     """What the middleware keeps on each request: the sessions set up, those in use."""
 
-    __slots__ = ("registry", "slots")
+    __slots__ = ("finished", "registry", "slots")
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.slots: dict[str, Slot] | None = None  # created by the first get_session()
+        self.finished = False  # the middleware saved and set the cookie before prepare
 
 
 # One key, always set by the middleware: a lookup of a missing key costs a caught KeyError,
@@ -325,6 +326,7 @@ def make_middleware(registry: Registry) -> Middleware:
                     await _finish(request, state.slots, exc)
                 except StoreUnavailable as unavailable:
                     return _unavailable(unavailable)
+                state.finished = True
             raise
         except StoreUnavailable as exc:
             return _unavailable(exc)
@@ -335,6 +337,7 @@ def make_middleware(registry: Registry) -> Middleware:
                 if response.prepared:
                     raise
                 return _unavailable(exc)
+            state.finished = not response.prepared
         return response
 
     return session_middleware
@@ -365,7 +368,7 @@ async def _finish(
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Commit sessions of responses prepared inside the handler (streams, websockets)."""
     state: RequestState | None = request.get(STATE_KEY)
-    if state is None or state.slots is None:
+    if state is None or state.slots is None or state.finished:
         return
     for slot in state.slots.values():
         if response.status < 500:
