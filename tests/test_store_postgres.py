@@ -108,32 +108,6 @@ async def _wait_for_connections(pool: Any, application_name: str, expected: int)
 # --- the public ServerStore API --------------------------------------------------------------
 
 
-async def test_round_trip_through_the_public_api(store: PostgresStore) -> None:
-    token = await store.save(None, b"first", ttl=60, namespace=NS)
-    assert token is not None
-    assert await store.load(token, namespace=NS) == b"first"
-
-    assert await store.save(token, b"second", ttl=60, namespace=NS) == token
-    assert await store.load(token, namespace=NS) == b"second"
-
-    await store.delete(token, namespace=NS)
-    assert await store.load(token, namespace=NS) is None
-    await store.delete(token, namespace=NS)  # idempotent
-
-
-async def test_payload_bytes_survive_unchanged(store: PostgresStore) -> None:
-    payload = bytes(range(256)) * 40
-    token = await store.save(None, payload, ttl=60, namespace=NS)
-    assert token is not None
-    assert await store.load(token, namespace=NS) == payload
-
-
-async def test_a_token_does_not_open_under_another_namespace(store: PostgresStore) -> None:
-    token = await store.save(None, b"data", ttl=60, namespace=NS)
-    assert token is not None
-    assert await store.load(token, namespace="other") is None
-
-
 async def test_rows_are_keyed_by_hash_not_by_session_id(
     store: PostgresStore, pool: Any, table: str
 ) -> None:
