@@ -160,15 +160,8 @@ class Slot:
     def needs_cookie(self) -> bool:
         """True if committing the pending changes needs a new Set-Cookie to reach the client."""
         session = self.session
-        return (
-            session is not None
-            and self.pending()
-            and (
-                self.config.store.client_side
-                or session._discard_old
-                or not self.live
-                or session.empty
-            )
+        return session is not None and (
+            self.config.store.client_side or session._discard_old or not self.live or session.empty
         )
 
     async def commit(self, request: web.Request) -> None:

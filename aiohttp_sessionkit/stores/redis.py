@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 try:
@@ -24,7 +24,6 @@ from ..exceptions import ConfigurationError, StoreUnavailable
 
 __all__ = ["RedisStore"]
 
-_T = TypeVar("_T")
 
 _URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _MAX_PREFIX_LENGTH = 128
