@@ -215,19 +215,19 @@ async def test_default_prefix_is_session(redis_server: ServerHandle, raw: aiored
 async def test_malformed_token_never_reaches_redis(
     store: RedisStore, raw: aioredis.Redis, token: str
 ) -> None:
-    before = {c: await _calls(raw, c) for c in ("get", "set", "del")}
+    before = {c: await _calls(raw, c) for c in ("mget", "set", "del")}
     assert await store.load(token, namespace=NS) is None
     assert await store.save(token, b"x", ttl=60, namespace=NS) is None
     await store.delete(token, namespace=NS)
-    after = {c: await _calls(raw, c) for c in ("get", "set", "del")}
+    after = {c: await _calls(raw, c) for c in ("mget", "set", "del")}
     assert after == before
 
 
 async def test_commandstats_see_a_well_formed_token(store: RedisStore, raw: aioredis.Redis) -> None:
     # The control for the test above: the same measurement does see a real lookup.
-    before = await _calls(raw, "get")
+    before = await _calls(raw, "mget")
     assert await store.load(new_session_id(), namespace=NS) is None
-    assert await _calls(raw, "get") == before + 1
+    assert await _calls(raw, "mget") == before + 1
 
 
 # -- client ownership ----------------------------------------------------------------------------
@@ -314,12 +314,81 @@ async def test_rejected_credentials_raise_store_unavailable(redis_server: Server
 
 
 async def test_command_errors_other_than_connectivity_propagate(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    # A refused command (here: Redis out of memory) is not an outage, so no StoreUnavailable;
+    # the same for a lone write and for writes that went together in one pipeline.
+    old: dict[str, Any] = await raw.config_get("maxmemory")
+    await raw.config_set("maxmemory", 1)  # with the default policy, noeviction
+    try:
+        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
+            await store.create(KEY, b"x", 60)
+        results = await asyncio.gather(
+            *(store.create(f"{i:064x}", b"x", 60) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, redis.exceptions.ResponseError) for r in results), results
+    finally:
+        await raw.config_set("maxmemory", old["maxmemory"])
+    assert await store.create(KEY, b"x", 60) is True
+
+
+async def test_a_key_of_another_type_reads_as_no_record(
     store: RedisStore, raw: aioredis.Redis, prefix: str
 ) -> None:
-    # A key of the wrong type is a bug somewhere else, not an outage: no StoreUnavailable.
-    await raw.lpush(prefix + KEY, b"not a string")
-    with pytest.raises(redis.exceptions.ResponseError):
-        await store.get(KEY)
+    await raw.lpush(prefix + KEY, b"not a session")
+    assert await store.get(KEY) is None
+
+
+# -- batching: concurrent requests share round trips ---------------------------------------------
+
+
+async def test_concurrent_reads_go_as_one_mget(store: RedisStore, raw: aioredis.Redis) -> None:
+    tokens = [await store.save(None, b"p%d" % i, ttl=60, namespace=NS) for i in range(20)]
+    assert all(tokens)
+    unknown = new_session_id()
+    before = await _calls(raw, "mget")
+    loaded = await asyncio.gather(
+        *(store.load(t, namespace=NS) for t in [*tokens, unknown] if t is not None)
+    )
+    assert loaded == [b"p%d" % i for i in range(20)] + [None]
+    assert await _calls(raw, "mget") == before + 1
+
+
+async def test_concurrent_writes_share_one_connection(
+    redis_server: ServerHandle, raw: aioredis.Redis, prefix: str
+) -> None:
+    name = f"writes{uuid.uuid4().hex[:8]}"
+    s = RedisStore(_with_query(redis_server.url, client_name=name), key_prefix=prefix)
+    try:
+        tokens = await asyncio.gather(
+            *(s.save(None, b"new", ttl=60, namespace=NS) for _ in range(30))
+        )
+        assert len(set(tokens)) == 30 and None not in tokens
+        updated = await asyncio.gather(
+            *(s.save(t, b"v%d" % i, ttl=60, namespace=NS) for i, t in enumerate(tokens))
+        )
+        assert updated == tokens
+        await asyncio.gather(*(s.delete(t, namespace=NS) for t in tokens[:10] if t is not None))
+        loaded = await asyncio.gather(*(s.load(t, namespace=NS) for t in tokens if t is not None))
+        assert loaded == [None] * 10 + [b"v%d" % i for i in range(10, 30)]
+        clients: list[dict[str, Any]] = await raw.client_list()
+        # One connection for writes and one for reads would be the most; without batching,
+        # thirty concurrent writes open thirty.
+        assert 1 <= sum(c.get("name") == name for c in clients) <= 2
+    finally:
+        await s.close()
+
+
+async def test_a_reader_that_stops_waiting_does_not_disturb_the_others(
+    store: RedisStore,
+) -> None:
+    tokens = [await store.save(None, b"p%d" % i, ttl=60, namespace=NS) for i in range(3)]
+    loads = [asyncio.ensure_future(store.load(t, namespace=NS)) for t in tokens if t is not None]
+    loads[1].cancel()
+    results = await asyncio.gather(*loads, return_exceptions=True)
+    assert results[0] == b"p0" and results[2] == b"p2"
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert await store.load(tokens[1] or "", namespace=NS) == b"p1"
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 try:
@@ -34,6 +34,8 @@ _MAX_PREFIX_LENGTH = 128
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 5.0
 _MAX_CONNECTIONS = 100
+# Commands from concurrent requests that go to Redis in one round trip, at most.
+_MAX_BATCH = 256
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
@@ -47,10 +49,18 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class _Commands(Protocol):
-    """The single-key commands the store uses, as ``redis.asyncio`` clients provide them."""
+class _Pipeline(Protocol):
+    def set(self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...) -> Any: ...
 
-    def get(self, name: str) -> Awaitable[bytes | None]: ...
+    def delete(self, *names: str) -> Any: ...
+
+    def execute(self, raise_on_error: bool = ...) -> Awaitable[list[Any]]: ...
+
+
+class _Commands(Protocol):
+    """The commands the store uses, as ``redis.asyncio`` clients provide them."""
+
+    def mget(self, keys: list[str]) -> Awaitable[list[bytes | None]]: ...
 
     def set(
         self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...
@@ -58,14 +68,98 @@ class _Commands(Protocol):
 
     def delete(self, *names: str) -> Awaitable[int]: ...
 
+    def pipeline(self, transaction: bool = ...) -> _Pipeline: ...
+
+
+#: A write: the command ("SET NX", "SET XX" or "DEL"), the record key, the payload, the TTL.
+_Write = tuple[str, str, bytes, int]
+_Item = TypeVar("_Item")
+
+
+class _Batcher(Generic[_Item]):
+    """Gathers what concurrent requests ask of Redis in one event-loop iteration.
+
+    Under load, many requests want their sessions at the same moment, and redis-py spends
+    far more time per command (connection checkout, packing, awaiting the reply) than
+    Redis spends answering it. The first request of an iteration opens a batch and
+    schedules its sending; requests that run in the same iteration join it; it leaves as
+    soon as they have run, in one round trip. No timer is involved, so a lone request is
+    not delayed: its batch holds one command.
+
+    A request that stops waiting (its time budget ran out) leaves its command in the
+    batch, and its reply is dropped. When every request of a batch has stopped waiting,
+    the batch is cancelled, which makes redis-py drop the connection it hung on.
+    """
+
+    __slots__ = ("_loop", "_open", "_running", "_send")
+
+    def __init__(self, send: Callable[[list[_Item]], Awaitable[list[Any]]]) -> None:
+        self._send = send
+        self._open: list[tuple[_Item, asyncio.Future[Any]]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[asyncio.Task[None], list[tuple[_Item, asyncio.Future[Any]]]] = {}
+
+    def submit(self, item: _Item) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        batch = self._open
+        if batch is None or len(batch) >= _MAX_BATCH or self._loop is not loop:
+            batch = self._open = []
+            self._loop = loop
+            task = loop.create_task(self._flush(batch))
+            self._running[task] = batch
+            task.add_done_callback(self._running.pop)
+        batch.append((item, future))
+        return future
+
+    def abandon(self, future: asyncio.Future[Any]) -> None:
+        """Called when the request waiting on ``future`` stopped waiting."""
+        for task, batch in self._running.items():
+            if any(f is future for _, f in batch):
+                if all(f.done() for _, f in batch):
+                    if self._open is batch:
+                        self._open = None
+                    task.cancel()
+                return
+
+    async def _flush(self, batch: list[tuple[_Item, asyncio.Future[Any]]]) -> None:
+        if self._open is batch:
+            self._open = None  # from here on, new commands start the next batch
+        try:
+            results = await self._send([item for item, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def drain(self) -> None:
+        """Wait for the batches already sent."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
 
 class RedisStore(ServerStore):
     """Session store on Redis or Redis Cluster (``redis.asyncio``).
 
     Each session is one string key, ``key_prefix`` + a 64-hex hash of the id, always written
-    with ``EX`` so Redis expires it. Only single-key commands are used, so a
-    ``RedisCluster`` works as well as a ``Redis``. A store built from a URL owns its client
-    and closes it in :meth:`close`; a client passed in is borrowed and never closed.
+    with ``EX`` so Redis expires it (``SET NX EX`` to create, ``SET XX EX`` to update).
+    Concurrent requests share round trips: the reads issued in one event-loop iteration go
+    as one ``MGET``, the writes as one pipeline without a transaction. A ``RedisCluster``
+    works as well as a ``Redis`` (its MGET is split by hash slot). A store built from a URL
+    owns its client and closes it in :meth:`close`; a client passed in is borrowed and
+    never closed.
     """
 
     def __init__(
@@ -77,6 +171,8 @@ class RedisStore(ServerStore):
         self._key_prefix = _check_prefix(key_prefix)
         self._url: str | None
         self._gate: asyncio.Semaphore | None = None  # only for a client the store owns
+        self._reads: _Batcher[str] = _Batcher(self._read_many)
+        self._writes: _Batcher[_Write] = _Batcher(self._write_many)
         self._client: aioredis.Redis | aioredis.RedisCluster | None
         if isinstance(url_or_client, str):
             self._url = _check_url(url_or_client)
@@ -131,32 +227,32 @@ class RedisStore(ServerStore):
         """Close the client if the store created it; a borrowed client is left open."""
         if self._url is None or self._client is None:
             return
+        await self._reads.drain()
+        await self._writes.drain()
         client, self._client = self._client, None
         await client.aclose()
 
     async def get(self, key: str) -> bytes | None:
-        result: bytes | None = await self._run("GET", key)
+        name = self._key_prefix + key
+        result: bytes | None = await self._await("GET", self._reads, name)
         return result
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._run("SET NX", key, data, ttl))
+        return bool(await self._await("SET NX", self._writes, ("SET NX", key, data, ttl)))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._run("SET XX", key, data, ttl))
+        return bool(await self._await("SET XX", self._writes, ("SET XX", key, data, ttl)))
 
     async def remove(self, key: str) -> None:
-        await self._run("DEL", key)
+        await self._await("DEL", self._writes, ("DEL", key, b"", 0))
 
-    async def _run(self, command: str, key: str, data: bytes = b"", ttl: int = 0) -> Any:
-        # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
-        # and async clients); on an asyncio client they are always awaitable.
-        client = cast(_Commands, self.client)
-        name = self._key_prefix + key
+    async def _await(self, command: str, batcher: _Batcher[_Item], item: _Item) -> Any:
+        reply = batcher.submit(item)
         try:
-            if self._gate is None:
-                return await _send(client, command, name, data, ttl)
-            async with self._gate:
-                return await _send(client, command, name, data, ttl)
+            return await reply
+        except asyncio.CancelledError:
+            batcher.abandon(reply)
+            raise
         except _UNAVAILABLE as exc:
             # Neither the key nor the payload goes into the message: the error type and
             # redis-py's text (host, port, errno) are what an operator needs.
@@ -164,15 +260,46 @@ class RedisStore(ServerStore):
                 f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
             ) from exc
 
+    async def _read_many(self, names: list[str]) -> list[Any]:
+        """One MGET for every read of the batch (MGET per hash slot on a cluster)."""
+        # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
+        # and async clients); on an asyncio client they are always awaitable.
+        client = self.client
+        if isinstance(client, aioredis.RedisCluster):
+            call: Awaitable[list[Any]] = client.mget_nonatomic(names)
+        else:
+            call = cast(_Commands, client).mget(names)
+        if self._gate is None:
+            return await call
+        async with self._gate:
+            return await call
+
+    async def _write_many(self, writes: list[_Write]) -> list[Any]:
+        """One command, or a pipeline (no transaction) of the batch's writes."""
+        client = cast(_Commands, self.client)
+        prefix = self._key_prefix
+        if len(writes) == 1:
+            command, key, data, ttl = writes[0]
+            call: Awaitable[Any] = _send(client, command, prefix + key, data, ttl)
+        else:
+            pipe = client.pipeline(transaction=False)
+            for command, key, data, ttl in writes:
+                _send(pipe, command, prefix + key, data, ttl)
+            call = pipe.execute(raise_on_error=False)
+        if self._gate is None:
+            result = await call
+        else:
+            async with self._gate:
+                result = await call
+        return [result] if len(writes) == 1 else cast(list[Any], result)
+
     def __repr__(self) -> str:
         # Never the URL: it may carry a password.
         owner = "owned" if self.owns_client else "borrowed"
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
 
 
-def _send(client: _Commands, command: str, name: str, data: bytes, ttl: int) -> Awaitable[Any]:
-    if command == "GET":
-        return client.get(name)
+def _send(client: _Commands | _Pipeline, command: str, name: str, data: bytes, ttl: int) -> Any:
     if command == "SET NX":
         return client.set(name, data, ex=ttl, nx=True)
     if command == "SET XX":
@@ -221,7 +348,7 @@ def _check_client(client: object) -> aioredis.Redis | aioredis.RedisCluster:
         )
     # Duck-typed on purpose: Redis, RedisCluster and wrappers of them all qualify.
     if isinstance(client, str | bytes | bytearray) or not all(
-        callable(getattr(client, name, None)) for name in ("get", "set", "delete")
+        callable(getattr(client, name, None)) for name in ("mget", "set", "delete", "pipeline")
     ):
         raise TypeError(
             "RedisStore expects a redis://, rediss:// or unix:// URL (str), a "
