@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 try:
@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ..abc import ServerStore
+from ..batching import Batcher
 from ..exceptions import ConfigurationError, StoreUnavailable
 
 __all__ = ["RedisStore"]
@@ -34,8 +35,6 @@ _MAX_PREFIX_LENGTH = 128
 _SOCKET_CONNECT_TIMEOUT = 5.0
 _SOCKET_TIMEOUT = 5.0
 _MAX_CONNECTIONS = 100
-# Commands from concurrent requests that go to Redis in one round trip, at most.
-_MAX_BATCH = 256
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
@@ -76,80 +75,6 @@ _Write = tuple[str, str, bytes, int]
 _Item = TypeVar("_Item")
 
 
-class _Batcher(Generic[_Item]):
-    """Gathers what concurrent requests ask of Redis in one event-loop iteration.
-
-    Under load, many requests want their sessions at the same moment, and redis-py spends
-    far more time per command (connection checkout, packing, awaiting the reply) than
-    Redis spends answering it. The first request of an iteration opens a batch and
-    schedules its sending; requests that run in the same iteration join it; it leaves as
-    soon as they have run, in one round trip. No timer is involved, so a lone request is
-    not delayed: its batch holds one command.
-
-    A request that stops waiting (its time budget ran out) leaves its command in the
-    batch, and its reply is dropped. When every request of a batch has stopped waiting,
-    the batch is cancelled, which makes redis-py drop the connection it hung on.
-    """
-
-    __slots__ = ("_loop", "_open", "_running", "_send")
-
-    def __init__(self, send: Callable[[list[_Item]], Awaitable[list[Any]]]) -> None:
-        self._send = send
-        self._open: list[tuple[_Item, asyncio.Future[Any]]] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._running: dict[asyncio.Task[None], list[tuple[_Item, asyncio.Future[Any]]]] = {}
-
-    def submit(self, item: _Item) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        batch = self._open
-        if batch is None or len(batch) >= _MAX_BATCH or self._loop is not loop:
-            batch = self._open = []
-            self._loop = loop
-            task = loop.create_task(self._flush(batch))
-            self._running[task] = batch
-            task.add_done_callback(self._running.pop)
-        batch.append((item, future))
-        return future
-
-    def abandon(self, future: asyncio.Future[Any]) -> None:
-        """Called when the request waiting on ``future`` stopped waiting."""
-        for task, batch in self._running.items():
-            if any(f is future for _, f in batch):
-                if all(f.done() for _, f in batch):
-                    if self._open is batch:
-                        self._open = None
-                    task.cancel()
-                return
-
-    async def _flush(self, batch: list[tuple[_Item, asyncio.Future[Any]]]) -> None:
-        if self._open is batch:
-            self._open = None  # from here on, new commands start the next batch
-        try:
-            results = await self._send([item for item, _ in batch])
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    async def drain(self) -> None:
-        """Wait for the batches already sent."""
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-
 class RedisStore(ServerStore):
     """Session store on Redis or Redis Cluster (``redis.asyncio``).
 
@@ -171,8 +96,8 @@ class RedisStore(ServerStore):
         self._key_prefix = _check_prefix(key_prefix)
         self._url: str | None
         self._gate: asyncio.Semaphore | None = None  # only for a client the store owns
-        self._reads: _Batcher[str] = _Batcher(self._read_many)
-        self._writes: _Batcher[_Write] = _Batcher(self._write_many)
+        self._reads: Batcher[str] = Batcher(self._read_many)
+        self._writes: Batcher[_Write] = Batcher(self._write_many)
         self._client: aioredis.Redis | aioredis.RedisCluster | None
         if isinstance(url_or_client, str):
             self._url = _check_url(url_or_client)
@@ -246,13 +171,9 @@ class RedisStore(ServerStore):
     async def remove(self, key: str) -> None:
         await self._await("DEL", self._writes, ("DEL", key, b"", 0))
 
-    async def _await(self, command: str, batcher: _Batcher[_Item], item: _Item) -> Any:
-        reply = batcher.submit(item)
+    async def _await(self, command: str, batcher: Batcher[_Item], item: _Item) -> Any:
         try:
-            return await reply
-        except asyncio.CancelledError:
-            batcher.abandon(reply)
-            raise
+            return await batcher.call(item)
         except _UNAVAILABLE as exc:
             # Neither the key nor the payload goes into the message: the error type and
             # redis-py's text (host, port, errno) are what an operator needs.
