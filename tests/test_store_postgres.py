@@ -175,6 +175,243 @@ async def test_an_expired_row_is_not_loaded_nor_updated_but_can_be_replaced(
     assert await store.get(key) == b"new"
 
 
+# --- concurrent requests share round trips -----------------------------------------------------
+
+
+class _Statements:
+    """Every statement a pool's connections send, from asyncpg's own query logger."""
+
+    def __init__(self, table: str) -> None:
+        self._table = table
+        self._sent: list[str] = []
+
+    def __call__(self, record: Any) -> None:
+        self._sent.append(record.query)
+
+    def clear(self) -> None:
+        self._sent.clear()
+
+    async def on_table(self) -> list[str]:
+        """The statements that touched the table (the logger runs one loop turn later)."""
+        await asyncio.sleep(0)
+        return [query for query in self._sent if f'"{self._table}"' in query]
+
+
+@pytest.fixture
+async def logged(
+    postgres_server: _Server, table: str
+) -> AsyncIterator[tuple[PostgresStore, _Statements, Any]]:
+    """A store on a pool of its own whose statements are recorded; the log starts empty."""
+    statements = _Statements(table)
+
+    async def init(connection: Any) -> None:
+        connection.add_query_logger(statements)
+
+    logged_pool = await asyncpg.create_pool(postgres_server.url, min_size=1, max_size=4, init=init)
+    store = PostgresStore(logged_pool, table=table)
+    await store.open()
+    statements.clear()
+    yield store, statements, logged_pool
+    await store.close()
+    await logged_pool.close()
+
+
+def _keys(n: int) -> list[str]:
+    return [record_key(NS, new_session_id()) for _ in range(n)]
+
+
+async def _seed(pool: Any, table: str, keys: list[str], ttl: int = 60) -> None:
+    """Rows ``payload-<i>`` for ``keys``, written with raw SQL (not through the store)."""
+    await pool.executemany(
+        f"INSERT INTO {table} (key, data, expires_at) "  # noqa: S608
+        "VALUES ($1, $2, now() + make_interval(secs => $3))",
+        [(key, f"payload-{i}".encode(), ttl) for i, key in enumerate(keys)],
+    )
+
+
+async def _data(pool: Any, table: str, key: str) -> bytes | None:
+    data: bytes | None = await pool.fetchval(f"SELECT data FROM {table} WHERE key = $1", key)  # noqa: S608
+    return data
+
+
+async def test_concurrent_loads_share_one_statement_and_get_each_their_own_row(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, store_pool = logged
+    tokens = [new_session_id() for _ in range(20)]
+    await _seed(pool, table, [record_key(NS, token) for token in tokens])
+    statements.clear()
+    unknown = new_session_id()
+    asked = [*tokens, unknown, tokens[3]]  # an unknown token, and one loaded twice
+
+    results = await asyncio.gather(*(store.load(token, namespace=NS) for token in asked))
+
+    expected = [f"payload-{i}".encode() for i in range(20)]
+    assert results == [*expected, None, b"payload-3"]
+    sent = await statements.on_table()
+    assert len(sent) == 1, sent  # 22 loads, one round trip
+    assert "ANY" in sent[0]
+    assert store_pool.get_size() == 1  # on one connection: the pool never had to grow
+
+
+async def test_a_lone_load_goes_at_once_and_sees_only_live_rows(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, _ = logged
+    live, expired = _keys(2)
+    await _seed(pool, table, [live, expired])
+    await _expire(pool, table, expired)
+    statements.clear()
+
+    assert await store.get(live) == b"payload-0"
+    assert await store.get(expired) is None
+    assert list(await asyncio.gather(store.get(expired), store.get(live))) == [None, b"payload-0"]
+    assert len(await statements.on_table()) == 3
+
+
+async def test_concurrent_updates_of_distinct_keys_all_land_in_one_statement(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, _ = logged
+    keys = _keys(12)
+    await _seed(pool, table, keys)
+    statements.clear()
+
+    results = await asyncio.gather(
+        *(store.update(key, f"new-{i}".encode(), 3600 + i) for i, key in enumerate(keys))
+    )
+
+    assert results == [True] * len(keys)
+    assert len(await statements.on_table()) == 1
+    rows = await pool.fetch(
+        f"SELECT key, data, extract(epoch FROM expires_at - now()) AS left FROM {table}"  # noqa: S608
+    )
+    by_key = {row["key"]: row for row in rows}
+    for i, key in enumerate(keys):
+        assert by_key[key]["data"] == f"new-{i}".encode()
+        assert 3590 + i < by_key[key]["left"] <= 3600 + i  # each its own ttl, server time
+
+
+async def test_two_concurrent_updates_of_one_key_both_succeed_and_one_of_them_is_kept(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, _ = logged
+    key, other = _keys(2)
+    await _seed(pool, table, [key, other])
+    statements.clear()
+
+    results = list(
+        await asyncio.gather(
+            store.update(key, b"first", 60),
+            store.update(other, b"other", 60),
+            store.update(key, b"second", 60),
+        )
+    )
+
+    assert results == [True, True, True]
+    assert await _data(pool, table, key) in (b"first", b"second")
+    assert await _data(pool, table, other) == b"other"
+    assert len(await statements.on_table()) == 1
+
+
+async def test_an_update_of_an_expired_or_deleted_row_fails_alone_in_its_batch(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, _ = logged
+    before, expired, deleted, after = keys = _keys(4)
+    await _seed(pool, table, keys)
+    await _expire(pool, table, expired)
+    await pool.execute(f"DELETE FROM {table} WHERE key = $1", deleted)  # noqa: S608
+    statements.clear()
+
+    results = await asyncio.gather(*(store.update(key, b"updated", 60) for key in keys))
+
+    assert results == [True, False, False, True]
+    assert len(await statements.on_table()) == 1
+    assert await _data(pool, table, before) == b"updated"
+    assert await _data(pool, table, after) == b"updated"
+    assert await _data(pool, table, expired) == b"payload-1"  # not revived
+    assert await _count(pool, table, "key = $1 AND expires_at > now()", expired) == 0
+    assert await _data(pool, table, deleted) is None  # not re-created
+
+
+async def test_concurrent_creates_share_one_statement_and_stay_create_only(
+    logged: tuple[PostgresStore, _Statements, Any], pool: Any, table: str
+) -> None:
+    store, statements, _ = logged
+    live, expired, fresh, twice = _keys(4)
+    await _seed(pool, table, [live, expired])
+    await _expire(pool, table, expired)
+    statements.clear()
+
+    results = list(
+        await asyncio.gather(
+            store.create(fresh, b"fresh", 60),
+            store.create(live, b"intruder", 60),
+            store.create(twice, b"twice-1", 60),
+            store.create(expired, b"replaced", 60),
+            store.create(twice, b"twice-2", 60),
+        )
+    )
+
+    # The second create of one key finds the first one's row live, as it would if the
+    # two ran one after the other.
+    assert results == [True, False, True, True, False]
+    assert len(await statements.on_table()) == 1
+    assert await _data(pool, table, fresh) == b"fresh"
+    assert await _data(pool, table, live) == b"payload-0"
+    assert await _data(pool, table, twice) == b"twice-1"
+    assert await _data(pool, table, expired) == b"replaced"
+    assert await store.get(expired) == b"replaced"  # live again, with the new ttl
+
+
+async def test_an_item_the_database_rejects_fails_alone_in_its_batch(
+    store: PostgresStore, pool: Any, table: str
+) -> None:
+    keys = _keys(3)
+    await _seed(pool, table, keys)
+    # A TTL past PostgreSQL's timestamp range makes the whole batched statement fail.
+    with pytest.raises(StoreError, match="failed a session query"):
+        await store.update(keys[1], b"never", 10**15)
+
+    results = await asyncio.gather(
+        store.update(keys[0], b"ok-0", 60),
+        store.update(keys[1], b"never", 10**15),
+        store.update(keys[2], b"ok-2", 60),
+        return_exceptions=True,
+    )
+
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], StoreError)
+    assert not isinstance(results[1], StoreUnavailable)
+    assert [await _data(pool, table, key) for key in keys] == [b"ok-0", b"payload-1", b"ok-2"]
+
+
+async def test_a_batch_locks_its_rows_in_key_order(
+    store: PostgresStore, pool: Any, table: str
+) -> None:
+    # Two batches that lock the same rows in opposite orders deadlock. Here a transaction
+    # holds the lower key; a batch that updates (higher, lower), in that order, must wait
+    # for it without holding the higher key, which a single update can then still write.
+    low, high = sorted(_keys(2))
+    await _seed(pool, table, [high, low])  # heap order too puts the higher key first
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute(f"SELECT 1 FROM {table} WHERE key = $1 FOR UPDATE", low)  # noqa: S608
+        batch = asyncio.gather(store.update(high, b"batch", 60), store.update(low, b"batch", 60))
+        for _ in range(200):  # until the batch waits on the row lock
+            if await _count(pool, "pg_stat_activity", "wait_event_type = 'Lock'"):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the batch never waited for the locked row")
+
+        assert await asyncio.wait_for(store.update(high, b"alone", 60), timeout=3) is True
+        assert not batch.done()
+    assert list(await asyncio.wait_for(batch, timeout=3)) == [True, True]
+    assert await _data(pool, table, high) == b"batch"
+    assert await _data(pool, table, low) == b"batch"
+
+
 # --- DDL ---------------------------------------------------------------------------------------
 
 

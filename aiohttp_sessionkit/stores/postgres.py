@@ -3,6 +3,12 @@
 Rows are not removed by the server when they expire: every query filters on ``expires_at``
 (server time, so client clock skew does not matter) and :meth:`PostgresStore.purge_expired`
 deletes the leftovers in bounded batches. Run it periodically (a background task, cron).
+
+Concurrent requests share round trips (see :mod:`aiohttp_sessionkit.batching`): the loads
+issued in one event-loop iteration go as one ``SELECT ... WHERE key = ANY(...)``, the
+updates as one ``UPDATE ... FROM unnest(...)``, the creates as one ``INSERT ... SELECT FROM
+unnest(...)``, each on one pooled connection. asyncpg spends far more CPU per statement than
+PostgreSQL spends answering these, so this is where the time goes under load.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -20,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..abc import ServerStore
+from ..batching import Batcher
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 
 __all__ = ["PostgresStore"]
@@ -44,16 +52,25 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 # A connection that died under us (server restart, admin shutdown); worth one retry.
+# InternalClientError is what asyncpg raises when a pooled connection has read the server's
+# shutdown message but not yet the end of the stream: a statement then fails before
+# anything is sent ("cannot switch to state ...; another operation (2) is in progress").
 _DEAD_CONNECTION: tuple[type[Exception], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
 )
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
+
+#: A create or an update: the record key, the payload, the TTL in seconds.
+_Write = tuple[str, bytes, int]
+_Item = TypeVar("_Item")
 
 
 class _Pool(Protocol):
@@ -98,6 +115,16 @@ def _index_name(table: str) -> str:
     digest = hashlib.sha256(table.encode()).hexdigest()[:8]
     keep = _MAX_IDENTIFIER - len(_INDEX_SUFFIX) - len(digest) - 1
     return f"{table[:keep]}_{digest}{_INDEX_SUFFIX}"
+
+
+def _columns(writes: dict[str, _Write]) -> tuple[list[str], list[bytes], list[int]]:
+    """The keys, payloads and TTLs of distinct writes as three arrays, sorted by key.
+
+    Key order makes every batch lock its rows in the same order, so two batches in flight
+    at once wait for each other at worst, never deadlock.
+    """
+    ordered = [writes[key] for key in sorted(writes)]
+    return [w[0] for w in ordered], [w[1] for w in ordered], [w[2] for w in ordered]
 
 
 def _describe_dsn(dsn: str) -> str:
@@ -176,6 +203,33 @@ class PostgresStore(ServerStore):
             "WHERE key = $1 AND expires_at > now() RETURNING true"
         )
         self._sql_remove = f"DELETE FROM {qualified} WHERE key = $1"  # noqa: S608
+        # The same three for a batch of distinct keys, as arrays: $1 the keys, $2 the payloads,
+        # $3 the TTLs. Each returns the keys it found (read, created, updated).
+        batch = "unnest($1::text[], $2::bytea[], $3::float8[]) AS u(key, data, ttl)"
+        self._sql_get_many = (
+            f"SELECT key, data FROM {qualified} "  # noqa: S608
+            "WHERE key = ANY($1::text[]) AND expires_at > now()"
+        )
+        self._sql_create_many = (
+            f"INSERT INTO {qualified} AS s (key, data, expires_at) "  # noqa: S608
+            f"SELECT u.key, u.data, now() + make_interval(secs => u.ttl) FROM {batch} "
+            "ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, "
+            "expires_at = EXCLUDED.expires_at WHERE s.expires_at <= now() "
+            "RETURNING s.key"
+        )
+        # One statement that updates several rows can deadlock with another one that locks
+        # the same rows in another order (two requests of each of two sessions, in two
+        # batches in flight at once), which the single-row UPDATE never could. So the rows
+        # are locked first, in key order whatever the plan (LockRows sits above the Sort),
+        # and only then updated; a row deleted, updated or expired in the meantime is
+        # re-checked on its latest version by FOR UPDATE and left out if no longer live.
+        self._sql_update_many = (
+            f"UPDATE {qualified} AS s SET data = l.data, "  # noqa: S608
+            "expires_at = now() + make_interval(secs => l.ttl) "
+            f"FROM (SELECT r.key, u.data, u.ttl FROM {batch} JOIN {qualified} AS r "
+            "ON r.key = u.key WHERE r.expires_at > now() ORDER BY r.key FOR UPDATE OF r) AS l "
+            "WHERE s.key = l.key RETURNING s.key"
+        )
         # SKIP LOCKED lets two purging app instances split the work instead of queueing; the
         # outer expires_at test is re-evaluated on the latest row version, so a row that a
         # concurrent create revived after the subquery's snapshot is not deleted.
@@ -189,6 +243,9 @@ class PostgresStore(ServerStore):
 
         self._ready: _Pool | None = None  # set once the pool exists and the table is checked
         self._lock = asyncio.Lock()
+        self._reads: Batcher[str] = Batcher(self._get_batch)
+        self._creates: Batcher[_Write] = Batcher(self._create_batch)
+        self._updates: Batcher[_Write] = Batcher(self._update_batch)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._qualified} on {self._where}>"
@@ -205,6 +262,8 @@ class PostgresStore(ServerStore):
 
     async def close(self) -> None:
         """Close the pool if this store created it; a borrowed pool stays open."""
+        for batcher in (self._reads, self._creates, self._updates):
+            await batcher.drain()
         async with self._lock:
             self._ready = None
             if self._dsn is None or self._pool is None:
@@ -213,19 +272,96 @@ class PostgresStore(ServerStore):
             await pool.close()  # terminates the connections itself if closing fails
 
     async def get(self, key: str) -> bytes | None:
-        data: bytes | None = await self._query("fetchval", self._sql_get, key)
+        data: bytes | None = await self._reads.call(key)
         return data
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
         # If a lost attempt did commit, the retry finds a live row and returns False:
         # ServerStore then picks another id and the orphan expires. Never a double write.
-        return await self._query("fetchval", self._sql_create, key, data, ttl) is not None
+        return bool(await self._creates.call((key, data, ttl)))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return await self._query("fetchval", self._sql_update, key, data, ttl) is not None
+        return bool(await self._updates.call((key, data, ttl)))
 
     async def remove(self, key: str) -> None:
+        # Not batched: logouts are rare, and a DELETE of one row holds one lock.
         await self._query("execute", self._sql_remove, key)
+
+    # One round trip per batch. A batch of one runs the single-row statement; a batch whose
+    # statement fails on a query error (not an outage) is run again item by item, so that
+    # what one caller sent fails that caller alone, as it did before batching.
+
+    async def _get_one(self, key: str) -> Any:
+        return await self._query("fetchval", self._sql_get, key)
+
+    async def _create_one(self, write: _Write) -> Any:
+        return await self._query("fetchval", self._sql_create, *write) is not None
+
+    async def _update_one(self, write: _Write) -> Any:
+        return await self._query("fetchval", self._sql_update, *write) is not None
+
+    async def _get_batch(self, keys: list[str]) -> list[Any]:
+        return await self._batch(keys, self._get_many, self._get_one)
+
+    async def _create_batch(self, writes: list[_Write]) -> list[Any]:
+        return await self._batch(writes, self._create_many, self._create_one)
+
+    async def _update_batch(self, writes: list[_Write]) -> list[Any]:
+        return await self._batch(writes, self._update_many, self._update_one)
+
+    async def _get_many(self, keys: list[str]) -> list[Any]:
+        # A key asked twice (two requests of one session) is sent once; both get the row.
+        rows = await self._query("fetch", self._sql_get_many, list(dict.fromkeys(keys)))
+        found = {row[0]: row[1] for row in rows}
+        return [found.get(key) for key in keys]
+
+    async def _create_many(self, writes: list[_Write]) -> list[Any]:
+        # ON CONFLICT DO UPDATE refuses to touch one row twice in a statement, so a key sent
+        # twice is written once: its first create may succeed, the next ones find it live
+        # and fail, as they would one after the other. (Fresh random keys never repeat.)
+        first: dict[str, _Write] = {}
+        for write in writes:
+            first.setdefault(write[0], write)
+        rows = await self._query("fetch", self._sql_create_many, *_columns(first))
+        created = {row[0] for row in rows}
+        results: list[Any] = []
+        for key, _, _ in writes:
+            results.append(key in created)
+            created.discard(key)
+        return results
+
+    async def _update_many(self, writes: list[_Write]) -> list[Any]:
+        # Two updates of one key (two concurrent requests of one session): the last one is
+        # written, and both report success, as if they had run one after the other.
+        last = {write[0]: write for write in writes}
+        if len(last) == 1:
+            updated = await self._update_one(writes[-1])
+            return [updated] * len(writes)
+        rows = await self._query("fetch", self._sql_update_many, *_columns(last))
+        done = {row[0] for row in rows}
+        return [key in done for key, _, _ in writes]
+
+    async def _batch(
+        self,
+        items: list[_Item],
+        many: Callable[[list[_Item]], Awaitable[list[Any]]],
+        one: Callable[[_Item], Awaitable[Any]],
+    ) -> list[Any]:
+        if len(items) == 1:
+            return [await one(items[0])]
+        try:
+            return await many(items)
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            pass
+        results: list[Any] = []
+        for item in items:
+            try:
+                results.append(await one(item))
+            except StoreError as exc:
+                results.append(exc)
+        return results
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
