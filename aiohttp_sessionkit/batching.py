@@ -34,9 +34,10 @@ class Batcher(Generic[_Item]):
     raised by ``send`` fails every item of the batch.
 
     A caller that stops waiting (its time budget ran out, or its request was cancelled)
-    before its batch leaves takes its command out of it; after, its result is dropped. When every caller of a batch
-    has stopped waiting, the batch itself is cancelled, so that a driver waiting on a hung
-    server drops that connection, as it would for a single cancelled command.
+    before its batch leaves takes its command out of it; after, its result is dropped.
+    When every caller of a batch has stopped waiting, the batch itself is cancelled, so
+    that a driver waiting on a hung server drops that connection, as it would for a single
+    cancelled command.
     """
 
     __slots__ = ("_loop", "_open", "_running", "_send")

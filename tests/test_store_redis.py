@@ -318,7 +318,7 @@ async def test_command_errors_other_than_connectivity_propagate(
 ) -> None:
     # A refused command (here: Redis out of memory) is not an outage, so no StoreUnavailable;
     # the same for a lone write and for writes that went together in one pipeline.
-    old: dict[str, Any] = await raw.config_get("maxmemory")
+    old: dict[Any, Any] = await raw.config_get("maxmemory")
     await raw.config_set("maxmemory", 1)  # with the default policy, noeviction
     try:
         with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
