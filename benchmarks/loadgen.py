@@ -1,7 +1,8 @@
 """Fallback load generator when ``wrk`` is not installed (run.py picks it automatically).
 
-``python benchmarks/loadgen.py URL --connections 32 --duration 5 [--cookie "NAME=VALUE"]``
-keeps CONNECTIONS keep-alive requests in flight for DURATION seconds and prints one JSON
+``python benchmarks/loadgen.py URL --connections 32 --duration 5 [--cookies-file FILE]``
+keeps CONNECTIONS keep-alive requests in flight for DURATION seconds, each carrying the next
+Cookie value of FILE (one ``NAME=VALUE`` per line, round robin), and prints one JSON
 object: requests, seconds, rps, non2xx (status >= 400, as wrk counts them), errors.
 
 It is far slower than wrk (it is Python too), so on a small machine it competes with the
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
+from collections.abc import Iterator
 
 import aiohttp
 
@@ -21,13 +24,13 @@ import aiohttp
 async def _worker(
     session: aiohttp.ClientSession,
     url: str,
-    headers: dict[str, str],
+    headers: Iterator[dict[str, str]],
     deadline: float,
     counts: dict[str, int],
 ) -> None:
     while time.monotonic() < deadline:
         try:
-            async with session.get(url, headers=headers) as response:
+            async with session.get(url, headers=next(headers)) as response:
                 await response.read()
                 counts["requests"] += 1
                 if response.status >= 400:
@@ -36,8 +39,9 @@ async def _worker(
             counts["errors"] += 1
 
 
-async def run(url: str, connections: int, duration: float, cookie: str | None) -> dict[str, float]:
-    headers = {"Cookie": cookie} if cookie else {}
+async def run(url: str, connections: int, duration: float, cookies: list[str]) -> dict[str, float]:
+    # Request i carries cookies[i % len(cookies)], as the wrk script does.
+    headers = itertools.cycle([{"Cookie": c} for c in cookies] or [{}])
     counts = {"requests": 0, "non2xx": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=10)
@@ -65,9 +69,15 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--cookie", default=None, help='a Cookie header value, "NAME=VALUE"')
+    parser.add_argument(
+        "--cookies-file", default=None, help='Cookie header values ("NAME=VALUE"), one per line'
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.connections, args.duration, args.cookie))
+    cookies = []
+    if args.cookies_file:
+        with open(args.cookies_file, encoding="ascii") as lines:
+            cookies = [line.strip() for line in lines if line.strip()]
+    result = asyncio.run(run(args.url, args.connections, args.duration, cookies))
     print(json.dumps(result))
 
 

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("route", choices=list(bc.ROUTES))
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sessions", type=int, default=256, help="distinct sessions to cycle")
     parser.add_argument("--interval", type=float, default=0.0005, help="sampling interval, s")
     parser.add_argument("--show-all", action="store_true", help="include library frames")
     args = parser.parse_args()
@@ -51,9 +52,9 @@ def main() -> None:
         app = _Attached(proc, port, log)
         try:
             app.wait_ready()
-            cookie = run.login(app)
+            cookies = run.login_many(app, args.sessions)
             load = run.Load(args.connections, force_python=False)
-            result = load.run(app.url(args.route), cookie, args.duration)
+            result = load.run(app.url(args.route), cookies, args.duration, Path(tmp))
             print(f"{args.config} /{args.route}: {result['rps']:.0f} req/s under the profiler")
         finally:
             proc.send_signal(signal.SIGINT)

@@ -229,23 +229,29 @@ def http_get(url: str, cookie: str | None = None) -> tuple[int, str, list[str]]:
 
 
 def login(app: AppProcess) -> str:
-    """Log in once; return the ``NAME=VALUE`` cookie every measured request carries."""
+    """Log in once; return the ``NAME=VALUE`` session cookie the response set."""
     status, _, set_cookies = http_get(app.url("login"))
     if status != 200:
         raise RuntimeError(f"/login answered {status}")
     for header in set_cookies:
         pair = header.split(";", 1)[0].strip()
         if pair.startswith(bc.COOKIE_NAME + "="):
-            cookie = pair
-            break
-    else:
-        raise RuntimeError(f"/login set no {bc.COOKIE_NAME} cookie (got {set_cookies!r})")
-    # A cookie that does not open would measure the "no session" path: check it does.
-    for route in ("read", "write"):
-        status, body, _ = http_get(app.url(route), cookie)
-        if status != 200:
-            raise RuntimeError(f"/{route} with the login cookie answered {status}: {body!r}")
-    return cookie
+            return pair
+    raise RuntimeError(f"/login set no {bc.COOKIE_NAME} cookie (got {set_cookies!r})")
+
+
+def login_many(app: AppProcess, sessions: int) -> list[str]:
+    """Log in ``sessions`` times; return the distinct cookies the load will cycle through."""
+    cookies = [login(app) for _ in range(sessions)]
+    if len(set(cookies)) != len(cookies):
+        raise RuntimeError("/login handed out the same cookie twice")
+    # A cookie that does not open would measure the "no session" path: check they do.
+    for cookie in {cookies[0], cookies[-1]}:
+        for route in ("read", "write"):
+            status, body, _ = http_get(app.url(route), cookie)
+            if status != 200:
+                raise RuntimeError(f"/{route} with a login cookie answered {status}: {body!r}")
+    return cookies
 
 
 # --------------------------------------------------------------------------- load
@@ -309,16 +315,21 @@ class Load:
         self.wrk = None if force_python else shutil.which("wrk")
         self.tool = "wrk" if self.wrk else "loadgen.py"
 
-    def run(self, url: str, cookie: str, duration: int) -> dict[str, Any]:
+    def run(self, url: str, cookies: list[str], duration: int, scratch: Path) -> dict[str, Any]:
+        """Load ``url`` for ``duration`` seconds; request i carries ``cookies[i % len]``."""
+        cookie_file = scratch / "cookies.txt"
+        cookie_file.write_text("\n".join(cookies) + "\n")
         if self.wrk:
+            script = scratch / "cookies.lua"
+            script.write_text(_WRK_SCRIPT.replace("COOKIE_FILE", json.dumps(str(cookie_file))))
             command = [
                 self.wrk, "-t1", f"-c{self.connections}", f"-d{duration}s", "--timeout", "5s",
-                "-H", f"Cookie: {cookie}", url,
+                "-s", str(script), url,
             ]  # fmt: skip
         else:
             command = [
                 sys.executable, str(LOADGEN), url, "--connections", str(self.connections),
-                "--duration", str(duration), "--cookie", cookie,
+                "--duration", str(duration), "--cookies-file", str(cookie_file),
             ]  # fmt: skip
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=duration + 60, check=False
@@ -329,6 +340,27 @@ class Load:
             return parse_wrk(done.stdout)
         result: dict[str, Any] = json.loads(done.stdout)
         return result
+
+
+# Each request carries the next cookie of the list, round robin, so concurrent requests
+# belong to different sessions, as on a real site.
+_WRK_SCRIPT = """
+local cookies = {}
+for line in io.lines(COOKIE_FILE) do
+  if #line > 0 then cookies[#cookies + 1] = line end
+end
+local requests = {}
+init = function(args)  -- wrk.format needs the Host header, known from here on
+  for i, cookie in ipairs(cookies) do
+    requests[i] = wrk.format(nil, nil, { ["Cookie"] = cookie })
+  end
+end
+local next_one = 0
+request = function()
+  next_one = next_one % #requests + 1
+  return requests[next_one]
+end
+"""
 
 
 # --------------------------------------------------------------------------- side measurements
@@ -611,6 +643,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per route")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
+        "--sessions",
+        type=int,
+        default=256,
+        help="distinct logged-in sessions the requests cycle through (default 256)",
+    )
+    parser.add_argument(
         "--only",
         default=None,
         help="comma-separated configurations: " + ", ".join(bc.CONFIG_BY_NAME),
@@ -664,7 +702,7 @@ def measure_round(
         for config, app in apps.items():
             try:
                 app.wait_ready()
-                login(app)
+                login_many(app, 1)
             except Exception as exc:
                 failed[config] = f"{type(exc).__name__}: {exc}"
                 print(f"  {config:24s} FAILED: {failed[config]}", flush=True)
@@ -674,15 +712,17 @@ def measure_round(
                 if config in failed:
                     continue
                 try:
-                    # A fresh login per measurement: the load tool never updates its cookie,
+                    # Fresh logins per measurement: the load tool never updates its cookies,
                     # and a cookie-store cookie older than the touch interval would turn
                     # every read into a re-seal.
-                    cookie = login(app)
-                    login_cookies[config] = len(cookie.split("=", 1)[1])
+                    cookies = login_many(app, args.sessions)
+                    login_cookies[config] = len(cookies[0].split("=", 1)[1])
+                    scratch = log_dir / f"{config}-{route}"
+                    scratch.mkdir(exist_ok=True)
                     if args.warmup:
-                        load.run(app.url(route), cookie, args.warmup)
+                        load.run(app.url(route), cookies, args.warmup, scratch)
                     cpu_before = app.cpu_seconds()
-                    r = load.run(app.url(route), cookie, args.duration)
+                    r = load.run(app.url(route), cookies, args.duration, scratch)
                     cpu = app.cpu_seconds() - cpu_before
                 except Exception as exc:
                     failed[config] = f"{type(exc).__name__}: {exc}"
@@ -726,8 +766,9 @@ def main(argv: list[str] | None = None) -> int:
         "aiohttp-session uses plain-string request keys: aiohttp 3.14 emits NotAppKeyWarning "
         "on every request; its server process ignores that warning (a warnings filter), so "
         "its figures include the cheap warn() call but no printing.",
-        "All 32 connections carry the same session cookie (also on /untouched, as a browser "
-        "would): /write on server stores updates one record concurrently.",
+        f"Requests cycle through {args.sessions} sessions, each logged in before the "
+        "measurement, so concurrent requests belong to different sessions; every request "
+        "carries a session cookie, /untouched included, as a browser would send it.",
     ]
     if load.tool != "wrk":
         notes.append("wrk not found: loads come from benchmarks/loadgen.py (Python, slower).")
