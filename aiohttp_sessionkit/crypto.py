@@ -34,6 +34,8 @@ _TAG_BYTES = 16
 _PREFIX = len(_VERSION) + _KID_BYTES
 _MIN_TOKEN = _PREFIX + _NONCE_BYTES + _TAG_BYTES
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _HOW_TO = (
     "generate one with `python -m aiohttp_sessionkit keygen` or "
     "aiohttp_sessionkit.generate_key(), and keep it out of source control"
@@ -121,14 +123,16 @@ class KeyRing:
         nonce = os.urandom(_NONCE_BYTES)
         prefix = self._current_id
         sealed = self._current.encrypt(nonce, plaintext, prefix + context)
-        return base64.urlsafe_b64encode(prefix + nonce + sealed).rstrip(b"=").decode()
+        encoded = binascii.b2a_base64(prefix + nonce + sealed, newline=False)
+        return encoded.translate(_TO_URLSAFE).rstrip(b"=").decode()
 
     def open(self, token: str, context: bytes) -> tuple[bytes, bool] | None:
         """Return (plaintext, sealed with a retired key) or None if the token does not open."""
         if not _TOKEN_CHARS.fullmatch(token):  # one spelling per token: no padding, no junk
             return None
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        try:  # binascii directly: base64.urlsafe_b64decode is three calls around it
+            padded = (token + "=" * (-len(token) % 4)).encode("ascii")
+            raw = binascii.a2b_base64(padded.translate(_FROM_URLSAFE), strict_mode=True)
         except (binascii.Error, ValueError):
             return None
         if len(raw) < _MIN_TOKEN or raw[:1] != _VERSION:

@@ -50,9 +50,9 @@ class SessionConfig:
         """
         if self.store.local:
             return operation
-        return self._guarded(operation)
+        return self.guarded(operation)
 
-    async def _guarded(self, operation: Awaitable[_T]) -> _T:
+    async def guarded(self, operation: Awaitable[_T]) -> _T:
         try:
             if self.store_timeout is None:
                 return await operation
@@ -110,8 +110,32 @@ class Slot:
             self.waiters.append(waiter)
             return await waiter
         self.waiters = []
+        # One coroutine for the whole load: it runs on every request that reads its session.
+        config = self.config
+        session = None
         try:
-            session = await self._load(request)
+            token = presented_cookie(request, config.namespace)
+            if token:
+                self.token = token
+                store = config.store
+                operation = store.load(token, namespace=config.namespace)
+                payload = await (operation if store.local else config.guarded(operation))
+                if payload is not None:
+                    session = decode_payload(
+                        payload,
+                        config.serializer,
+                        identity=None if store.client_side else token,
+                        idle_timeout=config.idle_timeout,
+                        absolute_timeout=config.absolute_timeout,
+                    )
+                if session is None:
+                    log.debug(
+                        "session cookie %r did not open; starting a new session", config.namespace
+                    )
+                else:
+                    self.live = True
+            if session is None:
+                session = Session()
         except BaseException as exc:
             for waiter in self.waiters:
                 if isinstance(exc, asyncio.CancelledError):
@@ -121,31 +145,11 @@ class Slot:
             self.waiters = None
             raise
         self.session = session
-        for waiter in self.waiters:
-            waiter.set_result(session)
+        if self.waiters:
+            for waiter in self.waiters:
+                waiter.set_result(session)
         self.waiters = None
         return session
-
-    async def _load(self, request: web.Request) -> Session:
-        config = self.config
-        token = presented_cookie(request, config.namespace)
-        if token:
-            self.token = token
-            store = config.store
-            payload = await config.call(store.load(token, namespace=config.namespace))
-            if payload is not None:
-                session = decode_payload(
-                    payload,
-                    config.serializer,
-                    identity=None if store.client_side else token,
-                    idle_timeout=config.idle_timeout,
-                    absolute_timeout=config.absolute_timeout,
-                )
-                if session is not None:
-                    self.live = True
-                    return session
-            log.debug("session cookie %r did not open; starting a new session", config.namespace)
-        return Session()
 
     def replace(self, session: Session) -> None:
         """Install ``session`` in place of the current one; the old record gets deleted."""
@@ -156,6 +160,19 @@ class Slot:
         """True if the session has changes that a commit would write."""
         session = self.session
         return session is not None and (session._dirty or session._discard_old)
+
+    def due(self) -> bool:
+        """True if :meth:`commit` has something to do: a change, or a throttled refresh."""
+        session = self.session
+        if session is None:
+            return False
+        if session._dirty or session._discard_old:
+            return True
+        return (
+            self.live
+            and not session.empty
+            and (now() - session._accessed >= self.config.touch_interval)
+        )
 
     def needs_cookie(self) -> bool:
         """True if committing the pending changes needs a new Set-Cookie to reach the client."""
@@ -323,9 +340,15 @@ def make_middleware(registry: Registry) -> Middleware:
             raise
         except StoreUnavailable as exc:
             return _unavailable(exc)
-        if state.slots is not None:
+        slots = state.slots
+        if slots is not None:
+            if not response.prepared and response.status < 500 and _read_only(slots):
+                for slot in slots.values():  # no write: no coroutine to create and run
+                    slot.apply(response)
+                state.finished = True
+                return response
             try:
-                await _finish(request, state.slots, response)
+                await _finish(request, slots, response)
             except StoreUnavailable as exc:
                 if response.prepared:
                     raise
@@ -346,7 +369,8 @@ async def _finish(
         return
     for slot in state.values():
         if not response.prepared:
-            await slot.commit(request)
+            if slot.due():
+                await slot.commit(request)
             slot.apply(response)
         elif slot.pending():
             if slot.needs_cookie():
@@ -356,6 +380,14 @@ async def _finish(
                     "make the change before calling prepare() (or before the first write)"
                 )
             await slot.commit(request)
+
+
+def _read_only(state: dict[str, Slot]) -> bool:
+    """True when no session of the request has anything to write (the common read)."""
+    for slot in state.values():
+        if slot.due():
+            return False
+    return True
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:

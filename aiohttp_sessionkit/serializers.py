@@ -38,19 +38,29 @@ def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# The C encoder, called directly: JSONEncoder.encode rebuilds it (and a few closures) on
-# every call, which is a third of the cost of encoding a small session. None without the
-# C accelerator; the public API is used then.
+# The C encoder, called directly and kept: JSONEncoder.encode rebuilds it (and a few
+# closures) on every call, which is a third of the cost of encoding a small session. None
+# without the C accelerator; the public API is used then.
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _new_c_encoder() -> Any:
+    if _c_make_encoder is None:
+        return None
+    return _c_make_encoder(
+        {}, _not_serializable, json.encoder.encode_basestring, None, ":", ",",
+        False, False, False,
+    )  # fmt: skip
 
 
 class JSONSerializer:
     """Compact, strict JSON (no NaN, Infinity or overflowing numbers), UTF-8 encoded."""
 
-    __slots__ = ("_decoder", "_encoder", "_scan")
+    __slots__ = ("_c_encode", "_decoder", "_encoder", "_scan")
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        self._c_encode: Any = _new_c_encoder()
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
         # The scanner behind JSONDecoder.decode, without its Python-level wrapping.
         self._scan: Any = self._decoder.scan_once  # type: ignore[attr-defined]
@@ -58,14 +68,18 @@ class JSONSerializer:
     # "surrogatepass" both ways: a str holding a lone surrogate (which JSON's \uXXXX escapes
     # can produce) survives a round trip instead of failing the next save.
     def dumps(self, value: Any) -> bytes:
-        if _c_make_encoder is None:
+        encode = self._c_encode
+        text: str
+        if encode is None:
             text = self._encoder.encode(value)
         else:
-            encode = _c_make_encoder(
-                {}, _not_serializable, json.encoder.encode_basestring, None, ":", ",",
-                False, False, False,
-            )  # fmt: skip
-            text = "".join(encode(value, 0))
+            try:
+                text = "".join(encode(value, 0))
+            except BaseException:
+                # The encoder's circular-reference markers may be left half filled: start
+                # the next call with a fresh one.
+                self._c_encode = _new_c_encoder()
+                raise
         return text.encode("utf-8", "surrogatepass")
 
     def loads(self, data: bytes) -> Any:

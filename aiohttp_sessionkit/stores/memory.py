@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from ..abc import ServerStore
 from ..exceptions import ConfigurationError
+from ..ids import is_valid_session_id, record_key
 
 __all__ = ["MemoryStore"]
 
@@ -41,15 +42,22 @@ class MemoryStore(ServerStore):
         """How many records are held, expired ones not yet evicted included."""
         return len(self._records)
 
+    # ServerStore's load/save, without the await of get/create/update that a driver with
+    # I/O needs: here a load is a dict lookup, and the coroutine hop cost more than it.
+    async def load(self, token: str, *, namespace: str) -> bytes | None:
+        if not is_valid_session_id(token):
+            return None
+        return self._get(record_key(namespace, token))
+
+    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
+        if token is None:
+            return await super().save(None, data, ttl=ttl, namespace=namespace)
+        if not is_valid_session_id(token):
+            return None
+        return token if self._update(record_key(namespace, token), data, ttl) else None
+
     async def get(self, key: str) -> bytes | None:
-        records = self._records
-        record = records.pop(key, None)
-        if record is None:
-            return None
-        if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
-            return None
-        records[key] = record  # re-inserting moves it to the most recently used end
-        return record[_EXPIRY.size :]
+        return self._get(key)
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
         records = self._records
@@ -66,6 +74,19 @@ class MemoryStore(ServerStore):
         return True
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        return self._update(key, data, ttl)
+
+    def _get(self, key: str) -> bytes | None:
+        records = self._records
+        record = records.pop(key, None)
+        if record is None:
+            return None
+        if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
+            return None
+        records[key] = record  # re-inserting moves it to the most recently used end
+        return record[_EXPIRY.size :]
+
+    def _update(self, key: str, data: bytes, ttl: int) -> bool:
         records = self._records
         existing = records.pop(key, None)
         if existing is None:
