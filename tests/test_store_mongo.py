@@ -148,7 +148,9 @@ async def test_an_expired_document_is_not_loaded_and_can_be_replaced(
     assert await raw.count_documents({"_id": key}) == 1
     assert await store.load(token, namespace=NS) is None
     assert await store.save(token, b"extended", ttl=TTL, namespace=NS) is None
-    assert (await raw.find_one({"_id": key}))["data"] == b"stale"
+    # The refused update took its write back by deleting the dead record: not extended.
+    assert await raw.find_one({"_id": key}) is None
+    assert await store.load(token, namespace=NS) is None
 
     assert await store.create(key, b"fresh", TTL) is True
     assert await store.load(token, namespace=NS) == b"fresh"
@@ -350,6 +352,79 @@ async def test_concurrent_loads_each_get_their_own_answer_by_id_lookups(
     finally:
         await store.close()
         await close_client(monitored)
+
+
+class _Filters(CommandListener):
+    """(command name, filter) of every find, update, findAndModify and delete a client sends."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        command = event.command
+        name = event.command_name
+        if name == "find":
+            self.seen.append((name, dict(command["filter"])))
+        elif name == "findAndModify":
+            self.seen.append((name, dict(command["query"])))
+        elif name == "update":
+            self.seen.extend((name, dict(each["q"])) for each in command["updates"])
+        elif name == "delete":
+            self.seen.extend((name, dict(each["q"])) for each in command["deletes"])
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+async def test_update_filters_on_id_alone_and_keeps_the_update_only_contract(
+    driver: str,
+    mongo_server: Any,  # noqa: F811
+    db_name: str,
+    raw: Any,
+) -> None:
+    # FerretDB 1.24 scans the whole collection for any filter other than a bare {"_id": key},
+    # so the update must never send {"_id": key, "expires": ...}; it checks expiry itself.
+    seen = _Filters()
+    options: dict[str, Any] = {"tz_aware": True, "event_listeners": [seen]}
+    if driver == "pymongo":
+        monitored: Any = AsyncMongoClient(mongo_server.url, **options)
+    else:
+        motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+        monitored = motor_asyncio.AsyncIOMotorClient(mongo_server.url, **options)
+    store = MongoStore(monitored, database=db_name)
+    try:
+        live = await store.save(None, b"live", ttl=TTL, namespace=NS)
+        stale = await store.save(None, b"stale", ttl=TTL, namespace=NS)
+        gone = await store.save(None, b"gone", ttl=TTL, namespace=NS)
+        assert live is not None and stale is not None and gone is not None
+        await expire(raw, stale)
+        await store.delete(gone, namespace=NS)
+        before_update = datetime.now(UTC)
+        seen.seen.clear()
+
+        assert await store.save(live, b"live 2", ttl=TTL, namespace=NS) == live
+        assert await store.save(stale, b"stale 2", ttl=TTL, namespace=NS) is None
+        assert await store.save(gone, b"gone 2", ttl=TTL, namespace=NS) is None
+        assert await store.save("n" * 43, b"never", ttl=TTL, namespace=NS) is None
+
+        sent = list(seen.seen)
+        assert sent, "the updates sent no command the listener recognises"
+        assert all(list(f) == ["_id"] and isinstance(f["_id"], str) for _, f in sent), sent
+        assert {f["_id"] for _, f in sent} == {
+            record_key(NS, token) for token in (live, stale, gone, "n" * 43)
+        }
+    finally:
+        await store.close()
+        await close_client(monitored)
+
+    # And the writes are right: the live record is extended, nothing else exists.
+    docs = {doc["_id"]: doc async for doc in raw.find({})}
+    assert list(docs) == [record_key(NS, live)]
+    assert docs[record_key(NS, live)]["data"] == b"live 2"
+    assert docs[record_key(NS, live)]["expires"] > before_update + timedelta(seconds=TTL - 60)
 
 
 @pytest.mark.parametrize("target", ["redis://localhost/", "localhost:27017", 42, object()])
