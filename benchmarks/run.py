@@ -109,7 +109,8 @@ _SERVER_ENV = {
 def backing_servers(needed: set[str], problems: dict[str, str]) -> Iterator[dict[str, str]]:
     """Start the Redis/PostgreSQL/FerretDB servers ``needed`` (tests/servers.py), yield URLs.
 
-    A server that cannot start is reported in ``problems`` instead of failing the run.
+    A backend whose ``SESSIONKIT_BENCH_*`` variable is set is used from there instead. A
+    server that cannot start is reported in ``problems`` instead of failing the run.
     """
     urls: dict[str, str] = {}
     started: list[ServerHandle] = []
@@ -125,6 +126,11 @@ def backing_servers(needed: set[str], problems: dict[str, str]) -> Iterator[dict
                     problems[backend] = f"cannot import tests/servers.py: {exc!r}"
                 needed = set()
         for backend in sorted(needed):
+            external = os.environ.get(_SERVER_ENV[backend])
+            if external:  # the user's own server, e.g. a real MongoDB: used, never stopped
+                urls[backend] = external
+                print(f"  {backend}: {_SERVER_ENV[backend]} (external)", flush=True)
+                continue
             try:
                 server: ServerHandle = getattr(servers, _SERVER_CLASSES[backend])()
                 server.start()
