@@ -555,3 +555,30 @@ async def test_round_trip_on_redis_cluster(redis_cluster: _OneNodeCluster) -> No
         assert await cluster.ping() is True  # borrowed, still open
     finally:
         await cluster.aclose()
+
+
+async def test_concurrent_requests_share_round_trips_on_redis_cluster(
+    redis_cluster: _OneNodeCluster,
+) -> None:
+    # Batches on a cluster: MGET split by hash slot (mget_nonatomic), writes in a
+    # ClusterPipeline. Twenty sessions hash to many slots.
+    cluster = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.port)
+    try:
+        s = RedisStore(cluster, key_prefix="cc:")
+        tokens = await asyncio.gather(
+            *(s.save(None, b"new", ttl=60, namespace=NS) for _ in range(20))
+        )
+        assert None not in tokens and len(set(tokens)) == 20
+        live = [t for t in tokens if t is not None]
+        updated = await asyncio.gather(
+            *(s.save(t, b"v%d" % i, ttl=60, namespace=NS) for i, t in enumerate(live))
+        )
+        assert updated == live
+        await asyncio.gather(*(s.delete(t, namespace=NS) for t in live[:5]))
+        loaded = await asyncio.gather(*(s.load(t, namespace=NS) for t in live))
+        assert loaded == [None] * 5 + [b"v%d" % i for i in range(5, 20)]
+        late = await asyncio.gather(*(s.save(t, b"late", ttl=60, namespace=NS) for t in live[:5]))
+        assert late == [None] * 5  # deleted sessions are not re-created by a batched update
+        await s.close()
+    finally:
+        await cluster.aclose()
