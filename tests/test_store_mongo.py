@@ -296,64 +296,6 @@ async def test_a_url_store_owns_and_closes_its_client(
         await store.close()
 
 
-class _Finds(CommandListener):
-    """The filter of every ``find`` command a client sends (PyMongo command monitoring)."""
-
-    def __init__(self) -> None:
-        self.filters: list[dict[str, Any]] = []
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.filters.append(dict(event.command["filter"]))
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        pass
-
-
-async def test_concurrent_loads_each_get_their_own_answer_by_id_lookups(
-    driver: str,
-    mongo_server: Any,  # noqa: F811
-    db_name: str,
-    raw: Any,
-) -> None:
-    # Reads are deliberately not batched into one {"_id": {"$in": [...]}} query: FerretDB
-    # scans the whole collection for $in (and for compound filters), so every load must
-    # stay a lookup by _id alone, with expiry checked by the store.
-    finds = _Finds()
-    options: dict[str, Any] = {"tz_aware": True, "event_listeners": [finds]}
-    if driver == "pymongo":
-        monitored: Any = AsyncMongoClient(mongo_server.url, **options)
-    else:
-        motor_asyncio = pytest.importorskip("motor.motor_asyncio")
-        monitored = motor_asyncio.AsyncIOMotorClient(mongo_server.url, **options)
-    store = MongoStore(monitored, database=db_name)
-    try:
-        tokens = []
-        for n in range(8):
-            token = await store.save(None, b"payload-%d" % n, ttl=TTL, namespace=NS)
-            assert token is not None
-            tokens.append(token)
-        stale = tokens.pop()
-        await expire(raw, stale)
-        unknown = "u" * 43
-        asked = [*tokens, unknown, stale, tokens[2]]  # unknown, expired, loaded twice
-        finds.filters.clear()
-
-        results = await asyncio.gather(*(store.load(token, namespace=NS) for token in asked))
-
-        assert results == [*(b"payload-%d" % n for n in range(7)), None, None, b"payload-2"]
-        assert sorted(f["_id"] for f in finds.filters) == sorted(
-            record_key(NS, token) for token in asked
-        )
-        assert all(list(f) == ["_id"] and isinstance(f["_id"], str) for f in finds.filters)
-    finally:
-        await store.close()
-        await close_client(monitored)
-
-
 class _Filters(CommandListener):
     """(command name, filter) of every find, update, findAndModify and delete a client sends."""
 
@@ -379,6 +321,50 @@ class _Filters(CommandListener):
         pass
 
 
+def _monitored_client(driver: str, url: str, listener: CommandListener) -> Any:
+    """A client of ``driver`` that reports its commands to ``listener``."""
+    options: dict[str, Any] = {"tz_aware": True, "event_listeners": [listener]}
+    if driver == "pymongo":
+        return AsyncMongoClient(url, **options)
+    motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+    return motor_asyncio.AsyncIOMotorClient(url, **options)
+
+
+async def test_concurrent_loads_each_get_their_own_answer_by_id_lookups(
+    driver: str,
+    mongo_server: Any,  # noqa: F811
+    db_name: str,
+    raw: Any,
+) -> None:
+    # Reads are deliberately not batched into one {"_id": {"$in": [...]}} query: FerretDB
+    # scans the whole collection for $in (and for compound filters), so every load must
+    # stay a lookup by _id alone, with expiry checked by the store.
+    seen = _Filters()
+    monitored = _monitored_client(driver, mongo_server.url, seen)
+    store = MongoStore(monitored, database=db_name)
+    try:
+        tokens = []
+        for n in range(8):
+            token = await store.save(None, b"payload-%d" % n, ttl=TTL, namespace=NS)
+            assert token is not None
+            tokens.append(token)
+        stale = tokens.pop()
+        await expire(raw, stale)
+        unknown = "u" * 43
+        asked = [*tokens, unknown, stale, tokens[2]]  # unknown, expired, loaded twice
+        seen.seen.clear()
+
+        results = await asyncio.gather(*(store.load(token, namespace=NS) for token in asked))
+        finds = [f for name, f in seen.seen if name == "find"]
+
+        assert results == [*(b"payload-%d" % n for n in range(7)), None, None, b"payload-2"]
+        assert sorted(f["_id"] for f in finds) == sorted(record_key(NS, token) for token in asked)
+        assert all(list(f) == ["_id"] and isinstance(f["_id"], str) for f in finds)
+    finally:
+        await store.close()
+        await close_client(monitored)
+
+
 async def test_update_filters_on_id_alone_and_keeps_the_update_only_contract(
     driver: str,
     mongo_server: Any,  # noqa: F811
@@ -388,12 +374,7 @@ async def test_update_filters_on_id_alone_and_keeps_the_update_only_contract(
     # FerretDB 1.24 scans the whole collection for any filter other than a bare {"_id": key},
     # so the update must never send {"_id": key, "expires": ...}; it checks expiry itself.
     seen = _Filters()
-    options: dict[str, Any] = {"tz_aware": True, "event_listeners": [seen]}
-    if driver == "pymongo":
-        monitored: Any = AsyncMongoClient(mongo_server.url, **options)
-    else:
-        motor_asyncio = pytest.importorskip("motor.motor_asyncio")
-        monitored = motor_asyncio.AsyncIOMotorClient(mongo_server.url, **options)
+    monitored = _monitored_client(driver, mongo_server.url, seen)
     store = MongoStore(monitored, database=db_name)
     try:
         live = await store.save(None, b"live", ttl=TTL, namespace=NS)
