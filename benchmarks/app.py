@@ -195,16 +195,20 @@ def _cookie_id(request: web.Request) -> str | None:
     return request.cookies.get(bc.COOKIE_NAME) or None
 
 
-def redis_floor_app() -> web.Application:
-    import redis.asyncio as aioredis
+def _floor_app(
+    create: Callable[[str, bytes], Awaitable[object]],
+    fetch: Callable[[str], Awaitable[bytes | None]],
+    update: Callable[[str, bytes], Awaitable[object]],
+) -> web.Application:
+    """Login, read and write routes over three raw driver calls, as a handler would write them.
 
-    client = aioredis.Redis.from_url(_env(bc.ENV_REDIS_URL))
-    prefix = "bench:floor:"
+    ``create(id, data)`` stores a new session, ``fetch(id)`` returns its JSON or None,
+    ``update(id, data)`` replaces it; each also sets or refreshes the expiry.
+    """
 
     async def login(request: web.Request) -> web.Response:
         sid = secrets.token_urlsafe(32)
-        data = bc.compact_json(bc.session_data(next(_LOGINS)))
-        await client.set(prefix + sid, data, ex=bc.FLOOR_TTL)
+        await create(sid, bc.compact_json(bc.session_data(next(_LOGINS))))
         response = web.Response(text="ok")
         _set_id_cookie(response, sid)
         return response
@@ -213,8 +217,8 @@ def redis_floor_app() -> web.Application:
         sid = _cookie_id(request)
         if sid is None:
             return None
-        raw = await client.get(prefix + sid)
-        return None if raw is None else (prefix + sid, json.loads(raw))
+        raw = await fetch(sid)
+        return None if raw is None else (sid, json.loads(raw))
 
     async def read(request: web.Request) -> web.Response:
         found = await load(request)
@@ -226,16 +230,32 @@ def redis_floor_app() -> web.Application:
         found = await load(request)
         if found is None:
             return _no_session()
-        key, data = found
+        sid, data = found
         n = data.get("n", 0) + 1
         data["n"] = n
-        await client.set(key, bc.compact_json(data), ex=bc.FLOOR_TTL)
+        await update(sid, bc.compact_json(data))
         return web.Response(text=str(n))
+
+    return _app(login, read, write)
+
+
+def redis_floor_app() -> web.Application:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(_env(bc.ENV_REDIS_URL))
+    prefix = "bench:floor:"
+
+    async def create(sid: str, data: bytes) -> object:
+        return await client.set(prefix + sid, data, ex=bc.FLOOR_TTL)
+
+    async def fetch(sid: str) -> bytes | None:
+        raw = await client.get(prefix + sid)
+        return raw if raw is None or isinstance(raw, bytes) else raw.encode()
 
     async def close_client(app: web.Application) -> None:
         await client.aclose()
 
-    app = _app(login, read, write)
+    app = _floor_app(create, fetch, create)  # SET ... EX both creates and replaces
     app.on_cleanup.append(close_client)
     return app
 
@@ -302,38 +322,17 @@ def postgres_floor_app() -> web.Application:
         yield
         await pool.close()
 
-    async def login(request: web.Request) -> web.Response:
-        sid = secrets.token_urlsafe(32)
-        data = bc.compact_json(bc.session_data(next(_LOGINS)))
-        await pool_holder[0].execute(sql_insert, sid, data, bc.FLOOR_TTL)
-        response = web.Response(text="ok")
-        _set_id_cookie(response, sid)
-        return response
+    async def create(sid: str, data: bytes) -> object:
+        return await pool_holder[0].execute(sql_insert, sid, data, bc.FLOOR_TTL)
 
-    async def load(request: web.Request) -> tuple[str, dict[str, Any]] | None:
-        sid = _cookie_id(request)
-        if sid is None:
-            return None
-        raw = await pool_holder[0].fetchval(sql_select, sid)
-        return None if raw is None else (sid, json.loads(raw))
+    async def fetch(sid: str) -> bytes | None:
+        raw: bytes | None = await pool_holder[0].fetchval(sql_select, sid)
+        return raw
 
-    async def read(request: web.Request) -> web.Response:
-        found = await load(request)
-        if found is None:
-            return _no_session()
-        return web.Response(text=found[1]["name"])
+    async def update(sid: str, data: bytes) -> object:
+        return await pool_holder[0].execute(sql_update, sid, data, bc.FLOOR_TTL)
 
-    async def write(request: web.Request) -> web.Response:
-        found = await load(request)
-        if found is None:
-            return _no_session()
-        sid, data = found
-        n = data.get("n", 0) + 1
-        data["n"] = n
-        await pool_holder[0].execute(sql_update, sid, bc.compact_json(data), bc.FLOOR_TTL)
-        return web.Response(text=str(n))
-
-    app = _app(login, read, write)
+    app = _floor_app(create, fetch, update)
     app.cleanup_ctx.append(_postgres_reset(dsn, table))
     app.cleanup_ctx.append(pool_ctx)
     return app
@@ -349,43 +348,22 @@ def mongo_floor_app() -> web.Application:
     def expires() -> datetime:
         return datetime.now(UTC) + timedelta(seconds=bc.FLOOR_TTL)
 
-    async def login(request: web.Request) -> web.Response:
-        sid = secrets.token_urlsafe(32)
-        data = bc.compact_json(bc.session_data(next(_LOGINS)))
-        await collection.insert_one({"_id": sid, "data": data, "expires": expires()})
-        response = web.Response(text="ok")
-        _set_id_cookie(response, sid)
-        return response
+    async def create(sid: str, data: bytes) -> object:
+        return await collection.insert_one({"_id": sid, "data": data, "expires": expires()})
 
-    async def load(request: web.Request) -> tuple[str, dict[str, Any]] | None:
-        sid = _cookie_id(request)
-        if sid is None:
-            return None
+    async def fetch(sid: str) -> bytes | None:
         doc = await collection.find_one({"_id": sid})
-        return None if doc is None else (sid, json.loads(doc["data"]))
+        return None if doc is None else bytes(doc["data"])
 
-    async def read(request: web.Request) -> web.Response:
-        found = await load(request)
-        if found is None:
-            return _no_session()
-        return web.Response(text=found[1]["name"])
-
-    async def write(request: web.Request) -> web.Response:
-        found = await load(request)
-        if found is None:
-            return _no_session()
-        sid, data = found
-        n = data.get("n", 0) + 1
-        data["n"] = n
-        await collection.update_one(
-            {"_id": sid}, {"$set": {"data": bc.compact_json(data), "expires": expires()}}
+    async def update(sid: str, data: bytes) -> object:
+        return await collection.update_one(
+            {"_id": sid}, {"$set": {"data": data, "expires": expires()}}
         )
-        return web.Response(text=str(n))
 
     async def close_client(app: web.Application) -> None:
         await client.close()
 
-    app = _app(login, read, write)
+    app = _floor_app(create, fetch, update)
     app.cleanup_ctx.append(_mongo_reset(url, "floor"))
     app.on_cleanup.append(close_client)
     return app
