@@ -184,7 +184,7 @@ class Slot:
     async def commit(self, request: web.Request) -> None:
         """Write what changed, once; leave the cookie to send in ``self.header``."""
         session = self.session
-        if session is None:
+        if session is None or not self.due():
             return
         config = self.config
         store = config.store
@@ -208,9 +208,7 @@ class Slot:
                 if self.token is not None:
                     self._expire_cookie(request)
             return
-        t = now()
-        if not session._dirty and (not self.live or t - session._accessed < config.touch_interval):
-            return
+        t = now()  # due(): the session changed, or it is live and its refresh is due
         payload = encode_payload(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
         ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
@@ -369,8 +367,7 @@ async def _finish(
         return
     for slot in state.values():
         if not response.prepared:
-            if slot.due():
-                await slot.commit(request)
+            await slot.commit(request)
             slot.apply(response)
         elif slot.pending():
             if slot.needs_cookie():
