@@ -32,7 +32,7 @@ import abc
 from typing import ClassVar
 
 from .exceptions import StoreError
-from .ids import is_valid_session_id, new_session_id, record_key
+from .ids import key_for_token, new_session_id, record_key
 
 __all__ = ["AbstractStore", "ServerStore"]
 
@@ -119,16 +119,15 @@ class ServerStore(AbstractStore):
     create_attempts: ClassVar[int] = 3
 
     async def load(self, token: str, *, namespace: str) -> bytes | None:
-        if not is_valid_session_id(token):
-            return None
-        return await self.get(record_key(namespace, token))
+        key = key_for_token(namespace, token)
+        return None if key is None else await self.get(key)
 
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         if token is not None:
-            if not is_valid_session_id(token):
+            key = key_for_token(namespace, token)
+            if key is None:
                 return None
-            updated = await self.update(record_key(namespace, token), data, ttl)
-            return token if updated else None
+            return token if await self.update(key, data, ttl) else None
         for _ in range(self.create_attempts):
             session_id = new_session_id()
             if await self.create(record_key(namespace, session_id), data, ttl):
@@ -139,8 +138,9 @@ class ServerStore(AbstractStore):
         )
 
     async def delete(self, token: str, *, namespace: str) -> None:
-        if is_valid_session_id(token):
-            await self.remove(record_key(namespace, token))
+        key = key_for_token(namespace, token)
+        if key is not None:
+            await self.remove(key)
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 
-__all__ = ["ID_BYTES", "is_valid_session_id", "new_session_id", "record_key"]
+__all__ = ["ID_BYTES", "is_valid_session_id", "key_for_token", "new_session_id", "record_key"]
 
 #: Random bytes in a session id: 256 bits from ``secrets``.
 ID_BYTES = 32
@@ -32,3 +32,8 @@ def record_key(namespace: str, session_id: str) -> str:
     name opens nothing under another.
     """
     return hashlib.sha256(f"{namespace}\x00{session_id}".encode()).hexdigest()
+
+
+def key_for_token(namespace: str, token: str) -> str | None:
+    """The record key for a presented ``token``, or None when it is not an id we issue."""
+    return record_key(namespace, token) if is_valid_session_id(token) else None

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from ..abc import ServerStore
 from ..exceptions import ConfigurationError
-from ..ids import is_valid_session_id, record_key
+from ..ids import key_for_token
 
 __all__ = ["MemoryStore"]
 
@@ -45,16 +45,14 @@ class MemoryStore(ServerStore):
     # ServerStore's load/save, without the await of get/create/update that a driver with
     # I/O needs: here a load is a dict lookup, and the coroutine hop cost more than it.
     async def load(self, token: str, *, namespace: str) -> bytes | None:
-        if not is_valid_session_id(token):
-            return None
-        return self._get(record_key(namespace, token))
+        key = key_for_token(namespace, token)
+        return None if key is None else self._get(key)
 
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         if token is None:
             return await super().save(None, data, ttl=ttl, namespace=namespace)
-        if not is_valid_session_id(token):
-            return None
-        return token if self._update(record_key(namespace, token), data, ttl) else None
+        key = key_for_token(namespace, token)
+        return token if key is not None and self._update(key, data, ttl) else None
 
     async def get(self, key: str) -> bytes | None:
         return self._get(key)
