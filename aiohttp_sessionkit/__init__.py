@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .abc import AbstractStore, ServerStore
+from .abc import (
+    AbstractLegacyReader,
+    AbstractStore,
+    AbstractTransport,
+    LegacySession,
+    ServerStore,
+)
 from .api import (
     DEFAULT_ABSOLUTE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_STORE_TIMEOUT,
+    SessionOptions,
+    SetupOptions,
     get_session,
     new_session,
+    save_session,
     session_middleware,
     setup,
 )
@@ -29,6 +38,7 @@ from .session import Session
 from .stores.cookie import EncryptedCookieStore
 from .stores.memory import MemoryStore
 from .stores.url import store_from_url
+from .transports import CookieTransport, HeaderTransport
 
 if TYPE_CHECKING:
     from .stores.mongo import MongoStore
@@ -41,11 +51,16 @@ __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_STORE_TIMEOUT",
+    "AbstractLegacyReader",
     "AbstractStore",
+    "AbstractTransport",
     "ConfigurationError",
     "CookieTooLarge",
+    "CookieTransport",
     "EncryptedCookieStore",
+    "HeaderTransport",
     "JSONSerializer",
+    "LegacySession",
     "MemoryStore",
     "MongoStore",
     "PostgresStore",
@@ -55,12 +70,15 @@ __all__ = [
     "ServerStore",
     "Session",
     "SessionError",
+    "SessionOptions",
     "SessionResponseError",
+    "SetupOptions",
     "StoreError",
     "StoreUnavailable",
     "generate_key",
     "get_session",
     "new_session",
+    "save_session",
     "session_middleware",
     "setup",
     "store_from_url",

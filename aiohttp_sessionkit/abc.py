@@ -1,8 +1,20 @@
-"""The store contract.
+"""Every contract the session layer talks to: stores, transports and legacy readers.
 
-The session layer (``Session``, the middleware, cookies, serialization, expiry, fixation
-defence) is shared by every store. A store only moves opaque payloads (``bytes``) by token.
-There are two kinds of store:
+The session layer (``Session``, the middleware, serialization, expiry, fixation defence) is
+shared by every store and every transport. Three small seams hang off it:
+
+* a **store** (:class:`AbstractStore`) moves a session's payload by token;
+* a **transport** (:class:`AbstractTransport`) carries the token between client and server:
+  a cookie for browsers, a request header such as ``Authorization: Bearer`` for API clients;
+* a **legacy reader** (:class:`AbstractLegacyReader`) opens sessions that another library
+  wrote, so that switching to this one logs nobody out.
+
+Stores
+------
+A store moves opaque payloads by token. The payload is ``bytes`` (the session layer's binary
+format) unless the store overrides :meth:`AbstractStore.dump` and
+:meth:`AbstractStore.restore`: the JWT store does, because a token's claims must be the
+session's own data. There are two kinds of store:
 
 * :class:`AbstractStore` is the whole contract the middleware talks to. The encrypted-cookie
   store implements it directly: its *token* is the sealed payload itself.
@@ -29,12 +41,25 @@ by more than its native expiry lag.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .exceptions import StoreError
 from .ids import key_for_token, new_session_id, record_key
+from .session import Session, decode_payload, encode_payload
 
-__all__ = ["AbstractStore", "ServerStore"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .cookies import CookieParams
+
+__all__ = [
+    "AbstractLegacyReader",
+    "AbstractStore",
+    "AbstractTransport",
+    "LegacySession",
+    "ServerStore",
+]
 
 
 class AbstractStore(abc.ABC):
@@ -45,12 +70,35 @@ class AbstractStore(abc.ABC):
     under another.
     """
 
-    #: True when the data lives in the client (the cookie store): it cannot revoke a copy of
-    #: the cookie, and ``delete`` only forgets.
+    #: True when the token *is* the data (the cookie store, the JWT store): every save
+    #: returns a new token, and the session has no server-side id.
     client_side: ClassVar[bool] = False
     #: True when operations finish without network or disk I/O (memory, cookie): the
     #: session layer then skips the per-operation time budget.
     local: ClassVar[bool] = False
+    #: The class the session layer instantiates for this store's sessions: a store whose
+    #: sessions have rules of their own (reserved keys, read-only) names a subclass.
+    session_class: ClassVar[type[Session]] = Session
+
+    @property
+    def revocable(self) -> bool:
+        """True when :meth:`delete` makes every copy of the token worthless (a logout that
+        really logs out). A client-side store without a deny list cannot revoke: logging out
+        deletes the client's copy, but one taken earlier works until it expires."""
+        return not self.client_side
+
+    #: Turn a session into the payload :meth:`save` receives. The default is the session
+    #: layer's binary format (creation and access times, max_age, data and flashes); a
+    #: store overrides it, together with :meth:`restore`, when the payload must be
+    #: something else. Raises ``SerializationError`` naming a value that cannot be stored.
+    #: Signature: ``dump(session, serializer, accessed) -> payload``.
+    dump = staticmethod(encode_payload)
+
+    #: Rebuild a session from what :meth:`load` returned; ``None`` when the payload is
+    #: malformed, expired (``idle_timeout``, ``absolute_timeout``, the session's own
+    #: ``max_age``) or from the future. Never raises for bad input. Signature:
+    #: ``restore(payload, serializer, *, identity, idle_timeout, absolute_timeout)``.
+    restore = staticmethod(decode_payload)
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Prepare connections, tables, indexes. Called once on application startup.
@@ -71,8 +119,9 @@ class AbstractStore(abc.ABC):
         return 0
 
     @abc.abstractmethod
-    async def load(self, token: str, *, namespace: str) -> bytes | None:
-        """Return the payload saved under ``token``.
+    async def load(self, token: str, *, namespace: str) -> Any | None:
+        """Return the payload saved under ``token`` (``bytes`` unless :meth:`restore` is
+        overridden).
 
         Args:
             token: the cookie value the client presented, unvalidated: it may be any string.
@@ -84,19 +133,20 @@ class AbstractStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
-        """Write ``data`` and return the token to put in the cookie.
+    async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
+        """Write ``data`` (what :meth:`dump` made) and return the token the client presents.
 
         Args:
             token: ``None`` to create a new record; the store then picks a fresh token.
                 Otherwise the token of a record loaded earlier in this request: update only.
-            data: the opaque payload.
+            data: the payload from :meth:`dump`, opaque to the store unless it overrides dump.
             ttl: seconds after which the store may forget the record; always >= 1.
             namespace: the cookie name.
 
         Returns:
-            The token for the cookie. For an update, ``None`` when the record no longer
-            exists (a concurrent logout deleted it, or it expired): an update never
+            The token for the client (cookie value or header token). For an update,
+            ``None`` when the record no longer exists (a concurrent logout deleted it, or
+            it expired): an update never
             re-creates a record, so a slow request cannot bring back a session that was
             logged out while it ran.
         """
@@ -170,3 +220,95 @@ class ServerStore(AbstractStore):
     @abc.abstractmethod
     async def remove(self, key: str) -> None:
         """Delete the record if it exists. Idempotent."""
+
+
+class AbstractTransport(abc.ABC):
+    """Where the token travels between client and server, in both directions.
+
+    The session layer asks a transport for the token a request presents, and for the
+    response header that hands the client a new token or tells it to drop the old one. A
+    transport holds no per-session state: the session's name and cookie attributes arrive
+    as ``params`` (a :class:`~aiohttp_sessionkit.cookies.CookieParams`, whose ``name`` is
+    the session's name whatever the transport).
+
+    Implementations: :class:`~aiohttp_sessionkit.CookieTransport` (the default) and
+    :class:`~aiohttp_sessionkit.HeaderTransport`.
+    """
+
+    #: True when the client attaches the token deliberately (a request header), False when
+    #: the browser attaches it by itself to every request (a cookie). Explicit transports
+    #: are read first when several are configured, and need no CSRF defence.
+    explicit: ClassVar[bool] = False
+    #: True when an unchanged token is sent again to slide its expiry (a cookie with
+    #: ``Max-Age``); False when the client keeps a token until told otherwise.
+    resend_unchanged: ClassVar[bool] = False
+
+    @property
+    @abc.abstractmethod
+    def vary(self) -> str:
+        """The request header that the token is read from, for the response's ``Vary``."""
+
+    @abc.abstractmethod
+    def read(self, request: web.Request, params: CookieParams) -> str | None:
+        """The token the request presents, or ``None``.
+
+        ``None`` when absent, empty, ambiguous (presented twice) or not shaped like any
+        token (wrong scheme, forbidden characters). Never raises, never logs the token.
+        """
+
+    @abc.abstractmethod
+    def issue(
+        self, request: web.Request, params: CookieParams, token: str, *, max_age: int | None
+    ) -> tuple[str, str]:
+        """The response header ``(name, value)`` that hands the client ``token``.
+
+        ``max_age`` is the token's lifetime in seconds when one applies (a persistent
+        cookie), else ``None``.
+        """
+
+    @abc.abstractmethod
+    def clear(self, request: web.Request, params: CookieParams) -> tuple[str, str]:
+        """The response header ``(name, value)`` that tells the client to drop its token."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegacySession:
+    """A session that another library saved, as a legacy reader found it."""
+
+    #: The session's values.
+    data: dict[str, Any]
+    #: Epoch seconds that library recorded for the session (aiohttp-session: its last write).
+    created: int
+
+
+class AbstractLegacyReader(abc.ABC):
+    """Opens sessions written by another session library (``setup(..., legacy=...)``).
+
+    When a presented token does not open in the store, each configured reader is tried in
+    order. A hit becomes a new session of ours with the same data (the client gets a new
+    token on this response), and once that session is saved the old record is deleted with
+    :meth:`delete`. Requests whose token opens in the store never reach a reader.
+    """
+
+    #: True when the reader does no network or disk I/O (a cookie format): no time budget.
+    local: ClassVar[bool] = False
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Prepare connections; called once on application startup. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release what the reader created itself; called on application cleanup."""
+
+    @abc.abstractmethod
+    async def load(self, token: str, *, namespace: str) -> LegacySession | None:
+        """The session the other library saved under ``token``.
+
+        Returns:
+            ``None`` when the token is malformed, unknown, tampered with, sealed with
+            another key, or older than the other library's ``max_age``. Never raises for
+            a bad token; raises ``StoreUnavailable`` when its server cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, token: str, *, namespace: str) -> None:
+        """Delete the old record behind ``token`` (migration done). Idempotent."""

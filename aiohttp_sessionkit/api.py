@@ -1,16 +1,18 @@
-"""setup(), session_middleware(), get_session(), new_session()."""
+"""setup(), session_middleware(), get_session(), new_session(), save_session()."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypedDict, Unpack
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractStore
+from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import DEFAULT_COOKIE_NAME, CookieParams
 from .exceptions import ConfigurationError
 from .middleware import (
@@ -21,17 +23,20 @@ from .middleware import (
     Slot,
     make_middleware,
     on_response_prepare,
-    presented_cookie,
 )
 from .serializers import JSONSerializer, Serializer
 from .session import Session
+from .transports import CookieTransport
 
 __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_STORE_TIMEOUT",
+    "SessionOptions",
+    "SetupOptions",
     "get_session",
     "new_session",
+    "save_session",
     "session_middleware",
     "setup",
 ]
@@ -45,32 +50,92 @@ DEFAULT_ABSOLUTE_TIMEOUT = 30 * 24 * 3600
 #: Seconds a store operation may take before the request gets a 503.
 DEFAULT_STORE_TIMEOUT = 5.0
 
+
+class SessionOptions(TypedDict, total=False):
+    """The keyword options of :func:`setup` and :func:`session_middleware`, all optional.
+
+    ``cookie_name`` (default ``"AIOHTTP_SESSION"``) names the session, whatever the
+    transport: a second ``setup`` with another name gives an independent second session.
+    ``max_age`` (default None): cookie lifetime in seconds; None is a browser-session
+    cookie. ``path`` (``"/"``), ``domain`` (None), ``secure`` (None: added on HTTPS),
+    ``httponly`` (True), ``samesite`` (``"Lax"``): the cookie's attributes.
+
+    ``idle_timeout`` (default ``max_age``, else 14 days) expires unused sessions;
+    ``absolute_timeout`` (default 30 days, or the idle timeout if longer) caps every
+    session however active. A read refreshes an active session at most once per
+    ``touch_interval`` seconds (default 60, or half the idle timeout when that is shorter;
+    0 refreshes on every read). ``store_timeout`` (default 5 s; None: no limit) bounds each
+    store call; past it the request gets a 503. ``serializer``: JSON unless given.
+
+    ``transport`` (default :class:`~aiohttp_sessionkit.CookieTransport`): where the token
+    travels; a :class:`~aiohttp_sessionkit.HeaderTransport` for API clients, or a list of
+    transports to accept several (a token in a header wins over a cookie; a request that
+    presents none is answered on the first listed).
+
+    ``legacy``: one or a list of :class:`~aiohttp_sessionkit.abc.AbstractLegacyReader` that
+    open sessions another library wrote (see the migration guide).
+    """
+
+    cookie_name: str
+    max_age: int | None
+    path: str
+    domain: str | None
+    secure: bool | None
+    httponly: bool
+    samesite: str | None
+    idle_timeout: int | None
+    absolute_timeout: int | None
+    touch_interval: int | None
+    store_timeout: float | None
+    serializer: Serializer | None
+    transport: AbstractTransport | Sequence[AbstractTransport] | None
+    legacy: AbstractLegacyReader | Sequence[AbstractLegacyReader] | None
+
+
+class SetupOptions(SessionOptions, total=False):
+    """:class:`SessionOptions`, and what only :func:`setup` can do.
+
+    ``purge_interval`` (default None: never): seconds between background
+    ``store.purge_expired()`` runs, for stores whose native expiry lags (PostgreSQL, SQL).
+    """
+
+    purge_interval: float | None
+
+
 _APP_REGISTRY = web.AppKey("aiohttp_sessionkit.registry", Registry)
-_APP_STORES = web.AppKey("aiohttp_sessionkit.stores", list[AbstractStore])
+_APP_STORES = web.AppKey("aiohttp_sessionkit.stores", list[object])
 
 
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"{name}={value!r}: give a positive whole number of seconds")
+def _positive(name: str, value: object, *, zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        kind = "0 or a positive" if zero else "a positive"
+        raise ConfigurationError(f"{name}={value!r}: give {kind} whole number of seconds")
     return value
 
 
+def _listed(name: str, value: object, kind: type[Any]) -> tuple[Any, ...]:
+    items = (value,) if isinstance(value, kind) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        items = (items,)
+    bad = [item for item in items if not isinstance(item, kind)]
+    if bad:
+        raise ConfigurationError(
+            f"{name}={value!r}: give a {kind.__name__} or a list of them, not "
+            f"{type(bad[0]).__name__}"
+        )
+    return tuple(items)
+
+
 def _config(
-    store: AbstractStore | str,
-    *,
-    cookie_name: str,
-    max_age: int | None,
-    path: str,
-    domain: str | None,
-    secure: bool | None,
-    httponly: bool,
-    samesite: str | None,
-    idle_timeout: int | None,
-    absolute_timeout: int | None,
-    touch_interval: int | None,
-    store_timeout: float | None,
-    serializer: Serializer | None,
+    store: AbstractStore | str, options: dict[str, Any], allowed: frozenset[str]
 ) -> SessionConfig:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], allowed, n=1)
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; the options are {sorted(allowed)}")
+        )
     if isinstance(store, str):
         from .stores.url import store_from_url
 
@@ -80,29 +145,37 @@ def _config(
             f"store must be an AbstractStore (MemoryStore(), EncryptedCookieStore(key), ...) "
             f"or a store URL, not {type(store).__name__}"
         )
+    max_age = options.get("max_age")
     cookie = CookieParams(
-        name=cookie_name,
+        name=options.get("cookie_name", DEFAULT_COOKIE_NAME),
         max_age=max_age,
-        path=path,
-        domain=domain,
-        secure=secure,
-        httponly=httponly,
-        samesite=samesite,
+        path=options.get("path", "/"),
+        domain=options.get("domain"),
+        secure=options.get("secure"),
+        httponly=options.get("httponly", True),
+        samesite=options.get("samesite", "Lax"),
     )
+    idle_timeout = options.get("idle_timeout")
     if idle_timeout is None:
         idle_timeout = DEFAULT_IDLE_TIMEOUT if max_age is None else max_age
     idle = _positive("idle_timeout", idle_timeout)
+    absolute_timeout = options.get("absolute_timeout")
     if absolute_timeout is None:
         absolute_timeout = max(DEFAULT_ABSOLUTE_TIMEOUT, idle)
     absolute = _positive("absolute_timeout", absolute_timeout)
+    touch_interval = options.get("touch_interval")
     if touch_interval is None:
-        touch_interval = max(1, min(60, idle // 2))
-    touch = _positive("touch_interval", touch_interval)
-    if touch >= idle:
-        raise ConfigurationError(
-            f"touch_interval={touch} must be shorter than idle_timeout={idle}, or active "
-            "sessions would expire between refreshes"
-        )
+        # Derived, so it must fit every valid idle timeout: half of it, at most a minute
+        # (0, a refresh on every read, for sessions shorter than two seconds).
+        touch = min(60, idle // 2)
+    else:
+        touch = _positive("touch_interval", touch_interval, zero=True)
+        if touch >= idle:
+            raise ConfigurationError(
+                f"touch_interval={touch} must be shorter than idle_timeout={idle}, or active "
+                "sessions would expire between refreshes; leave it out for a fitting default"
+            )
+    store_timeout = options.get("store_timeout", DEFAULT_STORE_TIMEOUT)
     if store_timeout is not None and (
         isinstance(store_timeout, bool)
         or not isinstance(store_timeout, (int, float))
@@ -112,10 +185,21 @@ def _config(
             f"store_timeout={store_timeout!r}: give a positive number of seconds, or None for "
             "no limit"
         )
+    serializer = options.get("serializer")
     if serializer is None:
         serializer = JSONSerializer()
     elif not isinstance(serializer, Serializer):
         raise ConfigurationError("serializer must have dumps(value) -> bytes and loads(bytes)")
+    transport = options.get("transport")
+    transports = (
+        (CookieTransport(),)
+        if transport is None
+        else _listed("transport", transport, AbstractTransport)
+    )
+    if not transports:
+        raise ConfigurationError("transport=[]: give at least one transport, or leave it out")
+    legacy = options.get("legacy")
+    readers = () if legacy is None else _listed("legacy", legacy, AbstractLegacyReader)
     return SessionConfig(
         store=store,
         cookie=cookie,
@@ -124,56 +208,27 @@ def _config(
         touch_interval=touch,
         store_timeout=store_timeout,
         serializer=serializer,
+        transports=transports,
+        legacy=readers,
     )
+
+
+_SESSION_OPTIONS = frozenset(SessionOptions.__optional_keys__)
+_SETUP_OPTIONS = frozenset(SetupOptions.__optional_keys__)
 
 
 def setup(
-    app: web.Application,
-    store: AbstractStore | str,
-    *,
-    cookie_name: str = DEFAULT_COOKIE_NAME,
-    max_age: int | None = None,
-    path: str = "/",
-    domain: str | None = None,
-    secure: bool | None = None,
-    httponly: bool = True,
-    samesite: str | None = "Lax",
-    idle_timeout: int | None = None,
-    absolute_timeout: int | None = None,
-    touch_interval: int | None = None,
-    store_timeout: float | None = DEFAULT_STORE_TIMEOUT,
-    purge_interval: float | None = None,
-    serializer: Serializer | None = None,
+    app: web.Application, store: AbstractStore | str, **options: Unpack[SetupOptions]
 ) -> None:
     """Install sessions on ``app``, stored in ``store`` (a store object or a store URL).
 
-    Call it again with another ``cookie_name`` for an independent second session. The
-    store is opened on application startup and closed on cleanup. Invalid settings raise
+    The options are those of :class:`SetupOptions`. Call it again with another
+    ``cookie_name`` for an independent second session. The store (and any legacy reader) is
+    opened on application startup and closed on cleanup. Invalid settings raise
     :class:`~aiohttp_sessionkit.ConfigurationError` here, never per request.
-
-    ``max_age``: cookie lifetime in seconds (None: until the browser closes). ``idle_timeout``
-    (default ``max_age``, else 14 days) expires unused sessions; ``absolute_timeout``
-    (default 30 days, or the idle timeout if longer) caps every session however active.
-    An active session is refreshed at most once per ``touch_interval`` seconds (default
-    60). ``store_timeout`` bounds each store call; past it the request gets a 503.
-    ``purge_interval``: seconds between background ``store.purge_expired()`` runs, for
-    stores whose native expiry lags (None: never).
     """
-    config = _config(
-        store,
-        cookie_name=cookie_name,
-        max_age=max_age,
-        path=path,
-        domain=domain,
-        secure=secure,
-        httponly=httponly,
-        samesite=samesite,
-        idle_timeout=idle_timeout,
-        absolute_timeout=absolute_timeout,
-        touch_interval=touch_interval,
-        store_timeout=store_timeout,
-        serializer=serializer,
-    )
+    config = _config(store, dict(options), _SETUP_OPTIONS)
+    purge_interval = options.get("purge_interval")
     if purge_interval is not None and (
         isinstance(purge_interval, bool)
         or not isinstance(purge_interval, (int, float))
@@ -196,20 +251,24 @@ def setup(
         )
     else:
         registry.by_name[config.namespace] = config
-    stores = app[_APP_STORES]
-    if not any(s is config.store for s in stores):
-        stores.append(config.store)
-        app.cleanup_ctx.append(_store_lifecycle(config.store, purge_interval))
+    opened = app[_APP_STORES]
+    resources: list[AbstractStore | AbstractLegacyReader] = [config.store, *config.legacy]
+    for resource in resources:
+        if not any(r is resource for r in opened):
+            opened.append(resource)
+            app.cleanup_ctx.append(
+                _store_lifecycle(resource, purge_interval if resource is config.store else None)
+            )
 
 
 def _store_lifecycle(
-    store: AbstractStore, purge_interval: float | None
+    store: AbstractStore | AbstractLegacyReader, purge_interval: float | None
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         purger = None
-        if purge_interval is not None:
+        if purge_interval is not None and isinstance(store, AbstractStore):
             purger = asyncio.create_task(_purge_forever(store, purge_interval))
         try:
             yield
@@ -235,44 +294,17 @@ async def _purge_forever(store: AbstractStore, interval: float) -> None:
 
 
 def session_middleware(
-    store: AbstractStore | str,
-    *,
-    cookie_name: str = DEFAULT_COOKIE_NAME,
-    max_age: int | None = None,
-    path: str = "/",
-    domain: str | None = None,
-    secure: bool | None = None,
-    httponly: bool = True,
-    samesite: str | None = "Lax",
-    idle_timeout: int | None = None,
-    absolute_timeout: int | None = None,
-    touch_interval: int | None = None,
-    store_timeout: float | None = DEFAULT_STORE_TIMEOUT,
-    serializer: Serializer | None = None,
+    store: AbstractStore | str, **options: Unpack[SessionOptions]
 ) -> Middleware:
     """The session middleware alone, for building the middleware list yourself.
 
-    Prefer :func:`setup`: it also opens and closes the store with the application and saves
-    sessions of streaming responses and websockets when they are prepared. With this
-    middleware alone, the store connects on first use, and a change that needs a new
-    cookie after a response was prepared raises ``SessionResponseError``.
+    The options are those of :class:`SessionOptions`. Prefer :func:`setup`: it also opens
+    and closes the store with the application and saves sessions of streaming responses
+    and websockets when they are prepared. With this middleware alone, the store connects
+    on first use, and a change that needs a new token after a response was prepared raises
+    ``SessionResponseError``.
     """
-    config = _config(
-        store,
-        cookie_name=cookie_name,
-        max_age=max_age,
-        path=path,
-        domain=domain,
-        secure=secure,
-        httponly=httponly,
-        samesite=samesite,
-        idle_timeout=idle_timeout,
-        absolute_timeout=absolute_timeout,
-        touch_interval=touch_interval,
-        store_timeout=store_timeout,
-        serializer=serializer,
-    )
-    return make_middleware(Registry(config))
+    return make_middleware(Registry(_config(store, dict(options), _SESSION_OPTIONS)))
 
 
 def _slot(request: web.Request, name: str | None) -> Slot:
@@ -318,7 +350,26 @@ async def new_session(request: web.Request, name: str | None = None) -> Session:
     if slot.waiters is not None:  # let a load in progress finish before replacing its result
         await slot.load(request)
     if slot.session is None:
-        slot.token = presented_cookie(request, slot.config.namespace)
-    session = Session()
+        slot.token = slot.presented(request)
+    session = slot.config.store.session_class()
     slot.replace(session)
     return session
+
+
+async def save_session(request: web.Request, name: str | None = None) -> str | None:
+    """Write the session now and return the token the client must present.
+
+    The token is what the client sends back: with :class:`~aiohttp_sessionkit.HeaderTransport`
+    the value for ``Authorization: Bearer <token>`` (a login route returns it in its body);
+    with the cookie transport, the cookie's value. ``None`` when the session is empty or
+    was invalidated. The response carries the token too, as every response that changes it
+    does. Changes made after this call are saved on the way out as usual. Raises
+    :class:`~aiohttp_sessionkit.StoreUnavailable` when the store cannot be reached (the
+    middleware answers 503).
+    """
+    slot = _slot(request, name)
+    session = slot.session
+    if session is None:
+        session = await slot.load(request)
+    await slot.commit(request)
+    return slot.token if slot.live and not session.empty else None

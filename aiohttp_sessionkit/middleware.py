@@ -11,11 +11,11 @@ from typing import TypeVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractStore
+from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
 from .serializers import Serializer
-from .session import Session, decode_payload, encode_payload, now
+from .session import Session, now
 
 __all__ = ["SessionConfig"]
 
@@ -28,7 +28,7 @@ RETRY_AFTER = 5
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SessionConfig:
-    """Everything one ``setup()`` call decided: one cookie name, one store."""
+    """Everything one ``setup()`` call decided: one session name, one store."""
 
     store: AbstractStore
     cookie: CookieParams
@@ -37,10 +37,23 @@ class SessionConfig:
     touch_interval: int
     store_timeout: float | None
     serializer: Serializer
+    #: As configured; the first one answers requests that present no token.
+    transports: tuple[AbstractTransport, ...]
+    legacy: tuple[AbstractLegacyReader, ...] = ()
     namespace: str = field(init=False)
+    #: The transports in the order tokens are looked for: explicit (header) ones first.
+    readers: tuple[AbstractTransport, ...] = field(init=False)
+    #: Request headers the response varies on, as one ``Vary`` value and lowercased.
+    vary: str = field(init=False)
+    vary_lower: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "namespace", self.cookie.name)
+        set_ = object.__setattr__
+        set_(self, "namespace", self.cookie.name)
+        set_(self, "readers", tuple(sorted(self.transports, key=lambda t: not t.explicit)))
+        names = list(dict.fromkeys(t.vary for t in self.readers))
+        set_(self, "vary", ", ".join(names))
+        set_(self, "vary_lower", tuple(name.lower() for name in names))
 
     def call(self, operation: Awaitable[_T]) -> Awaitable[_T]:
         """Guard a store operation: a time budget, and connectivity failures become 503s.
@@ -93,16 +106,41 @@ class Registry:
 class Slot:
     """One session's state during one request."""
 
-    __slots__ = ("applied", "config", "header", "live", "session", "token", "waiters")
+    __slots__ = (
+        "applied",
+        "config",
+        "header",
+        "legacy",
+        "live",
+        "session",
+        "token",
+        "transport",
+        "waiters",
+    )
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
         self.session: Session | None = None
-        self.token: str | None = None  # what the client's cookie holds, as far as we know
+        self.token: str | None = None  # the token the client holds, as far as we know
         self.live = False  # self.token names a stored record that belongs to self.session
-        self.header: str | None = None  # a Set-Cookie value not yet put on a response
+        # The transport the client's token came in (the first configured one if none did):
+        # any new token goes back the same way.
+        self.transport = config.transports[0]
+        self.header: tuple[str, str] | None = None  # a header not yet put on a response
         self.applied = False
         self.waiters: list[asyncio.Future[Session]] | None = None
+        # A session read by a legacy reader: its old record goes once ours is saved.
+        self.legacy: tuple[AbstractLegacyReader, str] | None = None
+
+    def presented(self, request: web.Request) -> str | None:
+        """The token the request presents, remembering the transport it came in."""
+        config = self.config
+        for transport in config.readers:
+            token = transport.read(request, config.cookie)
+            if token:
+                self.transport = transport
+                return token
+        return None
 
     async def load(self, request: web.Request) -> Session:
         if self.waiters is not None:  # another task of this request is loading it now
@@ -114,28 +152,28 @@ class Slot:
         config = self.config
         session = None
         try:
-            token = presented_cookie(request, config.namespace)
+            token = self.presented(request)
             if token:
                 self.token = token
                 store = config.store
                 operation = store.load(token, namespace=config.namespace)
                 payload = await (operation if store.local else config.guarded(operation))
                 if payload is not None:
-                    session = decode_payload(
+                    session = store.restore(
                         payload,
                         config.serializer,
                         identity=None if store.client_side else token,
                         idle_timeout=config.idle_timeout,
                         absolute_timeout=config.absolute_timeout,
                     )
-                if session is None:
-                    log.debug(
-                        "session cookie %r did not open; starting a new session", config.namespace
-                    )
-                else:
+                if session is not None:
                     self.live = True
+                elif config.legacy:
+                    session = await self._load_legacy(token)
+                if session is None:
+                    log.debug("session %r did not open; starting a new session", config.namespace)
             if session is None:
-                session = Session()
+                session = config.store.session_class()
         except BaseException as exc:
             for waiter in self.waiters:
                 if isinstance(exc, asyncio.CancelledError):
@@ -150,6 +188,22 @@ class Slot:
                 waiter.set_result(session)
         self.waiters = None
         return session
+
+    async def _load_legacy(self, token: str) -> Session | None:
+        """A session another library wrote under ``token``, moved over as a new one of ours."""
+        config = self.config
+        for reader in config.legacy:
+            operation = reader.load(token, namespace=config.namespace)
+            found = await (operation if reader.local else config.guarded(operation))
+            if found is None:
+                continue
+            session = config.store.session_class(
+                data=dict(found.data), new=False, created=found.created, accessed=found.created
+            )
+            session._dirty = True  # saved under a new token of ours on the way out
+            self.legacy = (reader, token)
+            return session
+        return None
 
     def replace(self, session: Session) -> None:
         """Install ``session`` in place of the current one; the old record gets deleted."""
@@ -190,6 +244,8 @@ class Slot:
         store = config.store
         namespace = config.namespace
         if session._discard_old:
+            if self.legacy is not None:
+                await self._drop_legacy()
             if self.token is not None:
                 await config.call(store.delete(self.token, namespace=namespace))
                 self.live = False
@@ -209,7 +265,7 @@ class Slot:
                     self._expire_cookie(request)
             return
         t = now()  # due(): the session changed, or it is live and its refresh is due
-        payload = encode_payload(session, config.serializer, t)
+        payload = store.dump(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
         ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
         token = await config.call(
@@ -228,69 +284,63 @@ class Slot:
         if not store.client_side:
             session._identity = token
         max_age = config.cookie.max_age if session._max_age is None else session._max_age
-        if token != self.token or max_age is not None:
-            self.header = config.cookie.header(
+        transport = self.transport
+        if token != self.token or (max_age is not None and transport.resend_unchanged):
+            self.header = transport.issue(
+                request,
+                config.cookie,
                 token,
                 max_age=None if max_age is None else min(max_age, ttl),
-                secure=config.cookie.is_secure(request.secure),
             )
             self.applied = False
         self.token = token
         self.live = True
+        if self.legacy is not None:
+            await self._drop_legacy()
+
+    async def _drop_legacy(self) -> None:
+        """Delete the record a legacy reader opened: the session moved over, or logged out."""
+        assert self.legacy is not None
+        reader, old = self.legacy
+        self.legacy = None
+        operation = reader.delete(old, namespace=self.config.namespace)
+        await (operation if reader.local else self.config.guarded(operation))
 
     def _expire_cookie(self, request: web.Request) -> None:
+        """Tell the client to drop its token (expire the cookie, empty the header)."""
         if self.token is None:
             return
-        cookie = self.config.cookie
-        self.header = cookie.deletion_header(secure=cookie.is_secure(request.secure))
+        self.header = self.transport.clear(request, self.config.cookie)
         self.applied = False
         self.token = None
 
     def apply(self, response: web.StreamResponse) -> None:
-        """Put the pending Set-Cookie (if any) and ``Vary: Cookie`` on ``response``."""
+        """Put the pending token header (if any) and ``Vary`` on ``response``.
+
+        A response that hands out or clears a token is private to this client: unless the
+        handler chose a ``Cache-Control`` itself, it gets ``Cache-Control: private`` so no
+        shared cache or CDN gives one user's session to the next.
+        """
         if self.applied:
             return
         self.applied = True
         headers = response.headers
         if self.header is not None:
-            headers.add(hdrs.SET_COOKIE, self.header)
+            name, value = self.header
+            headers.add(name, value)
             self.header = None
+            if hdrs.CACHE_CONTROL not in headers:
+                headers[hdrs.CACHE_CONTROL] = "private"
+        config = self.config
         vary = headers.get(hdrs.VARY)
         if vary is None:
-            headers[hdrs.VARY] = "Cookie"
-        elif "cookie" not in vary.lower() and vary.strip() != "*":
-            headers[hdrs.VARY] = f"{vary}, Cookie"
-
-
-def presented_cookie(request: web.Request, name: str) -> str | None:
-    """The value of the one cookie called ``name``, or None if absent, empty or ambiguous.
-
-    Two cookies of one name (cookie tossing from a sibling subdomain, or a stale cookie on
-    another Path) are ambiguous: neither is trusted. A ``__Host-`` name rules out tossing.
-    Reads only this cookie instead of parsing every cookie in the header.
-    """
-    headers = request.headers.getall(hdrs.COOKIE, ())
-    if not headers:
-        return None
-    prefix = name + "="
-    if len(headers) == 1:  # the common case, decided without splitting the header
-        raw = headers[0]
-        start = raw.find(prefix)
-        if start < 0:
-            return None
-        if raw.find(prefix, start + 1) < 0 and (start == 0 or raw[start - 1] in "; \t"):
-            end = raw.find(";", start)
-            return raw[start + len(prefix) : None if end < 0 else end].strip() or None
-    values = [
-        part[len(prefix) :]
-        for header in headers
-        for part in (p.strip() for p in header.split(";"))
-        if part.startswith(prefix)
-    ]
-    if len(values) > 1:
-        log.info("%d %r cookies in one request; starting a new session", len(values), name)
-        return None
-    return values[0].strip() or None if values else None
+            headers[hdrs.VARY] = config.vary
+        elif vary.strip() != "*":
+            lowered = vary.lower()
+            missing = [n for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
+                       if low not in lowered]
+            if missing:
+                headers[hdrs.VARY] = ", ".join([vary, *missing])
 
 
 class RequestState:

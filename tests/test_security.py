@@ -22,7 +22,7 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.ids import is_valid_session_id, record_key
-from aiohttp_sessionkit.middleware import presented_cookie
+from aiohttp_sessionkit.transports import presented_cookie
 
 
 def racing_app(store: AbstractStore, gate: asyncio.Event, loaded: asyncio.Event) -> web.Application:
