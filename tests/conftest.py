@@ -18,7 +18,15 @@ from servers import (  # noqa: F401 - session-scoped server fixtures
 )
 
 import aiohttp_sessionkit.session as session_module
-from aiohttp_sessionkit import AbstractStore, EncryptedCookieStore, MemoryStore, generate_key
+from aiohttp_sessionkit import (
+    AbstractStore,
+    AbstractTransport,
+    CookieTransport,
+    EncryptedCookieStore,
+    HeaderTransport,
+    MemoryStore,
+    generate_key,
+)
 
 STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor"]
 SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie"]
@@ -194,3 +202,68 @@ def raw_set_cookies(response: Any) -> list[str]:
 
 
 AppClient = TestClient[web.Request, web.Application]
+
+COOKIE = "AIOHTTP_SESSION"
+TRANSPORT_KINDS = ["cookie", "header"]
+
+
+class Wire:
+    """How a test client presents a token and reads new ones, for one transport.
+
+    Tests written against a ``Wire`` run unchanged over the cookie and the header transport.
+    """
+
+    def __init__(self, kind: str, name: str = COOKIE) -> None:
+        self.kind = kind
+        self.name = name
+        self.transport: AbstractTransport = (
+            CookieTransport() if kind == "cookie" else HeaderTransport()
+        )
+        self.vary = self.transport.vary
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Keyword options for ``setup()``."""
+        return {"transport": self.transport}
+
+    def present(self, token: str | None) -> dict[str, str]:
+        """Request headers that present ``token`` (none for ``None``)."""
+        if token is None:
+            return {}
+        if self.kind == "cookie":
+            return {"Cookie": f"{self.name}={token}"}
+        return {"Authorization": f"Bearer {token}"}
+
+    def issued(self, response: Any) -> str | None:
+        """The new token this response hands the client, or None (none, or a deletion)."""
+        if self.kind == "cookie":
+            morsel = set_cookies(response).get(self.name)
+            return None if morsel is None or not morsel.value else str(morsel.value)
+        assert "Set-Cookie" not in response.headers, "the header transport sent a cookie"
+        values: list[str] = response.headers.getall("Session-Token", [])
+        assert len(values) <= 1
+        return values[0] if values and values[0] else None
+
+    def cleared(self, response: Any) -> bool:
+        """True when the response tells the client to drop its token."""
+        if self.kind == "cookie":
+            morsel = set_cookies(response).get(self.name)
+            return morsel is not None and morsel.value == "" and str(morsel["max-age"]) == "0"
+        values: list[str] = response.headers.getall("Session-Token", [])
+        return values == [""]
+
+    def follow(self, response: Any, token: str | None) -> str | None:
+        """The token to present next: a newly issued one, nothing after a clear, else the same."""
+        issued = self.issued(response)
+        if issued is not None:
+            return issued
+        return None if self.cleared(response) else token
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
+@pytest.fixture(params=TRANSPORT_KINDS)
+def wire(request: pytest.FixtureRequest) -> Wire:
+    """Each transport (parametrized): the cookie and the Authorization header."""
+    return Wire(request.param)

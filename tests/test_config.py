@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import make_mocked_request
+from conftest import FakeClock
 from pytest_aiohttp import AiohttpClient
 
 import aiohttp_sessionkit
@@ -429,3 +430,30 @@ def test_keygen_prints_a_key_that_parse_key_accepts() -> None:
 def test_cookie_prefixes_are_matched_case_insensitively(name: str) -> None:
     with pytest.raises(ConfigurationError, match="Secure"):
         setup(web.Application(), MemoryStore(), cookie_name=name, secure=False)
+
+
+@pytest.mark.parametrize("max_age", [1, 2, 59])
+async def test_short_max_age_works_with_the_derived_touch_interval(
+    aiohttp_client: AiohttpClient, clock: FakeClock, max_age: int
+) -> None:
+    # The derived refresh interval must fit every valid max_age: a read within max_age of the
+    # last one keeps the session alive, however short max_age is.
+    client, response = await post_login(aiohttp_client, session_app(max_age=max_age))
+    _, cookie, _ = only_set_cookie(response)
+    for _ in range(3):
+        clock.advance(max_age)
+        response = await client.get("/whoami", headers={"Cookie": f"{COOKIE}={cookie}"})
+        assert await response.text() == "alice"
+        renewed = response.headers.getall("Set-Cookie", [])
+        if renewed:
+            _, cookie, _ = parse_set_cookie(renewed[0])
+    clock.advance(max_age + 1)
+    response = await client.get("/whoami", headers={"Cookie": f"{COOKIE}={cookie}"})
+    assert await response.text() != "alice"
+
+
+def test_explicit_touch_interval_of_zero_refreshes_on_every_read() -> None:
+    app = web.Application()
+    setup(app, MemoryStore(), idle_timeout=1, touch_interval=0)
+    with pytest.raises(ConfigurationError, match="0 or a positive"):
+        setup(web.Application(), MemoryStore(), touch_interval=-1)

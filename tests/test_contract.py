@@ -7,23 +7,24 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientPayloadError, DummyCookieJar, WSMsgType, web
-from conftest import CountingStore, FakeClock, StoreFactory, raw_set_cookies, set_cookies
+from conftest import CountingStore, FakeClock, StoreFactory, Wire, raw_set_cookies, set_cookies
 
 from aiohttp_sessionkit import (
     AbstractStore,
     SerializationError,
     get_session,
     new_session,
+    save_session,
     setup,
 )
 
 COOKIE = "AIOHTTP_SESSION"
 
 
-def build_app(store: AbstractStore, **options: Any) -> web.Application:
-    """An app with one route per behaviour under test."""
+def build_app(store: AbstractStore, wire: Wire, **options: Any) -> web.Application:
+    """An app with one route per behaviour under test, on the wire's transport."""
     app = web.Application()
-    setup(app, store, **options)
+    setup(app, store, **wire.options, **options)
     routes = web.RouteTableDef()
 
     @routes.get("/untouched")
@@ -157,157 +158,185 @@ def build_app(store: AbstractStore, **options: Any) -> web.Application:
         session.clear()
         return web.Response(text="cleared")
 
+    @routes.post("/save-now")
+    async def save_now(request: web.Request) -> web.Response:
+        session = await new_session(request)
+        session["user"] = "alice"
+        token = await save_session(request)
+        session["after"] = "saved on the way out"
+        return web.json_response({"token": token})
+
+    @routes.get("/save-unchanged")
+    async def save_unchanged(request: web.Request) -> web.Response:
+        return web.json_response({"token": await save_session(request)})
+
     app.add_routes(routes)
     return app
 
 
 async def client_for(aiohttp_client: Any, app: web.Application) -> Any:
-    # Cookies are passed by hand so each test controls exactly what the client presents.
+    # Tokens are passed by hand so each test controls exactly what the client presents.
     return await aiohttp_client(app, cookie_jar=DummyCookieJar())
 
 
+#: The cookie transport, for test modules that speak cookies only.
+COOKIE_WIRE = Wire("cookie")
+
+
+def with_cookie(value: str | None) -> dict[str, str]:
+    """Request headers presenting ``value`` as the session cookie."""
+    return COOKIE_WIRE.present(value)
+
+
 def cookie_value(response: Any) -> str:
-    morsel = set_cookies(response)[COOKIE]
-    return str(morsel.value)
+    """The session cookie the response sets; fails the test if there is none."""
+    return token_of(COOKIE_WIRE, response)
 
 
-def with_cookie(value: str) -> dict[str, str]:
-    return {"Cookie": f"{COOKIE}={value}"}
+def token_of(wire: Wire, response: Any) -> str:
+    """The new token the response hands out; fails the test if there is none."""
+    token = wire.issued(response)
+    assert token, f"no new token in the response ({wire.kind} transport)"
+    return token
 
 
-async def login(client: Any, **values: str) -> str:
-    """Write values into a new session; return its cookie."""
-    cookie: str | None = None
+def sends_no_token(wire: Wire, response: Any) -> bool:
+    """True when the response neither hands out a token nor clears one."""
+    return wire.issued(response) is None and not wire.cleared(response)
+
+
+async def login(client: Any, wire: Wire, **values: str) -> str:
+    """Write values into a new session; return its token."""
+    token: str | None = None
     for key, value in values.items():
-        headers = with_cookie(cookie) if cookie else {}
-        response = await client.post(f"/set/{key}/{value}", headers=headers)
+        response = await client.post(f"/set/{key}/{value}", headers=wire.present(token))
         assert response.status == 200
-        if COOKIE in set_cookies(response):
-            cookie = cookie_value(response)
-    assert cookie is not None
-    return cookie
+        token = wire.follow(response, token)
+    assert token is not None
+    return token
 
 
-async def read(client: Any, cookie: str | None) -> dict[str, Any]:
-    response = await client.get("/read", headers=with_cookie(cookie) if cookie else {})
+async def read(client: Any, wire: Wire, token: str | None) -> dict[str, Any]:
+    response = await client.get("/read", headers=wire.present(token))
     assert response.status == 200
     body: dict[str, Any] = await response.json()
     return body
 
 
-async def read_following(client: Any, cookie: str) -> tuple[dict[str, Any], str]:
-    """Read the session; return the body and the cookie to use next (refreshes may reissue)."""
-    response = await client.get("/read", headers=with_cookie(cookie))
+async def read_following(client: Any, wire: Wire, token: str) -> tuple[dict[str, Any], str]:
+    """Read the session; return the body and the token to use next (refreshes may reissue)."""
+    response = await client.get("/read", headers=wire.present(token))
     assert response.status == 200
     body: dict[str, Any] = await response.json()
-    if COOKIE in set_cookies(response):
-        cookie = cookie_value(response)
-    return body, cookie
+    return body, wire.issued(response) or token
 
 
 # -- lazy load, lazy save ---------------------------------------------------------------------
 
 
 async def test_untouched_session_costs_no_store_call_and_no_cookie(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(counting, wire))
+    cookie = await login(client, wire, user="alice")
     before = counting.calls
-    response = await client.get("/untouched", headers=with_cookie(cookie))
+    response = await client.get("/untouched", headers=wire.present(cookie))
     assert response.status == 200
     assert await response.text() == "plain"
     assert counting.calls == before
-    assert "Set-Cookie" not in response.headers
+    assert sends_no_token(wire, response)
     assert "Vary" not in response.headers
 
 
 async def test_read_only_request_loads_once_and_writes_nothing(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(counting, wire))
+    cookie = await login(client, wire, user="alice")
     loads, saves, deletes = counting.loads, counting.saves, counting.deletes
-    response = await client.get("/read", headers=with_cookie(cookie))
+    response = await client.get("/read", headers=wire.present(cookie))
     assert (await response.json())["data"] == {"user": "alice"}
     assert (counting.loads - loads, counting.saves - saves, counting.deletes - deletes) == (1, 0, 0)
-    assert "Set-Cookie" not in response.headers
+    assert sends_no_token(wire, response)
 
 
-async def test_change_is_written_exactly_once(aiohttp_client: Any, store: AbstractStore) -> None:
+async def test_change_is_written_exactly_once(
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
+) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
+    client = await client_for(aiohttp_client, build_app(counting, wire))
     response = await client.post("/incr")
     assert await response.json() == 1
     assert (counting.loads, counting.saves) == (0, 1)  # no cookie yet: nothing to load
-    cookie = cookie_value(response)
-    response = await client.post("/incr", headers=with_cookie(cookie))
+    cookie = token_of(wire, response)
+    response = await client.post("/incr", headers=wire.present(cookie))
     assert await response.json() == 2
     assert (counting.loads, counting.saves) == (1, 2)
 
 
-async def test_counter_survives_across_requests(aiohttp_client: Any, store: AbstractStore) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+async def test_counter_survives_across_requests(
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
+) -> None:
+    client = await client_for(aiohttp_client, build_app(store, wire))
     cookie: str | None = None
     for expected in range(1, 6):
-        response = await client.post("/incr", headers=with_cookie(cookie) if cookie else {})
+        response = await client.post("/incr", headers=wire.present(cookie))
         assert await response.json() == expected
-        if COOKIE in set_cookies(response):
-            cookie = cookie_value(response)
-    assert (await read(client, cookie))["data"] == {"n": 5}
+        cookie = wire.follow(response, cookie)
+    assert (await read(client, wire, cookie))["data"] == {"n": 5}
 
 
 async def test_concurrent_get_session_calls_share_one_load(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(counting, wire))
+    cookie = await login(client, wire, user="alice")
     loads = counting.loads
-    response = await client.get("/gather", headers=with_cookie(cookie))
+    response = await client.get("/gather", headers=wire.present(cookie))
     assert await response.json() is True
     assert counting.loads - loads == 1
-    new_cookie = cookie_value(response) if COOKIE in set_cookies(response) else cookie
-    assert (await read(client, new_cookie))["data"] == {"user": "alice", "a": 1, "b": 2}
+    new_cookie = wire.issued(response) or cookie
+    assert (await read(client, wire, new_cookie))["data"] == {"user": "alice", "a": 1, "b": 2}
 
 
 # -- responses -------------------------------------------------------------------------------
 
 
 async def test_redirect_after_login_still_saves_and_carries_the_cookie(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, wire))
     response = await client.post("/login-redirect", allow_redirects=False)
     assert response.status == 302
-    assert (await read(client, cookie_value(response)))["data"] == {"user": "alice"}
+    assert (await read(client, wire, token_of(wire, response)))["data"] == {"user": "alice"}
 
 
 @pytest.mark.parametrize("route", ["/fail-500", "/raise"])
 async def test_failed_request_saves_nothing(
-    aiohttp_client: Any, store: AbstractStore, route: str
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, route: str
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(counting, wire))
+    cookie = await login(client, wire, user="alice")
     saves = counting.saves
-    response = await client.post(route, headers=with_cookie(cookie))
+    response = await client.post(route, headers=wire.present(cookie))
     assert response.status == 500
-    assert "Set-Cookie" not in response.headers
+    assert sends_no_token(wire, response)
     assert counting.saves == saves
-    assert (await read(client, cookie))["data"] == {"user": "alice"}
+    assert (await read(client, wire, cookie))["data"] == {"user": "alice"}
 
 
 async def test_value_that_is_not_json_names_the_key_and_writes_nothing(
-    aiohttp_client: Any, store: AbstractStore, caplog: pytest.LogCaptureFixture
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
+    client = await client_for(aiohttp_client, build_app(counting, wire))
     response = await client.post("/not-json")
     assert response.status == 500
-    assert "Set-Cookie" not in response.headers
+    assert sends_no_token(wire, response)
     assert counting.saves == 0
     errors = [r for r in caplog.records if r.exc_info and r.exc_info[0] is SerializationError]
     assert errors, "the serialization error was not logged"
@@ -315,26 +344,26 @@ async def test_value_that_is_not_json_names_the_key_and_writes_nothing(
 
 
 async def test_stream_response_prepared_in_handler_saves_at_prepare(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, wire))
     response = await client.get("/stream")
     assert response.status == 200
     assert await response.read() == b"chunk"
-    assert response.headers["Vary"] == "Cookie"
-    assert (await read(client, cookie_value(response)))["data"] == {"streamed": "yes"}
+    assert response.headers["Vary"] == wire.vary
+    assert (await read(client, wire, token_of(wire, response)))["data"] == {"streamed": "yes"}
 
 
 async def test_change_after_prepare_that_needs_a_new_cookie_fails_loudly(
-    aiohttp_client: Any, store: AbstractStore, caplog: pytest.LogCaptureFixture
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
+    client = await client_for(aiohttp_client, build_app(counting, wire))
     response = await client.get("/stream-late-change")
     assert response.status == 200  # headers were already sent...
     with pytest.raises(ClientPayloadError):
         await response.read()  # ...and the stream is cut rather than finished as if saved
-    assert "Set-Cookie" not in response.headers
+    assert sends_no_token(wire, response)
     assert counting.saves == 0
     assert any(
         "changed after the response was prepared" in r.getMessage()
@@ -344,31 +373,31 @@ async def test_change_after_prepare_that_needs_a_new_cookie_fails_loudly(
 
 
 async def test_websocket_session_change_before_prepare_reaches_client(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, wire))
     async with client.ws_connect("/ws") as ws:
-        cookie = ws._response.cookies[COOKIE].value
+        cookie = token_of(wire, ws._response)
         await ws.send_str("hello")
         assert await ws.receive_str() == "echo hello"
-    data = (await read(client, cookie))["data"]
+    data = (await read(client, wire, cookie))["data"]
     assert data["ws"] == "connected"
 
 
 async def test_any_session_access_adds_vary_cookie(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, wire))
     response = await client.get("/read")
-    assert response.headers["Vary"] == "Cookie"
+    assert response.headers["Vary"] == wire.vary
     response = await client.post("/incr")
-    assert response.headers["Vary"] == "Cookie"
+    assert response.headers["Vary"] == wire.vary
 
 
 async def test_default_cookie_attributes_are_secure(
     aiohttp_client: Any, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, Wire("cookie")))
     response = await client.post("/incr")
     [header] = raw_set_cookies(response)
     attributes = {part.strip().split("=")[0].lower() for part in header.split(";")[1:]}
@@ -381,14 +410,13 @@ async def test_default_cookie_attributes_are_secure(
 
 
 async def test_invalidate_deletes_the_session_for_the_old_cookie(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(client, user="alice")
-    response = await client.post("/logout", headers=with_cookie(cookie))
-    morsel = set_cookies(response)[COOKIE]
-    assert morsel["max-age"] == "0" and morsel.value == ""
-    after = await read(client, cookie)
+    client = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/logout", headers=wire.present(cookie))
+    assert wire.cleared(response)
+    after = await read(client, wire, cookie)
     if store_factory.client_side:
         # The cookie store cannot revoke a copy of the cookie; the browser's copy is deleted.
         assert after["data"] == {"user": "alice"}
@@ -397,154 +425,164 @@ async def test_invalidate_deletes_the_session_for_the_old_cookie(
 
 
 async def test_logout_then_flash_starts_a_new_session(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(client, user="alice")
-    response = await client.post("/logout-then-flash", headers=with_cookie(cookie))
-    fresh = cookie_value(response)
+    client = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/logout-then-flash", headers=wire.present(cookie))
+    fresh = token_of(wire, response)
     assert fresh and fresh != cookie
-    response = await client.get("/flashes", headers=with_cookie(fresh))
+    response = await client.get("/flashes", headers=wire.present(fresh))
     assert await response.json() == ["logged out"]
     if not store_factory.client_side:
-        assert (await read(client, cookie))["new"] is True
+        assert (await read(client, wire, cookie))["new"] is True
 
 
 async def test_regenerate_keeps_data_under_a_new_id(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(client, user="alice")
-    response = await client.post("/regenerate", headers=with_cookie(cookie))
-    fresh = cookie_value(response)
+    client = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/regenerate", headers=wire.present(cookie))
+    fresh = token_of(wire, response)
     assert fresh != cookie
-    assert (await read(client, fresh))["data"] == {"user": "alice"}
+    assert (await read(client, wire, fresh))["data"] == {"user": "alice"}
     if not store_factory.client_side:
-        assert (await read(client, cookie)) == {"data": {}, "new": True}
+        assert (await read(client, wire, cookie)) == {"data": {}, "new": True}
 
 
 async def test_new_session_discards_the_old_record(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(client, user="alice")
-    response = await client.post("/new", headers=with_cookie(cookie))
-    assert set_cookies(response)[COOKIE]["max-age"] == "0"
+    client = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/new", headers=wire.present(cookie))
+    assert wire.cleared(response)
     if not store_factory.client_side:
-        assert (await read(client, cookie)) == {"data": {}, "new": True}
+        assert (await read(client, wire, cookie)) == {"data": {}, "new": True}
 
 
 async def test_clearing_every_key_expires_the_cookie(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(client, user="alice")
-    response = await client.post("/clear", headers=with_cookie(cookie))
-    assert set_cookies(response)[COOKIE]["max-age"] == "0"
+    client = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/clear", headers=wire.present(cookie))
+    assert wire.cleared(response)
     if not store_factory.client_side:
-        assert (await read(client, cookie))["new"] is True
+        assert (await read(client, wire, cookie))["new"] is True
 
 
 @pytest.mark.parametrize("bad", ["garbage", "", "x" * 3000, "A" * 43, "../../etc/passwd"])
 async def test_unusable_cookie_gives_a_fresh_session(
-    aiohttp_client: Any, store: AbstractStore, bad: str
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, bad: str
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting))
-    body = await read(client, bad)
+    client = await client_for(aiohttp_client, build_app(counting, wire))
+    body = await read(client, wire, bad)
     assert body == {"data": {}, "new": True}
     assert counting.saves == 0 and counting.deletes == 0
-    response = await client.post("/incr", headers=with_cookie(bad))
-    assert cookie_value(response) != bad
+    response = await client.post("/incr", headers=wire.present(bad))
+    assert token_of(wire, response) != bad
 
 
 # -- flashes, max_age, expiry -----------------------------------------------------------------
 
 
 async def test_flash_messages_persist_until_popped(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store))
+    client = await client_for(aiohttp_client, build_app(store, wire))
     response = await client.post("/flash/saved")
-    cookie = cookie_value(response)
-    response = await client.post("/flash/again", headers=with_cookie(cookie))
-    cookie = cookie_value(response) if COOKIE in set_cookies(response) else cookie
-    response = await client.get("/flashes", headers=with_cookie(cookie))
+    cookie = token_of(wire, response)
+    response = await client.post("/flash/again", headers=wire.present(cookie))
+    after: str | None = wire.follow(response, cookie)
+    response = await client.get("/flashes", headers=wire.present(after))
     assert await response.json() == ["saved", "again"]
-    cookie = cookie_value(response) if COOKIE in set_cookies(response) else cookie
-    response = await client.get("/flashes", headers=with_cookie(cookie))
+    after = wire.follow(response, after)
+    response = await client.get("/flashes", headers=wire.present(after))
     assert await response.json() == []
 
 
 async def test_per_session_max_age_sets_the_cookie_and_persists(
-    aiohttp_client: Any, store: AbstractStore
+    aiohttp_client: Any, wire: Wire, store: AbstractStore
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store, max_age=60))
-    cookie = await login(client, user="alice")
-    response = await client.post("/remember", headers=with_cookie(cookie))
-    assert set_cookies(response)[COOKIE]["max-age"] == "1000"
-    cookie = cookie_value(response)
-    response = await client.post("/incr", headers=with_cookie(cookie))
-    assert set_cookies(response)[COOKIE]["max-age"] == "1000"
+    client = await client_for(aiohttp_client, build_app(store, wire, max_age=60))
+    cookie = await login(client, wire, user="alice")
+    response = await client.post("/remember", headers=wire.present(cookie))
+    if wire.kind == "cookie":
+        assert set_cookies(response)[COOKIE]["max-age"] == "1000"
+        cookie = token_of(wire, response)
+    else:  # a header token carries no lifetime: the client keeps it until told otherwise
+        cookie = wire.follow(response, cookie) or ""
+    response = await client.post("/incr", headers=wire.present(cookie))
+    if wire.kind == "cookie":
+        assert set_cookies(response)[COOKIE]["max-age"] == "1000"
+    cookie = wire.follow(response, cookie) or ""
+    assert (await read(client, wire, cookie))["data"] == {
+        "user": "alice",
+        "remembered": True,
+        "n": 1,
+    }
 
 
 async def test_idle_session_expires(
-    aiohttp_client: Any, store: AbstractStore, clock: FakeClock
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, clock: FakeClock
 ) -> None:
-    client = await client_for(aiohttp_client, build_app(store, idle_timeout=600))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(store, wire, idle_timeout=600))
+    cookie = await login(client, wire, user="alice")
     clock.advance(599)
-    body, cookie = await read_following(client, cookie)  # refreshes the last access
+    body, cookie = await read_following(client, wire, cookie)  # refreshes the last access
     assert body["data"] == {"user": "alice"}
     clock.advance(599)
-    body, cookie = await read_following(client, cookie)
+    body, cookie = await read_following(client, wire, cookie)
     assert body["data"] == {"user": "alice"}
     clock.advance(601)
-    assert (await read(client, cookie)) == {"data": {}, "new": True}
+    assert (await read(client, wire, cookie)) == {"data": {}, "new": True}
 
 
 async def test_activity_extends_the_idle_timeout_but_not_the_absolute_one(
-    aiohttp_client: Any, store: AbstractStore, clock: FakeClock
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, clock: FakeClock
 ) -> None:
-    app = build_app(store, idle_timeout=600, absolute_timeout=1500, touch_interval=60)
+    app = build_app(store, wire, idle_timeout=600, absolute_timeout=1500, touch_interval=60)
     client = await client_for(aiohttp_client, app)
-    cookie = await login(client, user="alice")
+    cookie = await login(client, wire, user="alice")
     for _ in range(3):  # t = 500, 1000, 1500 minus one: each read refreshes the idle clock
         clock.advance(499)
-        body, cookie = await read_following(client, cookie)
+        body, cookie = await read_following(client, wire, cookie)
         assert body["data"] == {"user": "alice"}
     clock.advance(10)  # past the absolute lifetime, though active a moment ago
-    assert (await read(client, cookie)) == {"data": {}, "new": True}
+    assert (await read(client, wire, cookie)) == {"data": {}, "new": True}
 
 
 async def test_reads_refresh_the_session_at_most_once_per_touch_interval(
-    aiohttp_client: Any, store: AbstractStore, clock: FakeClock
+    aiohttp_client: Any, wire: Wire, store: AbstractStore, clock: FakeClock
 ) -> None:
     counting = CountingStore(store)
-    client = await client_for(aiohttp_client, build_app(counting, touch_interval=60))
-    cookie = await login(client, user="alice")
+    client = await client_for(aiohttp_client, build_app(counting, wire, touch_interval=60))
+    cookie = await login(client, wire, user="alice")
     saves = counting.saves
     for _ in range(5):
         clock.advance(10)
-        await read(client, cookie)
+        await read(client, wire, cookie)
     assert counting.saves == saves
     clock.advance(20)
-    response = await client.get("/read", headers=with_cookie(cookie))
+    response = await client.get("/read", headers=wire.present(cookie))
     assert counting.saves == saves + 1
     if not counting.client_side:
-        assert "Set-Cookie" not in response.headers  # same id, browser-session cookie
+        assert sends_no_token(wire, response)  # same id, browser-session cookie
 
 
 # -- several apps, one store ------------------------------------------------------------------
 
 
 async def test_two_app_instances_on_one_store_share_sessions(
-    aiohttp_client: Any, store_factory: StoreFactory
+    aiohttp_client: Any, wire: Wire, store_factory: StoreFactory
 ) -> None:
-    first = await client_for(aiohttp_client, build_app(store_factory()))
-    second = await client_for(aiohttp_client, build_app(store_factory()))
-    cookie = await login(first, user="alice")
-    assert (await read(second, cookie))["data"] == {"user": "alice"}
-    response = await second.post("/incr", headers=with_cookie(cookie))
-    cookie = cookie_value(response) if COOKIE in set_cookies(response) else cookie
-    assert (await read(first, cookie))["data"] == {"user": "alice", "n": 1}
+    first = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    second = await client_for(aiohttp_client, build_app(store_factory(), wire))
+    cookie = await login(first, wire, user="alice")
+    assert (await read(second, wire, cookie))["data"] == {"user": "alice"}
+    response = await second.post("/incr", headers=wire.present(cookie))
+    cookie = wire.issued(response) or cookie
+    assert (await read(first, wire, cookie))["data"] == {"user": "alice", "n": 1}

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from conftest import StoreFactory
 from servers import ServerHandle
-from test_contract import build_app, client_for, cookie_value, login, read, with_cookie
+from test_contract import COOKIE_WIRE, build_app, client_for, cookie_value, login, read, with_cookie
 
 from aiohttp_sessionkit import get_session
 
@@ -95,12 +95,12 @@ async def assert_recovered(client: Any) -> None:
         assert await response.json() == expected
         if cookie is None:
             cookie = cookie_value(response)
-    assert (await read(client, cookie))["data"] == {"n": 3}
+    assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"n": 3}
 
 
 def app_for(factory: StoreFactory, store_timeout: float) -> web.Application:
     """The contract tests' app, plus /gated-write: load, wait for the test, then write."""
-    app = build_app(factory(), store_timeout=store_timeout)
+    app = build_app(factory(), COOKIE_WIRE, store_timeout=store_timeout)
     app[GATE] = Gate()
 
     async def gated_write(request: web.Request) -> web.Response:
@@ -132,7 +132,7 @@ async def test_store_down_answers_503_and_leaves_the_cookie_alone(
     aiohttp_client: Any, server_store_factory: StoreFactory, server: ServerHandle
 ) -> None:
     client = await client_for(aiohttp_client, app_for(server_store_factory, DOWN_TIMEOUT))
-    cookie = await login(client, user="alice")
+    cookie = await login(client, COOKIE_WIRE, user="alice")
     async with stopped(server):
         for method, path, headers in [
             ("GET", "/read", with_cookie(cookie)),
@@ -156,7 +156,7 @@ async def test_store_down_answers_503_and_leaves_the_cookie_alone(
         assert "Set-Cookie" not in response.headers
     else:
         # The cookie was left alone and the failed writes and logout did nothing.
-        assert (await read(client, cookie))["data"] == {"user": "alice"}
+        assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
     await assert_recovered(client)
 
 
@@ -167,7 +167,7 @@ async def test_failed_save_never_leaves_a_cookie_pointing_at_unsaved_state(
     app = app_for(server_store_factory, DOWN_TIMEOUT)
     client = await client_for(aiohttp_client, app)
     gate = app[GATE]
-    cookie = await login(client, user="alice")
+    cookie = await login(client, COOKIE_WIRE, user="alice")
     existing = asyncio.ensure_future(client.post("/gated-write", headers=with_cookie(cookie)))
     brand_new = asyncio.ensure_future(client.post("/gated-write"))  # no cookie before
     try:
@@ -188,7 +188,7 @@ async def test_failed_save_never_leaves_a_cookie_pointing_at_unsaved_state(
             with contextlib.suppress(BaseException):
                 (await pending).release()
     if server_store_factory.kind != "redis":  # Redis restarted empty (no persistence)
-        assert (await read(client, cookie))["data"] == {"user": "alice"}
+        assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
     await assert_recovered(client)
 
 
@@ -210,7 +210,7 @@ async def test_hung_store_answers_503_within_the_budget_and_leaks_nothing(
 ) -> None:
     kind = server_store_factory.kind
     client = await client_for(aiohttp_client, app_for(server_store_factory, HANG_TIMEOUT))
-    cookie = await login(client, user="alice")
+    cookie = await login(client, COOKIE_WIRE, user="alice")
     await assert_recovered(client)  # warm up: pools and driver tasks exist from here on
     tasks_before = set(asyncio.all_tasks())
     connections_before = await count_connections(kind, server)
@@ -249,7 +249,7 @@ async def test_hung_store_answers_503_within_the_budget_and_leaks_nothing(
 
         # Frozen, not stopped: even Redis kept its data, and no write reached the session
         # (each request above timed out on its load, before writing).
-        assert (await read(client, cookie))["data"] == {"user": "alice"}
+        assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
         await assert_recovered(client)
 
         # Every timed-out store call was cancelled for good: no task outlives its request.

@@ -28,7 +28,7 @@ from aiohttp import web
 from conftest import CountingStore, StoreFactory, set_cookies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_contract import COOKIE, build_app, client_for, login, read, with_cookie
+from test_contract import COOKIE, COOKIE_WIRE, build_app, client_for, login, read, with_cookie
 
 from aiohttp_sessionkit import (
     AbstractStore,
@@ -101,13 +101,13 @@ async def other_login(request: web.Request) -> web.Response:
 
 async def make_ctx(aiohttp_client: Any, store: AbstractStore, kind: str) -> Ctx:
     counting = RecordingStore(store)
-    app = build_app(counting)
+    app = build_app(counting, COOKIE_WIRE)
     setup(app, counting, cookie_name=OTHER)
     app.router.add_post("/other/login", other_login)
     client = await client_for(aiohttp_client, app)
-    issued = await login(client, user="alice")
+    issued = await login(client, COOKIE_WIRE, user="alice")
     # Control: the genuine cookie opens, so a fresh session below means the case was refused.
-    assert await read(client, issued) == {"data": {"user": "alice"}, "new": False}
+    assert await read(client, COOKIE_WIRE, issued) == {"data": {"user": "alice"}, "new": False}
     response = await client.post("/other/login")
     other = str(set_cookies(response)[OTHER].value)
     return Ctx(client, store, counting, kind, issued, other)
@@ -473,11 +473,14 @@ async def test_write_with_hostile_cookie_gets_a_fresh_cookie_and_never_adopts_it
     assert fresh not in (ctx.issued, ctx.other)
     if not store_factory.client_side:
         assert is_valid_session_id(fresh)
-    assert await read(ctx.client, fresh) == {"data": {"user": "mallory"}, "new": False}
+    assert await read(ctx.client, COOKIE_WIRE, fresh) == {"data": {"user": "mallory"}, "new": False}
     # The presented cookie still opens nothing, and the genuine session was left alone.
     again = await send(ctx.client, "GET", "/read", presented)
     assert again.status == 200 and again.json() == FRESH
-    assert await read(ctx.client, ctx.issued) == {"data": {"user": "alice"}, "new": False}
+    assert await read(ctx.client, COOKIE_WIRE, ctx.issued) == {
+        "data": {"user": "alice"},
+        "new": False,
+    }
     assert_logs_hold_no_secret(logs, presented.secrets(ctx) | {fresh})
 
 
@@ -487,11 +490,11 @@ async def test_a_lone_surrogate_in_a_stored_string_survives_the_next_write(
     """JSON escapes can carry a lone surrogate; it must round-trip, not fail the next save."""
     ctx = await make_ctx(aiohttp_client, store_factory(), store_factory.kind)
     token = await ctx.plant(header(created=-60, accessed=-30) + b'[{"a":"\\ud800"}]')
-    assert await read(ctx.client, token) == {"data": {"a": "\ud800"}, "new": False}
+    assert await read(ctx.client, COOKIE_WIRE, token) == {"data": {"a": "\ud800"}, "new": False}
     response = await ctx.client.post("/incr", headers=with_cookie(token))
     assert response.status == 200
     cookie = str(set_cookies(response)[COOKIE].value) if COOKIE in set_cookies(response) else token
-    assert (await read(ctx.client, cookie))["data"] == {"a": "\ud800", "n": 1}
+    assert (await read(ctx.client, COOKIE_WIRE, cookie))["data"] == {"a": "\ud800", "n": 1}
 
 
 async def test_a_payload_planted_like_the_hostile_ones_but_valid_does_open(
@@ -500,7 +503,7 @@ async def test_a_payload_planted_like_the_hostile_ones_but_valid_does_open(
     """Control for the planted cases: the way they are built is right, only the content is not."""
     ctx = await make_ctx(aiohttp_client, store_factory(), store_factory.kind)
     token = await ctx.plant(header(created=-60, accessed=-30) + b'[{"user":"bob"},["hi"]]')
-    assert await read(ctx.client, token) == {"data": {"user": "bob"}, "new": False}
+    assert await read(ctx.client, COOKIE_WIRE, token) == {"data": {"user": "bob"}, "new": False}
 
 
 @pytest.mark.parametrize(

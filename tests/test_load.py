@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 import pytest
 from aiohttp import DummyCookieJar, TCPConnector, web
 from conftest import CountingStore, StoreFactory, set_cookies
-from test_contract import COOKIE, build_app, cookie_value, login, read, with_cookie
+from test_contract import COOKIE, COOKIE_WIRE, build_app, cookie_value, login, read, with_cookie
 
 from aiohttp_sessionkit import AbstractStore, MemoryStore, get_session
 
@@ -79,7 +79,7 @@ def load_app(store: AbstractStore) -> web.Application:
     """The contract tests' app, plus /mark/{i}: set key k{i}, answer the dict to be saved."""
     # A generous budget per store call: these tests check correctness, not latency, and a
     # shared 2-core machine (or FerretDB's collection scans) can stall one call past 5 s.
-    app = build_app(store, store_timeout=60)
+    app = build_app(store, COOKIE_WIRE, store_timeout=60)
 
     async def mark(request: web.Request) -> web.Response:
         session = await get_session(request)
@@ -125,7 +125,7 @@ async def test_concurrent_writes_to_one_session_leave_exactly_one_whole_write(
 ) -> None:
     """README, "What happens when": last writer wins, whole session at a time."""
     load = await load_client(aiohttp_client, load_app(store_factory()), store_factory.kind)
-    cookie = await login(load.client, user="alice", role="admin")
+    cookie = await login(load.client, COOKIE_WIRE, user="alice", role="admin")
     arrived: list[Answer] = []  # in the order the client received them
 
     async def mark(i: int) -> None:
@@ -144,12 +144,12 @@ async def test_concurrent_writes_to_one_session_leave_exactly_one_whole_write(
         assert all(answer.cookie is not None for answer in arrived)
         holding = arrived[-1].cookie
         assert holding is not None
-        final = (await read(load.client, holding))["data"]
+        final = (await read(load.client, COOKIE_WIRE, holding))["data"]
         assert final == written[-1]
     else:
         # A server-side session keeps its id: no response needed a new cookie.
         assert not any(answer.set_cookie for answer in arrived)
-        final = (await read(load.client, cookie))["data"]
+        final = (await read(load.client, COOKIE_WIRE, cookie))["data"]
         # Exactly one request's whole session: no merge of several, nothing half-written.
         assert final in written, final
         assert final["user"] == "alice" and final["role"] == "admin"
@@ -161,14 +161,14 @@ async def test_a_session_logged_out_under_load_is_never_recreated(
     """README: ... except that a deleted session is never recreated."""
     kind = server_store_factory.kind
     load = await load_client(aiohttp_client, load_app(server_store_factory()), kind)
-    cookie = await login(load.client, user="alice")
+    cookie = await login(load.client, COOKIE_WIRE, user="alice")
     half = CONCURRENT_MARKS // 2
     jobs = [load.request("POST", f"/mark/{i}", cookie) for i in range(half)]
     jobs.append(load.request("POST", "/logout", cookie))
     jobs += [load.request("POST", f"/mark/{i}", cookie) for i in range(half, CONCURRENT_MARKS)]
     answers = await run_all(jobs, seconds=120)
     assert [answer.status for answer in answers] == [200] * len(jobs)
-    assert await read(load.client, cookie) == {"data": {}, "new": True}
+    assert await read(load.client, COOKIE_WIRE, cookie) == {"data": {}, "new": True}
 
 
 async def test_unknown_ids_cause_no_write_and_no_cookie(
@@ -177,7 +177,7 @@ async def test_unknown_ids_cause_no_write_and_no_cookie(
     store = store_factory()
     counting = CountingStore(store)
     load = await load_client(aiohttp_client, load_app(counting), store_factory.kind)
-    await login(load.client, user="alice")  # one real session: the store is not empty
+    await login(load.client, COOKIE_WIRE, user="alice")  # one real session: the store is not empty
     size_before = await store_size(store)
     saves, deletes = counting.saves, counting.deletes
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from conftest import CountingStore, StoreFactory, set_cookies
 from multidict import CIMultiDict
-from test_contract import COOKIE, client_for, cookie_value, login, read, with_cookie
+from test_contract import COOKIE, COOKIE_WIRE, client_for, cookie_value, login, read, with_cookie
 
 from aiohttp_sessionkit import (
     AbstractStore,
@@ -62,7 +62,7 @@ async def test_logout_is_not_undone_by_a_slower_concurrent_save(
 ) -> None:
     gate, loaded = asyncio.Event(), asyncio.Event()
     client = await client_for(aiohttp_client, racing_app(server_store_factory(), gate, loaded))
-    cookie = await login(client, user="alice")
+    cookie = await login(client, COOKIE_WIRE, user="alice")
     slow = asyncio.ensure_future(client.post("/slow-write", headers=with_cookie(cookie)))
     await loaded.wait()
     response = await client.post("/logout", headers=with_cookie(cookie))
@@ -72,7 +72,7 @@ async def test_logout_is_not_undone_by_a_slower_concurrent_save(
     assert slow_response.status == 200
     # The slow request's save found the record gone: it expires the cookie, saves nothing.
     assert set_cookies(slow_response)[COOKIE]["max-age"] == "0"
-    assert await read(client, cookie) == {"data": {}, "new": True}
+    assert await read(client, COOKIE_WIRE, cookie) == {"data": {}, "new": True}
 
 
 async def test_an_id_the_server_did_not_issue_is_never_adopted(
@@ -86,14 +86,14 @@ async def test_an_id_the_server_did_not_issue_is_never_adopted(
     response = await client.post("/set/user/alice", headers=with_cookie(planted))
     issued = cookie_value(response)
     assert issued != planted
-    assert await read(client, planted) == {"data": {}, "new": True}
-    assert (await read(client, issued))["data"] == {"user": "alice"}
+    assert await read(client, COOKIE_WIRE, planted) == {"data": {}, "new": True}
+    assert (await read(client, COOKIE_WIRE, issued))["data"] == {"user": "alice"}
 
 
 async def test_server_stores_file_sessions_under_a_hash_of_the_id(aiohttp_client: Any) -> None:
     store = MemoryStore()
     client = await client_for(aiohttp_client, racing_app(store, asyncio.Event(), asyncio.Event()))
-    issued = await login(client, user="alice")
+    issued = await login(client, COOKIE_WIRE, user="alice")
     assert is_valid_session_id(issued)
     [key] = list(store._records)
     assert issued not in key
@@ -105,7 +105,7 @@ async def test_session_ids_are_unique_and_carry_256_bits(aiohttp_client: Any) ->
     client = await client_for(
         aiohttp_client, racing_app(MemoryStore(), asyncio.Event(), asyncio.Event())
     )
-    ids = {await login(client, user="alice") for _ in range(50)}
+    ids = {await login(client, COOKIE_WIRE, user="alice") for _ in range(50)}
     assert len(ids) == 50
     assert all(is_valid_session_id(i) and len(i) == 43 for i in ids)  # 43 * 6 bits >= 256
 
@@ -142,22 +142,22 @@ async def test_rotated_key_still_opens_and_is_resealed_on_next_write(
     before = await client_for(
         aiohttp_client, racing_app(EncryptedCookieStore(old), asyncio.Event(), asyncio.Event())
     )
-    cookie = await login(before, user="alice")
+    cookie = await login(before, COOKIE_WIRE, user="alice")
 
     rotated_store = CountingStore(EncryptedCookieStore([new, old]))
     rotated = await client_for(
         aiohttp_client, racing_app(rotated_store, asyncio.Event(), asyncio.Event())
     )
-    assert (await read(rotated, cookie))["data"] == {"user": "alice"}
+    assert (await read(rotated, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
     response = await rotated.post("/set/user/alice", headers=with_cookie(cookie))
     resealed = cookie_value(response)
 
     only_new = await client_for(
         aiohttp_client, racing_app(EncryptedCookieStore(new), asyncio.Event(), asyncio.Event())
     )
-    assert (await read(only_new, resealed))["data"] == {"user": "alice"}
+    assert (await read(only_new, COOKIE_WIRE, resealed))["data"] == {"user": "alice"}
     # A key removed from the list opens nothing any more.
-    assert await read(only_new, cookie) == {"data": {}, "new": True}
+    assert await read(only_new, COOKIE_WIRE, cookie) == {"data": {}, "new": True}
 
 
 @pytest.mark.parametrize(
