@@ -293,9 +293,7 @@ async def _purge_forever(store: AbstractStore, interval: float) -> None:
             log.debug("purged %d expired sessions from %s", removed, type(store).__name__)
 
 
-def session_middleware(
-    store: AbstractStore | str, **options: Unpack[SessionOptions]
-) -> Middleware:
+def session_middleware(store: AbstractStore | str, **options: Unpack[SessionOptions]) -> Middleware:
     """The session middleware alone, for building the middleware list yourself.
 
     The options are those of :class:`SessionOptions`. Prefer :func:`setup`: it also opens

@@ -337,8 +337,11 @@ class Slot:
             headers[hdrs.VARY] = config.vary
         elif vary.strip() != "*":
             lowered = vary.lower()
-            missing = [n for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
-                       if low not in lowered]
+            missing = [
+                n
+                for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
+                if low not in lowered
+            ]
             if missing:
                 headers[hdrs.VARY] = ", ".join([vary, *missing])
 

@@ -106,8 +106,9 @@ class HeaderTransport(AbstractTransport):
         values = request.headers.getall(self.header, ())
         if len(values) != 1:
             if values:
-                log.info("%d %s headers in one request; starting a new session", len(values),
-                         self.header)
+                log.info(
+                    "%d %s headers in one request; starting a new session", len(values), self.header
+                )
             return None
         value = values[0]
         prefix = self._prefix
