@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from ..abc import ServerStore
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ._startup import open_or_defer
 
 try:
     import pymongo
@@ -118,8 +119,13 @@ class MongoStore(ServerStore):
         return f"<MongoStore {where}>"
 
     async def open(self) -> None:
-        """Create the TTL index on ``expires`` (idempotent; also done on first use)."""
-        await self._ready()
+        """Create the TTL index on ``expires`` (idempotent; also done on first use).
+
+        A server that cannot be reached does not fail startup: it is logged once and the
+        index is created on first use, once the server is back (requests that need a
+        session get 503 meanwhile).
+        """
+        await open_or_defer(self, self._ready)
 
     async def close(self) -> None:
         """Close the client if this store created it from a URL; borrowed ones stay open."""

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ..abc import ServerStore
 from ..batching import Batcher
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ._startup import open_or_defer
 
 __all__ = ["PostgresStore"]
 
@@ -257,8 +258,14 @@ class PostgresStore(ServerStore):
         return self._ddl
 
     async def open(self) -> None:
-        """Create the pool (for a DSN) and, with ``create_table``, the table and index."""
-        await self._prepare()
+        """Create the pool (for a DSN) and, with ``create_table``, the table and index.
+
+        A server that cannot be reached does not fail startup: it is logged once and the
+        pool and table are set up on first use, once the server is back (requests that
+        need a session get 503 meanwhile). A missing table without ``create_table`` still
+        raises :class:`~aiohttp_sessionkit.StoreError`.
+        """
+        await open_or_defer(self, self._prepare)
 
     async def close(self) -> None:
         """Close the pool if this store created it; a borrowed pool stays open."""
