@@ -41,6 +41,7 @@ from .stores.url import store_from_url
 from .transports import CookieTransport, HeaderTransport
 
 if TYPE_CHECKING:
+    from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
@@ -54,6 +55,9 @@ __all__ = [
     "AbstractLegacyReader",
     "AbstractStore",
     "AbstractTransport",
+    "AiohttpSessionCookie",
+    "AiohttpSessionMemcached",
+    "AiohttpSessionRedis",
     "ConfigurationError",
     "CookieTooLarge",
     "CookieTransport",
@@ -87,9 +91,12 @@ __all__ = [
 # Drivers with optional dependencies load on first use of their name, so that importing
 # this package never imports redis, asyncpg or pymongo.
 _LAZY = {
-    "RedisStore": "redis",
-    "PostgresStore": "postgres",
-    "MongoStore": "mongo",
+    "RedisStore": ".stores.redis",
+    "PostgresStore": ".stores.postgres",
+    "MongoStore": ".stores.mongo",
+    "AiohttpSessionCookie": ".legacy",
+    "AiohttpSessionRedis": ".legacy",
+    "AiohttpSessionMemcached": ".legacy",
 }
 
 
@@ -99,6 +106,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f".stores.{module}", __name__), name)
+    value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
-#   - Redis and PostgreSQL from Debian packages (apt-get),
+#   - Redis, PostgreSQL and memcached from Debian packages (apt-get),
 #   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod.
 # Idempotent: finds what is already there and only installs what is missing.
 # Python packages are installed elsewhere, not here.
@@ -31,8 +31,11 @@ initdb_bin() {
     fi
 }
 
+memcached_bin() { command -v memcached || { [[ -x /usr/bin/memcached ]] && echo /usr/bin/memcached; } || true; }
+
 missing_pkgs=()
 [[ -n "$(redis_bin)" ]] || missing_pkgs+=(redis-server)
+[[ -n "$(memcached_bin)" ]] || missing_pkgs+=(memcached)  # aiohttp-session migration tests
 [[ -n "$(initdb_bin)" ]] || missing_pkgs+=(postgresql)
 
 if ((${#missing_pkgs[@]})); then
@@ -52,6 +55,10 @@ redis="$(redis_bin)"
 redis_state=found
 [[ " ${missing_pkgs[*]} " == *" redis-server "* ]] && redis_state=installed
 log "redis-server: $redis_state $redis ($("$redis" --version | awk '{sub("^v=", "", $3); print $3}'))"
+
+memcached="$(memcached_bin)"
+[[ -n "$memcached" ]] || die "memcached still missing after apt-get install"
+log "memcached: $memcached"
 
 initdb="$(initdb_bin)"
 [[ -n "$initdb" ]] || die "PostgreSQL server binaries still missing after apt-get install"
