@@ -1,0 +1,260 @@
+"""Switching a live site from aiohttp-session: end to end through ``setup(..., legacy=...)``.
+
+The "old site" is a real aiohttp-session 2.12 app; the "new site" is ours with a legacy
+reader. A client of the old site visits the new one and must keep its session, move to
+our format on that response, and never need the legacy format again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import aiomcache  # noqa: F401 - the memcached fixtures below need it installed
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from aiohttp_session.redis_storage import RedisStorage
+from conftest import FakeClock, StoreFactory, set_cookies
+from test_contract import COOKIE, build_app, client_for, cookie_value, with_cookie
+from test_legacy import (  # noqa: F401 - fixtures
+    RAW_KEY,
+    OldAppFactory,
+    make_old_app,
+    redis_client,
+)
+
+from aiohttp_sessionkit import (
+    AbstractLegacyReader,
+    AbstractStore,
+    LegacySession,
+    RedisStore,
+    get_session,
+)
+from aiohttp_sessionkit.legacy import AiohttpSessionCookie, AiohttpSessionRedis
+
+pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")
+
+OUR_STORES = pytest.mark.parametrize("store_factory", ["memory", "cookie", "redis"], indirect=True)
+
+
+class Counting(AbstractLegacyReader):
+    """A real reader, with its calls counted."""
+
+    local: ClassVar[bool] = False
+
+    def __init__(self, inner: AbstractLegacyReader) -> None:
+        self.inner = inner
+        object.__setattr__(self, "local", inner.local)
+        self.loads = 0
+        self.deletes = 0
+
+    async def load(self, token: str, *, namespace: str) -> LegacySession | None:
+        self.loads += 1
+        return await self.inner.load(token, namespace=namespace)
+
+    async def delete(self, token: str, *, namespace: str) -> None:
+        self.deletes += 1
+        await self.inner.delete(token, namespace=namespace)
+
+
+def new_site(store: AbstractStore, **options: Any) -> web.Application:
+    """The contract tests' app, plus /meta: the session's times."""
+    app = build_app(store, **options)
+
+    async def meta(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        return web.json_response(
+            {"created": session.created, "last_access": session.last_access, "new": session.new}
+        )
+
+    app.router.add_get("/meta", meta)
+    return app
+
+
+async def get(client: Any, path: str, cookie: str) -> Any:
+    response = await client.get(path, headers=with_cookie(cookie))
+    assert response.status == 200, await response.text()
+    return response
+
+
+@OUR_STORES
+async def test_a_cookie_session_moves_over_on_the_first_visit(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    store_factory: StoreFactory,
+) -> None:
+    old = await make_old_app(EncryptedCookieStorage(RAW_KEY))
+    legacy_cookie = await old.write(user="alice", cart=["book"])
+    reader = Counting(AiohttpSessionCookie(RAW_KEY))
+    client = await client_for(aiohttp_client, new_site(store_factory(), legacy=reader))
+
+    response = await get(client, "/read", legacy_cookie)
+    assert await response.json() == {"data": {"user": "alice", "cart": ["book"]}, "new": False}
+    ours = cookie_value(response)  # the client moves to our format on this response
+    assert ours and ours != legacy_cookie.strip('"')
+    assert response.headers["Cache-Control"] == "private"
+    assert reader.loads == 1
+
+    # From now on the client presents our cookie: it opens in our store, and the legacy
+    # reader is never asked again.
+    for _ in range(3):
+        response = await get(client, "/read", ours)
+        assert await response.json() == {"data": {"user": "alice", "cart": ["book"]}, "new": False}
+        assert COOKIE not in set_cookies(response)  # a read writes nothing
+    response = await client.post("/set/theme/dark", headers=with_cookie(ours))
+    ours = cookie_value(response) if COOKIE in set_cookies(response) else ours
+    body = await (await get(client, "/read", ours)).json()
+    assert body["data"] == {"user": "alice", "cart": ["book"], "theme": "dark"}
+    assert reader.loads == 1
+
+
+@OUR_STORES
+async def test_a_redis_session_moves_over_and_its_old_record_is_deleted(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+    store_factory: StoreFactory,
+) -> None:
+    old = await make_old_app(RedisStorage(redis_client))
+    legacy_cookie = await old.write(user="alice")
+    record = f"{COOKIE}_{legacy_cookie}"
+    assert await redis_client.exists(record)
+    reader = Counting(AiohttpSessionRedis(redis_client))
+    client = await client_for(aiohttp_client, new_site(store_factory(), legacy=reader))
+
+    response = await get(client, "/read", legacy_cookie)
+    assert (await response.json())["data"] == {"user": "alice"}
+    ours = cookie_value(response)
+    assert ours != legacy_cookie
+    assert not await redis_client.exists(record)  # deleted once our save succeeded
+    assert reader.deletes == 1
+
+    assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "alice"}
+    # A copy of the old cookie (another tab, an attacker) opens nothing any more.
+    response = await get(client, "/read", legacy_cookie)
+    assert await response.json() == {"data": {}, "new": True}
+    assert COOKIE not in set_cookies(response)
+    assert reader.loads == 2  # the replay asked the reader (and found nothing); ours never
+
+
+async def test_the_migrated_session_keeps_the_old_times_for_its_timeouts(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    old = await make_old_app(RedisStorage(redis_client))
+    legacy_cookie = await old.write(user="alice")
+    written = clock.now  # aiohttp-session's "created": the time of its last write
+    from aiohttp_sessionkit import MemoryStore
+
+    app = new_site(MemoryStore(), legacy=AiohttpSessionRedis(redis_client), absolute_timeout=7200)
+    client = await client_for(aiohttp_client, app)
+    clock.advance(600)
+    response = await get(client, "/meta", legacy_cookie)
+    body = await response.json()
+    assert body["created"] == written  # the absolute timeout counts from the old last write
+    ours = cookie_value(response)
+    clock.advance(7200 - 600 - 1)
+    assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "alice"}
+    clock.advance(2)  # 7201 s after the last write on the old site
+    assert (await (await get(client, "/read", ours)).json()) == {"data": {}, "new": True}
+
+
+async def test_bad_legacy_cookies_give_a_fresh_session_never_a_500(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    from aiohttp_sessionkit import MemoryStore
+
+    expiring = await make_old_app(EncryptedCookieStorage(RAW_KEY, max_age=60))
+    expired = await expiring.write(user="alice")
+    other_key = await (await make_old_app(EncryptedCookieStorage(os.urandom(32)))).write(u="x")
+    good = (await expiring.write(user="bob")).strip('"')
+    tampered = good[:70] + ("B" if good[70] == "A" else "A") + good[71:]
+    redis_old = await make_old_app(RedisStorage(redis_client))
+    logged_out = await redis_old.write(user="carol")
+    await redis_old.logout(logged_out)
+    readers = [
+        AiohttpSessionCookie(RAW_KEY, max_age=60),
+        AiohttpSessionRedis(redis_client, max_age=60),
+    ]
+    client = await client_for(aiohttp_client, new_site(MemoryStore(), legacy=readers))
+    clock.advance(61)
+    for value in [
+        expired,
+        other_key,
+        tampered,
+        logged_out,
+        os.urandom(16).hex(),
+        "garbage",
+        '"quoted garbage"',
+        "gAAAAA" + "A" * 200,
+        "x" * 3000,
+    ]:
+        response = await client.get("/read", headers=with_cookie(value))
+        assert response.status == 200, value
+        assert await response.json() == {"data": {}, "new": True}, value
+        assert COOKIE not in set_cookies(response)
+
+
+async def test_logging_out_on_the_first_visit_deletes_the_old_record(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+) -> None:
+    from aiohttp_sessionkit import MemoryStore
+
+    old = await make_old_app(RedisStorage(redis_client))
+    legacy_cookie = await old.write(user="alice")
+    client = await client_for(
+        aiohttp_client, new_site(MemoryStore(), legacy=AiohttpSessionRedis(redis_client))
+    )
+    response = await client.post("/logout", headers=with_cookie(legacy_cookie))
+    assert response.status == 200
+    assert set_cookies(response)[COOKIE]["max-age"] == "0"
+    assert not await redis_client.exists(f"{COOKIE}_{legacy_cookie}")
+    assert await (await get(client, "/read", legacy_cookie)).json() == {"data": {}, "new": True}
+
+
+async def test_old_record_stays_when_our_store_cannot_save_it(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+) -> None:
+    old = await make_old_app(RedisStorage(redis_client))
+    legacy_cookie = await old.write(user="alice")
+    down = RedisStore("redis://127.0.0.1:1/0")  # nothing listens: every save fails
+    app = new_site(down, legacy=AiohttpSessionRedis(redis_client), store_timeout=2.0)
+    client = await client_for(aiohttp_client, app)
+    response = await client.get("/read", headers=with_cookie(legacy_cookie))
+    assert response.status == 503
+    assert COOKIE not in set_cookies(response)
+    # Nothing was moved, so nothing was lost: the old record is still there to retry.
+    assert await redis_client.exists(f"{COOKIE}_{legacy_cookie}")
+
+
+async def test_legacy_server_down_affects_only_legacy_shaped_cookies(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+) -> None:
+    from aiohttp_sessionkit import MemoryStore
+
+    reader = Counting(AiohttpSessionRedis("redis://127.0.0.1:1/0"))
+    client = await client_for(aiohttp_client, new_site(MemoryStore(), legacy=reader))
+    response = await client.post("/set/user/alice")
+    ours = cookie_value(response)
+    # Our own sessions never reach the reader, so its outage does not touch them.
+    assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "alice"}
+    assert reader.loads == 0
+    # A cookie shaped like an aiohttp-session key needs the old server: 503, as for a store.
+    response = await client.get("/read", headers=with_cookie(os.urandom(16).hex()))
+    assert response.status == 503
+    # Anything else is refused by the reader without a round trip.
+    response = await client.get("/read", headers=with_cookie("not-a-legacy-key"))
+    assert response.status == 200
+    await reader.inner.close()
