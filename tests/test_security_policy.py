@@ -31,6 +31,8 @@ from aiohttp_sessionkit import (
 )
 from aiohttp_sessionkit.security import SessionIdentityPolicy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
 USERS = {"alice": {"read", "write"}, "bob": {"read"}}
 
 
@@ -240,3 +242,29 @@ def test_importing_the_package_does_not_import_aiohttp_security() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+async def test_the_security_example_app_behaves_like_aiohttp_security_demo(
+    aiohttp_client: Any,
+) -> None:
+    import security_app
+
+    # The test client keeps cookies like a browser does.
+    client = await aiohttp_client(security_app.make_app())
+    assert "NOT logged in" in await (await client.get("/")).text()
+    assert (await client.get("/listen")).status == 401
+    assert (await client.get("/speak")).status == 401
+
+    response = await client.post("/login")  # follows the redirect to /
+    assert response.status == 200
+    assert "now logged in" in await response.text()
+    assert await (await client.get("/listen")).text() == "I can listen!"
+    assert (await client.get("/speak")).status == 403
+    logged_in = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+
+    response = await client.post("/logout")
+    assert "NOT logged in" in await response.text()
+    assert (await client.get("/listen")).status == 401
+    # The session Jack logged in with is gone from the store, not just emptied.
+    replay = await client.get("/listen", headers=with_cookie(logged_in))
+    assert replay.status == 401
