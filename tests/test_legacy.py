@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp_session
 import aiomcache
@@ -145,15 +145,26 @@ def old_app(storage: aiohttp_session.AbstractStorage) -> web.Application:
     return app
 
 
-OldAppFactory = Callable[[aiohttp_session.AbstractStorage], Awaitable[OldApp]]
+class OldAppFactory(Protocol):
+    def __call__(
+        self,
+        storage: aiohttp_session.AbstractStorage,
+        configure: Callable[[web.Application], None] | None = None,
+    ) -> Awaitable[OldApp]: ...
 
 
 @pytest.fixture
 async def make_old_app() -> AsyncIterator[OldAppFactory]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
-    async def make(storage: aiohttp_session.AbstractStorage) -> OldApp:
-        client = TestClient(TestServer(old_app(storage)), cookie_jar=DummyCookieJar())
+    async def make(
+        storage: aiohttp_session.AbstractStorage,
+        configure: Callable[[web.Application], None] | None = None,
+    ) -> OldApp:
+        app = old_app(storage)
+        if configure is not None:
+            configure(app)  # more routes or middlewares, before the app starts
+        client = TestClient(TestServer(app), cookie_jar=DummyCookieJar())
         await client.start_server()
         clients.append(client)
         return OldApp(client)

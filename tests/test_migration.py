@@ -258,3 +258,47 @@ async def test_legacy_server_down_affects_only_legacy_shaped_cookies(
     response = await client.get("/read", headers=with_cookie("not-a-legacy-key"))
     assert response.status == 200
     await reader.inner.close()
+
+
+@pytest.mark.parametrize("old_storage", ["cookie", "redis"])
+async def test_users_logged_in_with_aiohttp_security_stay_logged_in(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+    old_storage: str,
+) -> None:
+    import aiohttp_security
+    from test_security_policy import Permissions, security_app
+
+    from aiohttp_sessionkit import MemoryStore
+
+    storage: Any
+    reader: AbstractLegacyReader
+    if old_storage == "cookie":
+        storage, reader = EncryptedCookieStorage(RAW_KEY), AiohttpSessionCookie(RAW_KEY)
+    else:
+        storage, reader = RedisStorage(redis_client), AiohttpSessionRedis(redis_client)
+
+    # The old site: aiohttp-session + aiohttp-security's own SessionIdentityPolicy.
+    async def old_login(request: web.Request) -> web.Response:
+        response = web.HTTPFound("/read")
+        await aiohttp_security.remember(request, response, "alice")
+        raise response
+
+    def configure(app: web.Application) -> None:
+        aiohttp_security.setup(app, aiohttp_security.SessionIdentityPolicy(), Permissions())
+        app.router.add_post("/login", old_login)
+
+    old = await make_old_app(storage, configure)
+    response = await old.client.post("/login", allow_redirects=False)
+    assert response.status == 302
+    legacy_cookie = response.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+
+    # The new site: our sessions and policy, same session key; nobody has to log in again.
+    client = await client_for(aiohttp_client, security_app(MemoryStore(), legacy=reader))
+    response = await client.get("/me", headers=with_cookie(legacy_cookie))
+    assert response.status == 200
+    assert await response.text() == "alice"
+    ours = cookie_value(response)
+    assert await (await client.get("/me", headers=with_cookie(ours))).text() == "alice"
+    assert (await client.post("/write", headers=with_cookie(ours))).status == 200
