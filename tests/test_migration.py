@@ -86,12 +86,19 @@ async def test_a_cookie_session_moves_over_on_the_first_visit(
     store_factory: StoreFactory,
 ) -> None:
     old = await make_old_app(EncryptedCookieStorage(RAW_KEY))
-    legacy_cookie = await old.write(user="alice", cart=["book"])
+    # The harder case: a token with base64 padding, which aiohttp sent quoted and the
+    # browser returns quoted. (Of six sizes in a row, some always are.)
+    for size in range(6):
+        legacy_cookie = await old.write(user="alice", cart=["book"], pad="x" * 16 * size)
+        if legacy_cookie.startswith('"'):
+            break
+    assert legacy_cookie.startswith('"')
+    data = {"user": "alice", "cart": ["book"], "pad": "x" * 16 * size}
     reader = Counting(AiohttpSessionCookie(RAW_KEY))
     client = await client_for(aiohttp_client, new_site(store_factory(), legacy=reader))
 
     response = await get(client, "/read", legacy_cookie)
-    assert await response.json() == {"data": {"user": "alice", "cart": ["book"]}, "new": False}
+    assert await response.json() == {"data": data, "new": False}
     ours = cookie_value(response)  # the client moves to our format on this response
     assert ours and ours != legacy_cookie.strip('"')
     assert response.headers["Cache-Control"] == "private"
@@ -101,12 +108,12 @@ async def test_a_cookie_session_moves_over_on_the_first_visit(
     # reader is never asked again.
     for _ in range(3):
         response = await get(client, "/read", ours)
-        assert await response.json() == {"data": {"user": "alice", "cart": ["book"]}, "new": False}
+        assert await response.json() == {"data": data, "new": False}
         assert COOKIE not in set_cookies(response)  # a read writes nothing
     response = await client.post("/set/theme/dark", headers=with_cookie(ours))
     ours = cookie_value(response) if COOKIE in set_cookies(response) else ours
     body = await (await get(client, "/read", ours)).json()
-    assert body["data"] == {"user": "alice", "cart": ["book"], "theme": "dark"}
+    assert body["data"] == {**data, "theme": "dark"}
     assert reader.loads == 1
 
 
