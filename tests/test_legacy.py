@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import shutil
 import time
@@ -291,6 +292,11 @@ async def test_cookie_reader_does_not_migrate_cookies_older_than_max_age(
     cookie = await old.write(user="alice")
     reader = AiohttpSessionCookie(RAW_KEY, max_age=3600)
     unlimited = AiohttpSessionCookie(RAW_KEY)
+    # The fake clock starts from the cookie's own times (its "created", then Fernet's
+    # timestamp at save), not from the test's start: a second may tick in between.
+    fernet = Fernet(base64.urlsafe_b64encode(RAW_KEY))
+    plaintext = json.loads(fernet.decrypt(cookie.strip('"')))
+    clock.now = max(plaintext["created"], fernet.extract_timestamp(cookie.strip('"')))
     clock.advance(3599)
     assert (await reader.load(cookie, namespace=COOKIE)) is not None
     clock.advance(2)
@@ -336,8 +342,10 @@ class Backend:
         storage: Callable[..., aiohttp_session.AbstractStorage],
         reader: Callable[..., AiohttpSessionRedis | AiohttpSessionMemcached],
         exists: Callable[[str], Awaitable[bool]],
+        raw: Callable[[str], Awaitable[bytes | None]],
     ) -> None:
         self.kind = kind
+        self.raw = raw
         self.storage = storage
         self.reader = reader
         self.exists = exists
@@ -351,22 +359,32 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         async def redis_exists(name: str) -> bool:
             return bool(await client.exists(name))
 
+        async def redis_raw(name: str) -> bytes | None:
+            value = await client.get(name)
+            return value if isinstance(value, bytes) else None
+
         return Backend(
             "redis",
             lambda **kw: RedisStorage(client, **kw),
             lambda **kw: AiohttpSessionRedis(client, **kw),
             redis_exists,
+            redis_raw,
         )
     mc: aiomcache.Client = request.getfixturevalue("mc_client")
 
     async def mc_exists(name: str) -> bool:
         return await mc.get(name.encode()) is not None
 
+    async def mc_raw(name: str) -> bytes | None:
+        value = await mc.get(name.encode())
+        return value if isinstance(value, bytes) else None
+
     return Backend(
         "memcached",
         lambda **kw: MemcachedStorage(mc, **kw),
         lambda **kw: AiohttpSessionMemcached(mc, **kw),
         mc_exists,
+        mc_raw,
     )
 
 
@@ -448,6 +466,9 @@ async def test_server_reader_does_not_migrate_records_older_than_max_age(
     old = await make_old_app(backend.storage(max_age=600))
     cookie = await old.write(user="alice")
     reader = backend.reader(max_age=600)
+    record = await backend.raw(f"{COOKIE}_{cookie}")
+    assert record is not None
+    clock.now = json.loads(record)["created"]
     clock.advance(599)
     assert (await reader.load(cookie, namespace=COOKIE)) is not None
     clock.advance(2)
@@ -457,8 +478,6 @@ async def test_server_reader_does_not_migrate_records_older_than_max_age(
 async def test_server_reader_with_a_custom_key_pattern_and_decoder(
     make_old_app: OldAppFactory, backend: Backend
 ) -> None:
-    import json
-
     def encoder(value: object) -> str:
         return "J" + json.dumps(value)
 
