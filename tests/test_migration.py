@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from aiohttp_session.redis_storage import RedisStorage
 from conftest import FakeClock, StoreFactory, set_cookies
-from test_contract import COOKIE, build_app, client_for, cookie_value, with_cookie
+from test_contract import COOKIE, COOKIE_WIRE, build_app, client_for, cookie_value, with_cookie
 from test_legacy import (  # noqa: F401 - fixtures
     RAW_KEY,
     OldAppFactory,
@@ -62,7 +62,7 @@ class Counting(AbstractLegacyReader):
 
 def new_site(store: AbstractStore, **options: Any) -> web.Application:
     """The contract tests' app, plus /meta: the session's times."""
-    app = build_app(store, **options)
+    app = build_app(store, COOKIE_WIRE, **options)
 
     async def meta(request: web.Request) -> web.Response:
         session = await get_session(request)

@@ -19,16 +19,10 @@ from aiohttp_security import (
     remember,
 )
 from aiohttp_security import setup as setup_security
-from conftest import StoreFactory, set_cookies
-from test_contract import COOKIE, client_for, cookie_value, with_cookie
+from conftest import StoreFactory, Wire
+from test_contract import COOKIE, client_for, cookie_value, token_of, with_cookie
 
-from aiohttp_sessionkit import (
-    AbstractStore,
-    ConfigurationError,
-    HeaderTransport,
-    get_session,
-    setup,
-)
+from aiohttp_sessionkit import AbstractStore, ConfigurationError, get_session, setup
 from aiohttp_sessionkit.security import SessionIdentityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -96,57 +90,19 @@ def security_app(store: AbstractStore, **options: Any) -> web.Application:
     return app
 
 
-class Carrier:
-    """How a client presents its token and learns a new one: a cookie, or a header."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def options(self) -> dict[str, Any]:
-        return {"transport": HeaderTransport()} if self.kind == "header" else {}
-
-    def headers(self, token: str | None) -> dict[str, str]:
-        if token is None:
-            return {}
-        if self.kind == "header":
-            return {"Authorization": f"Bearer {token}"}
-        return with_cookie(token)
-
-    def issued(self, response: Any) -> str:
-        """The new token the response hands out."""
-        if self.kind == "header":
-            token: str = response.headers["Session-Token"]
-            assert token
-            assert "Set-Cookie" not in response.headers
-            return token
-        return cookie_value(response)
-
-    def cleared(self, response: Any) -> bool:
-        """True if the response tells the client to drop its token."""
-        if self.kind == "header":
-            return bool(response.headers.get("Session-Token") == "")
-        morsel = set_cookies(response).get(COOKIE)
-        return morsel is not None and morsel.value == "" and morsel["max-age"] == "0"
-
-
-@pytest.fixture(params=["cookie", "header"])
-def carrier(request: pytest.FixtureRequest) -> Carrier:
-    return Carrier(request.param)
-
-
 @pytest.mark.parametrize("store_factory", ["cookie", "memory", "redis"], indirect=True)
 async def test_login_permissions_and_logout_with_aiohttp_security(
-    aiohttp_client: Any, store_factory: StoreFactory, carrier: Carrier
+    aiohttp_client: Any, store_factory: StoreFactory, wire: Wire
 ) -> None:
-    client = await client_for(aiohttp_client, security_app(store_factory(), **carrier.options()))
+    client = await client_for(aiohttp_client, security_app(store_factory(), **wire.options))
 
     async def status(method: str, path: str, token: str | None) -> int:
-        response = await client.request(method, path, headers=carrier.headers(token))
+        response = await client.request(method, path, headers=wire.present(token))
         code: int = response.status
         return code
 
     async def cart(token: str) -> Any:
-        return await (await client.get("/cart", headers=carrier.headers(token))).json()
+        return await (await client.get("/cart", headers=wire.present(token))).json()
 
     # Anonymous: 401 for what needs a login, and a permission check refuses.
     assert await status("GET", "/me", None) == 401
@@ -154,20 +110,20 @@ async def test_login_permissions_and_logout_with_aiohttp_security(
     assert await (await client.get("/anonymous")).json() is True
 
     # A session exists before login (a cart; or one an attacker planted in the browser).
-    before_login = carrier.issued(await client.post("/cart", params={"item": "book"}))
+    before_login = token_of(wire, await client.post("/cart", params={"item": "book"}))
 
     response = await client.post(
-        "/login", params={"user": "alice"}, headers=carrier.headers(before_login),
+        "/login", params={"user": "alice"}, headers=wire.present(before_login),
         allow_redirects=False,
     )  # fmt: skip
     assert response.status == 302
-    alice = carrier.issued(response)
+    alice = token_of(wire, response)
     assert alice != before_login
     assert response.headers["Cache-Control"] == "private"
 
-    me = await client.get("/me", headers=carrier.headers(alice))
+    me = await client.get("/me", headers=wire.present(alice))
     assert await me.text() == "alice"
-    anonymous = await client.get("/anonymous", headers=carrier.headers(alice))
+    anonymous = await client.get("/anonymous", headers=wire.present(alice))
     assert await anonymous.json() is False
     assert await status("POST", "/write", alice) == 200
     # The session kept its data across the login, under the new id.
@@ -179,13 +135,13 @@ async def test_login_permissions_and_logout_with_aiohttp_security(
         assert await cart(before_login) == []
 
     response = await client.post("/login", params={"user": "bob"}, allow_redirects=False)
-    bob = carrier.issued(response)
+    bob = token_of(wire, response)
     assert await status("GET", "/me", bob) == 200
     assert await status("POST", "/write", bob) == 403  # authorized, not permitted
 
-    response = await client.post("/logout", headers=carrier.headers(alice))
+    response = await client.post("/logout", headers=wire.present(alice))
     assert response.status == 200
-    assert carrier.cleared(response)  # the client is told to drop its token
+    assert wire.cleared(response)  # the client is told to drop its token
     if store_factory.client_side:
         # The cookie store cannot revoke: a copy of the token taken before logout still
         # opens until it expires (documented; use a server-side store to revoke).

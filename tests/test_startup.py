@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import StoreFactory
 from servers import ServerHandle
-from test_contract import build_app, client_for
+from test_contract import COOKIE_WIRE, build_app, client_for
 from test_faults import (  # noqa: F401 - `server` is a fixture
     DOWN_TIMEOUT,
     FAULT_KINDS,
@@ -52,7 +52,8 @@ async def test_store_down_at_startup_starts_anyway_and_connects_once_the_server_
         # Startup runs store.open() with the server down; before the fix, PostgreSQL and
         # MongoDB stores raised StoreUnavailable here and the application never started.
         client = await client_for(
-            aiohttp_client, build_app(server_store_factory(), store_timeout=DOWN_TIMEOUT)
+            aiohttp_client,
+            build_app(server_store_factory(), COOKIE_WIRE, store_timeout=DOWN_TIMEOUT),
         )
         response = await client.get("/untouched")
         assert response.status == 200
