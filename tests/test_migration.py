@@ -11,7 +11,6 @@ import json
 import os
 from typing import Any, ClassVar
 
-import aiomcache  # noqa: F401 - the memcached fixtures below need it installed
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -21,8 +20,12 @@ from conftest import FakeClock, StoreFactory, set_cookies
 from test_contract import COOKIE, COOKIE_WIRE, build_app, client_for, cookie_value, with_cookie
 from test_legacy import (  # noqa: F401 - fixtures
     RAW_KEY,
+    Backend,
     OldAppFactory,
+    backend,
     make_old_app,
+    mc_client,
+    memcached_server,
     redis_client,
 )
 
@@ -119,24 +122,24 @@ async def test_a_cookie_session_moves_over_on_the_first_visit(
 
 
 @OUR_STORES
-async def test_a_redis_session_moves_over_and_its_old_record_is_deleted(
+async def test_a_server_session_moves_over_and_its_old_record_is_deleted(
     aiohttp_client: Any,
     make_old_app: OldAppFactory,  # noqa: F811
-    redis_client: aioredis.Redis,  # noqa: F811
+    backend: Backend,  # noqa: F811 - aiohttp-session's RedisStorage, then MemcachedStorage
     store_factory: StoreFactory,
 ) -> None:
-    old = await make_old_app(RedisStorage(redis_client))
+    old = await make_old_app(backend.storage())
     legacy_cookie = await old.write(user="alice")
     record = f"{COOKIE}_{legacy_cookie}"
-    assert await redis_client.exists(record)
-    reader = Counting(AiohttpSessionRedis(redis_client))
+    assert await backend.exists(record)
+    reader = Counting(backend.reader())
     client = await client_for(aiohttp_client, new_site(store_factory(), legacy=reader))
 
     response = await get(client, "/read", legacy_cookie)
     assert (await response.json())["data"] == {"user": "alice"}
     ours = cookie_value(response)
     assert ours != legacy_cookie
-    assert not await redis_client.exists(record)  # deleted once our save succeeded
+    assert not await backend.exists(record)  # deleted once our save succeeded
     assert reader.deletes == 1
 
     assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "alice"}
