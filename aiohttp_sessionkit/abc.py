@@ -303,6 +303,10 @@ class AbstractLegacyReader(abc.ABC):
     async def load(self, token: str, *, namespace: str) -> LegacySession | None:
         """The session the other library saved under ``token``.
 
+        ``token`` is the raw value the client presented: a cookie value may still be wrapped
+        in double quotes (aiohttp quotes cookie values that end in ``=`` padding, and
+        browsers send the quotes back), so a reader strips them if its format can have them.
+
         Returns:
             ``None`` when the token is malformed, unknown, tampered with, sealed with
             another key, or older than the other library's ``max_age``. Never raises for

@@ -197,6 +197,11 @@ class Slot:
             found = await (operation if reader.local else config.guarded(operation))
             if found is None:
                 continue
+            age = now() - found.created
+            if age > config.idle_timeout or age > config.absolute_timeout:
+                # Expired under our timeouts too (the old write is its last activity):
+                # moving it over would save it only to expire it at once.
+                return None
             session = config.store.session_class(
                 data=dict(found.data), new=False, created=found.created, accessed=found.created
             )

@@ -177,6 +177,29 @@ async def test_the_migrated_session_keeps_the_old_times_for_its_timeouts(
     assert (await (await get(client, "/read", ours)).json()) == {"data": {}, "new": True}
 
 
+async def test_a_legacy_session_past_our_absolute_timeout_is_not_moved_over(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    redis_client: aioredis.Redis,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    old = await make_old_app(RedisStorage(redis_client))  # no max_age: valid forever there
+    legacy_cookie = await old.write(user="alice")
+    record = await redis_client.get(f"{COOKIE}_{legacy_cookie}")
+    assert record is not None
+    clock.now = json.loads(record)["created"]
+    from aiohttp_sessionkit import MemoryStore
+
+    store = MemoryStore()
+    app = new_site(store, legacy=AiohttpSessionRedis(redis_client), absolute_timeout=7200)
+    client = await client_for(aiohttp_client, app)
+    clock.advance(7201)
+    response = await get(client, "/read", legacy_cookie)
+    assert await response.json() == {"data": {}, "new": True}
+    assert COOKIE not in set_cookies(response)  # nothing saved only to expire at once
+    assert len(store) == 0
+
+
 async def test_bad_legacy_cookies_give_a_fresh_session_never_a_500(
     aiohttp_client: Any,
     make_old_app: OldAppFactory,  # noqa: F811
