@@ -42,6 +42,7 @@ from .transports import CookieTransport, HeaderTransport
 
 if TYPE_CHECKING:
     from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
+    from .stores.jwt import JWTStore, jwks_handler
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
@@ -63,6 +64,7 @@ __all__ = [
     "CookieTransport",
     "EncryptedCookieStore",
     "HeaderTransport",
+    "JWTStore",
     "JSONSerializer",
     "LegacySession",
     "MemoryStore",
@@ -81,6 +83,7 @@ __all__ = [
     "StoreUnavailable",
     "generate_key",
     "get_session",
+    "jwks_handler",
     "new_session",
     "save_session",
     "session_middleware",
@@ -89,11 +92,13 @@ __all__ = [
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing
-# this package never imports redis, asyncpg or pymongo.
+# this package never imports redis, asyncpg, pymongo or jwt.
 _LAZY = {
     "RedisStore": ".stores.redis",
     "PostgresStore": ".stores.postgres",
     "MongoStore": ".stores.mongo",
+    "JWTStore": ".stores.jwt",
+    "jwks_handler": ".stores.jwt",
     "AiohttpSessionCookie": ".legacy",
     "AiohttpSessionRedis": ".legacy",
     "AiohttpSessionMemcached": ".legacy",

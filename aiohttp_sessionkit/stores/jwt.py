@@ -1,0 +1,733 @@
+"""JWTStore: the session as a signed JSON Web Token that other services can verify.
+
+The token is a standard compact JWS (RFC 7515) whose claims are the session's data, at the
+top level, so any JWT library reads ``sub``, ``roles`` and the rest. The library owns the
+registered claims ``exp``, ``iat``, ``nbf``, ``jti``, ``iss`` and ``aud``, and keeps the
+session's bookkeeping in one private claim, ``_sk``, an object with these members:
+
+* ``s``: the session lineage id. It stays the same across the re-issues of one session (each
+  write issues a new token) and changes on a new session, ``regenerate()`` or a login. The
+  deny list used for revocation is keyed by it.
+* ``c``: when the session was created; ``a``: when it was last written (epoch seconds).
+* ``m``: the per-session ``max_age`` in seconds, present only when set.
+* ``f``: queued flash messages, present only when there are some.
+
+Signatures and keys come from PyJWT's algorithm implementations; the parsing and the claim
+checks are ours, because a session must refuse more than PyJWT's decoder does (duplicate
+members, non-canonical signatures, oversized tokens) and must never raise on bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+try:
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        SECP256R1,
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+    from jwt.algorithms import Algorithm, get_default_algorithms, has_crypto
+    from jwt.exceptions import InvalidKeyError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'JWTStore needs PyJWT with its crypto extra: pip install "aiohttp-sessionkit[jwt]"'
+    ) from exc
+
+from aiohttp import web
+
+from .. import session as session_module
+from ..abc import AbstractStore, ServerStore
+from ..exceptions import ConfigurationError, SerializationError, SessionError
+from ..ids import record_key
+from ..serializers import Serializer
+from ..session import Session
+
+__all__ = [
+    "ALGORITHMS",
+    "MAX_TOKEN_BYTES",
+    "PRIVATE_CLAIM",
+    "RESERVED_CLAIMS",
+    "JWTSession",
+    "JWTStore",
+    "ReadOnlySession",
+    "ReadOnlySessionError",
+    "jwks_handler",
+]
+
+#: The algorithms a store can be configured with; a store accepts exactly one of them.
+ALGORITHMS = ("HS256", "HS384", "HS512", "EdDSA", "ES256", "RS256")
+#: A longer token is refused unread (and never issued): most servers cap a request header
+#: near 8 KB, and parsing an unbounded attacker-chosen blob costs CPU for nothing.
+MAX_TOKEN_BYTES = 8192
+#: The private claim holding the session's bookkeeping (see the module docstring).
+PRIVATE_CLAIM = "_sk"
+#: Claims the library sets itself; a handler that sets one gets a ValueError.
+RESERVED_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "iss", "aud", PRIVATE_CLAIM})
+
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_MIN_RSA_BITS = 2048
+# A created/last-access time this far in the future is a forgery or a broken clock (as for
+# the binary payload of the other stores).
+_CLOCK_SKEW = 60
+# The deny list shares a server store with nothing else of ours, but a fixed namespace keeps
+# its keys apart from session records if the application reuses one store for both. It is
+# the same for every cookie name: a JWT does not say which name it was issued under, so a
+# revocation must hold wherever the token is presented.
+_DENY_NAMESPACE = "aiohttp_sessionkit.jwt.revoked"
+_DENIED = b"revoked"
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_JSON_SEPARATORS = (",", ":")
+
+
+class ReadOnlySessionError(SessionError, RuntimeError):
+    """A session of a store that holds only public keys was asked to change."""
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(segment: str) -> bytes | None:
+    """Strict base64url without padding; None for anything else (including odd encodings)."""
+    if len(segment) % 4 == 1 or _B64URL.fullmatch(segment) is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # Unused low bits of the last character must be zero: otherwise several encodings map to
+    # one value, and a "tampered" token would still verify.
+    return raw if _b64encode(raw) == segment else None
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # RFC 7519 allows rejecting duplicates; accepting the last one lets two parsers
+        # disagree on what a token says.
+        raise _Duplicate("duplicate member")
+    return result
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw, object_pairs_hook=_unique_members)
+    except (ValueError, RecursionError):  # JSONDecodeError, _Duplicate, bad UTF-8
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _dumps(value: Any) -> str:
+    # ASCII output: lone surrogates and the like travel as escapes every decoder accepts.
+    return json.dumps(value, separators=_JSON_SEPARATORS, allow_nan=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_timestamp(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
+def _thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256): every process derives the same ``kid`` from a key."""
+    required = {
+        "RSA": ("e", "kty", "n"),
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+    }
+    members = {name: jwk[name] for name in required.get(jwk["kty"], ("k", "kty"))}
+    canonical = json.dumps(members, separators=_JSON_SEPARATORS, sort_keys=True)
+    return _b64encode(hashlib.sha256(canonical.encode()).digest())
+
+
+# -- the session classes the store hands to the session layer ----------------------------------
+
+
+class JWTSession(Session):
+    """A session whose data are the claims of a JWT.
+
+    Setting a claim the library owns (``exp``, ``iat``, ``nbf``, ``jti``, ``iss``, ``aud``,
+    ``_sk``) raises ``ValueError`` naming it, so a handler cannot forge its own expiry.
+    """
+
+    __slots__ = ("_sid",)
+
+    def __init__(self, identity: str | None = None, **kwargs: Any) -> None:
+        super().__init__(identity, **kwargs)
+        self._sid: str | None = None
+        for key in self._data:
+            _check_claim_name(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(key, str):
+            _check_claim_name(key)
+        super().__setitem__(key, value)
+
+
+def _check_claim_name(key: str) -> None:
+    if key in RESERVED_CLAIMS:
+        raise ValueError(
+            f"session[{key!r}]: {key!r} is a claim the session library sets itself "
+            f"(reserved: {', '.join(sorted(RESERVED_CLAIMS))}); use another key"
+        )
+
+
+def _read_only(action: str) -> NoReturn:
+    raise ReadOnlySessionError(
+        f"cannot {action}: this JWTStore holds only public keys, so it can verify tokens but "
+        "not issue them; change the session in the service that holds the private key"
+    )
+
+
+class ReadOnlySession(JWTSession):
+    """The session of a verify-only :class:`JWTStore`: any change raises ReadOnlySessionError."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _read_only(f"set session[{key!r}]")
+
+    def __delitem__(self, key: str) -> None:
+        _read_only(f"delete session[{key!r}]")
+
+    def clear(self) -> None:
+        if self._data:
+            _read_only("clear the session")
+
+    def changed(self) -> None:
+        _read_only("mark the session changed")
+
+    def invalidate(self) -> None:
+        _read_only("invalidate the session")
+
+    def regenerate(self) -> None:
+        _read_only("regenerate the session")
+
+    def flash(self, value: Any) -> None:
+        _read_only("queue a flash message")
+
+    def pop_flashes(self) -> list[Any]:
+        if self._flashes:
+            _read_only("pop flash messages")
+        return []
+
+    @property
+    def max_age(self) -> int | None:
+        """This session's lifetime in seconds; read-only here."""
+        return self._max_age
+
+    @max_age.setter
+    def max_age(self, value: int | None) -> None:
+        _read_only("change max_age")
+
+
+# -- what load() and dump() hand over ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A verified token: what ``load`` returns and ``restore`` turns into a session."""
+
+    data: dict[str, Any]  # the non-registered claims
+    private: dict[str, Any] | None  # our bookkeeping claim, None for a token minted elsewhere
+    sid: str
+    exp: int
+    iat: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """What ``dump`` hands to ``save``: the claims, already JSON, waiting for exp/iat/jti."""
+
+    body: str  # the session data as a JSON object
+    private: str  # the private claim without its lineage id, as a JSON object
+    sid: str | None  # the lineage the session was loaded from
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str
+    verify: Any  # what PyJWT's Algorithm.verify takes: a secret or a public key
+    sign: Any | None  # a secret or private key, None for a public key
+    jwk: dict[str, Any] | None  # the public JWK, None for HMAC secrets
+
+
+KeyInput = str | bytes | Any  # a secret, PEM text, or a cryptography key object
+
+
+class JWTStore(AbstractStore):
+    """Sessions as signed JWTs: the token is the session, readable by other services.
+
+    ``keys`` is one key or a list: the first signs, every listed key verifies, and each token
+    names its key with ``kid`` (the RFC 7638 thumbprint of the key), so a key is rotated by
+    listing a new one second (it shows up in :meth:`jwks` first), then first, then removing
+    the old one once its tokens have expired. A token without ``kid`` is checked against the
+    first key. HMAC secrets (HS256/384/512) are ``bytes`` or ``str`` of at least 32/48/64
+    bytes; asymmetric keys are PEM text or ``cryptography`` key objects. A store whose first
+    key is a public key is read-only: it verifies tokens and raises ReadOnlySessionError on
+    any change.
+
+    Without ``revocation`` a JWT cannot be revoked: logout drops the client's copy, but a
+    copy taken earlier opens until its ``exp``. Keep ``max_age`` short, or pass any
+    server-side store (memory, Redis, PostgreSQL, MongoDB) as ``revocation``: logout,
+    ``regenerate()`` and ``new_session()`` then put the session on a deny list there, which
+    every request checks (a store that cannot be reached answers 503).
+    """
+
+    client_side: ClassVar[bool] = True
+    session_class: ClassVar[type[Session]] = JWTSession
+
+    def __init__(
+        self,
+        keys: KeyInput | Sequence[KeyInput],
+        *,
+        algorithm: str = "HS256",
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: int = 0,
+        revocation: ServerStore | None = None,
+    ) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ConfigurationError(
+                f"algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)}"
+            )
+        if not has_crypto:  # pragma: no cover - pyjwt[crypto] is the extra's requirement
+            raise ImportError('JWTStore needs cryptography: pip install "aiohttp-sessionkit[jwt]"')
+        if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 3600:
+            raise ConfigurationError(f"leeway={leeway!r}: give whole seconds from 0 to 3600")
+        for name, value in (("issuer", issuer), ("audience", audience)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"{name}={value!r}: give a non-empty string or None")
+        if revocation is not None and not isinstance(revocation, ServerStore):
+            raise ConfigurationError(
+                f"revocation={type(revocation).__name__}: give a server-side store "
+                "(MemoryStore, RedisStore, PostgresStore, MongoStore) or None"
+            )
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.revocation = revocation
+        self._algorithm: Algorithm = get_default_algorithms()[algorithm]
+        listed: list[KeyInput] = list(keys) if isinstance(keys, list | tuple) else [keys]
+        if not listed:
+            raise ConfigurationError("keys=[]: give at least one key")
+        self._keys = [self._prepare(key, position) for position, key in enumerate(listed)]
+        self._by_kid = {key.kid: key for key in self._keys}
+        if len(self._by_kid) != len(self._keys):
+            raise ConfigurationError("keys: the same key is listed twice; list each key once")
+        self._signer = self._keys[0] if self._keys[0].sign is not None else None
+        # The protected header and the issuer/audience members never change: encode once.
+        first = self._keys[0]
+        self._header = _b64encode(
+            _dumps({"alg": algorithm, "kid": first.kid, "typ": "JWT"}).encode()
+        )
+        fixed = ""
+        if issuer is not None:
+            fixed += f',"iss":{_dumps(issuer)}'
+        if audience is not None:
+            fixed += f',"aud":{_dumps(audience)}'
+        self._fixed_claims = fixed
+        # The session layer reads these per store; they depend on the configuration.
+        object.__setattr__(self, "local", revocation is None or revocation.local)
+        object.__setattr__(
+            self, "session_class", JWTSession if self._signer is not None else ReadOnlySession
+        )
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def revocable(self) -> bool:
+        """True when logout kills copies of the token too (a ``revocation`` store is set)."""
+        return self.revocation is not None
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store holds no private key: it verifies but never issues tokens."""
+        return self._signer is None
+
+    def _prepare(self, key: KeyInput, position: int) -> _Key:
+        where = f"keys[{position}]"
+        if self.algorithm in _HMAC_MIN_BYTES:
+            return self._prepare_secret(key, where)
+        try:
+            prepared = self._algorithm.prepare_key(key)
+        except (InvalidKeyError, ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"{where}: not a usable {self.algorithm} key ({exc}); give PEM text or a "
+                "cryptography key object"
+            ) from exc
+        public: Any
+        if self.algorithm == "RS256":
+            if not isinstance(prepared, RSAPrivateKey | RSAPublicKey):
+                self._wrong_key_type(where, "an RSA key")
+            if prepared.key_size < _MIN_RSA_BITS:
+                raise ConfigurationError(
+                    f"{where}: a {prepared.key_size}-bit RSA key is too weak; use at least "
+                    f"{_MIN_RSA_BITS} bits (or EdDSA)"
+                )
+            public = prepared.public_key() if isinstance(prepared, RSAPrivateKey) else prepared
+        elif self.algorithm == "ES256":
+            if not isinstance(prepared, EllipticCurvePrivateKey | EllipticCurvePublicKey):
+                self._wrong_key_type(where, "an EC key")
+            if not isinstance(prepared.curve, SECP256R1):
+                raise ConfigurationError(
+                    f"{where}: ES256 needs a P-256 (secp256r1) key, not {prepared.curve.name}"
+                )
+            public = (
+                prepared.public_key() if isinstance(prepared, EllipticCurvePrivateKey) else prepared
+            )
+        else:  # EdDSA
+            if not isinstance(prepared, Ed25519PrivateKey | Ed25519PublicKey):
+                self._wrong_key_type(where, "an Ed25519 key")
+            public = prepared.public_key() if isinstance(prepared, Ed25519PrivateKey) else prepared
+        jwk: dict[str, Any] = dict(self._algorithm.to_jwk(public, as_dict=True))
+        kid = _thumbprint(jwk)
+        jwk.update(kid=kid, alg=self.algorithm, use="sig")
+        signer = None if prepared is public else prepared
+        return _Key(kid=kid, verify=public, sign=signer, jwk=jwk)
+
+    def _wrong_key_type(self, where: str, wanted: str) -> NoReturn:
+        raise ConfigurationError(f"{where}: {self.algorithm} needs {wanted}")
+
+    def _prepare_secret(self, key: KeyInput, where: str) -> _Key:
+        if isinstance(key, str):
+            key = key.encode()
+        if not isinstance(key, bytes):
+            raise ConfigurationError(
+                f"{where}: {self.algorithm} takes a secret as bytes or str, not "
+                f"{type(key).__name__}"
+            )
+        minimum = _HMAC_MIN_BYTES[self.algorithm]
+        if len(key) < minimum:
+            raise ConfigurationError(
+                f"{where}: a {len(key)}-byte secret is too short for {self.algorithm}; use at "
+                f"least {minimum} random bytes, for example secrets.token_bytes({minimum})"
+            )
+        try:
+            secret = self._algorithm.prepare_key(key)
+        except InvalidKeyError as exc:
+            # PyJWT refuses PEM/SSH keys as HMAC secrets: the key-confusion attack's setup.
+            raise ConfigurationError(
+                f"{where}: this looks like an asymmetric key, not an HMAC secret; use "
+                "algorithm='EdDSA', 'ES256' or 'RS256' with it"
+            ) from exc
+        kid = _thumbprint({"kty": "oct", "k": _b64encode(secret)})
+        return _Key(kid=kid, verify=secret, sign=secret, jwk=None)
+
+    def jwks(self) -> dict[str, Any]:
+        """The JSON Web Key Set of the verification keys, for ``/.well-known/jwks.json``.
+
+        Raises ConfigurationError for HMAC algorithms: their key is a shared secret.
+        """
+        if self.algorithm in _HMAC_MIN_BYTES:
+            raise ConfigurationError(
+                f"{self.algorithm} keys are shared secrets and must never be published; a "
+                "JWKS needs an asymmetric algorithm (EdDSA, ES256 or RS256)"
+            )
+        return {"keys": [dict(key.jwk) for key in self._keys if key.jwk is not None]}
+
+    # -- lifecycle: the revocation store is ours to open and close ----------------------------
+    async def open(self) -> None:
+        if self.revocation is not None:
+            await self.revocation.open()
+
+    async def close(self) -> None:
+        if self.revocation is not None:
+            await self.revocation.close()
+
+    async def purge_expired(self) -> int:
+        return 0 if self.revocation is None else await self.revocation.purge_expired()
+
+    # -- verification ---------------------------------------------------------------------------
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """All the claims of ``token`` if it is valid for this store, else None.
+
+        Checks the signature and the claims as a request does, without the deny list.
+        """
+        opened = self._open(token)
+        if opened is None:
+            return None
+        claims = dict(opened.data)
+        claims["exp"] = opened.exp
+        if opened.private is not None:
+            claims[PRIVATE_CLAIM] = opened.private
+        return claims
+
+    def _open(self, token: str) -> _Opened | None:
+        """Verify ``token`` (no I/O): signature, header and claims; None when anything is off."""
+        if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            return None
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        header_b64, payload_b64, signature_b64 = parts
+        if header_b64 == self._header:  # our own tokens: skip parsing a known header
+            key: _Key | None = self._keys[0]
+        else:
+            key = self._key_for(header_b64)
+        if key is None:
+            return None
+        signature = _b64decode(signature_b64)
+        raw_payload = _b64decode(payload_b64)
+        if signature is None or raw_payload is None:
+            return None
+        signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        try:
+            if not self._algorithm.verify(signing_input, key.verify, signature):
+                return None
+        except (ValueError, TypeError):  # a signature of an impossible length or shape
+            return None
+        claims = _json_object(raw_payload)
+        return None if claims is None else self._check_claims(claims, token)
+
+    def _key_for(self, header_b64: str) -> _Key | None:
+        raw = _b64decode(header_b64)
+        header = None if raw is None else _json_object(raw)
+        # Exactly the configured algorithm: never "none", never a key type the token picks.
+        if header is None or header.get("alg") != self.algorithm:
+            return None
+        if "crit" in header or "b64" in header:  # extensions we do not implement
+            return None
+        kid = header.get("kid")
+        if kid is None:
+            return self._keys[0]
+        return self._by_kid.get(kid) if isinstance(kid, str) else None
+
+    def _check_claims(self, claims: dict[str, Any], token: str) -> _Opened | None:
+        t = session_module.now()
+        leeway = self.leeway
+        exp = claims.pop("exp", None)
+        # A token without exp would never expire: a session always has one.
+        if not _is_number(exp) or exp + leeway <= t:
+            return None
+        nbf = claims.pop("nbf", None)
+        if nbf is not None and (not _is_number(nbf) or nbf > t + leeway):
+            return None
+        iat = claims.pop("iat", None)
+        if iat is not None and (not _is_number(iat) or iat > t + leeway):
+            return None
+        iss = claims.pop("iss", None)
+        if self.issuer is not None and iss != self.issuer:
+            return None
+        aud = claims.pop("aud", None)
+        if aud is not None or self.audience is not None:
+            # RFC 7519 4.1.3: a token meant for an audience is refused by anyone who is not it.
+            if self.audience is None:
+                return None
+            if aud != self.audience and not (isinstance(aud, list) and self.audience in aud):
+                return None
+        jti = claims.pop("jti", None)
+        if jti is not None and not isinstance(jti, str):
+            return None
+        private = claims.pop(PRIVATE_CLAIM, None)
+        if private is None:
+            # Minted elsewhere: its jti names it on the deny list, else its own hash does.
+            sid = jti if jti else _b64encode(hashlib.sha256(token.encode()).digest()[:16])
+        else:
+            if not _valid_private(private):
+                return None
+            sid = private["s"]
+        return _Opened(
+            data=claims,
+            private=private,
+            sid=sid,
+            exp=int(exp),
+            iat=None if iat is None else int(iat),
+        )
+
+    def _deny_key(self, sid: str) -> str:
+        return record_key(_DENY_NAMESPACE, sid)
+
+    async def _denied(self, revocation: ServerStore, sid: str) -> bool:
+        # Through get(): concurrent checks share the store's batched round trips.
+        return await revocation.get(self._deny_key(sid)) is not None
+
+    # -- the store contract ----------------------------------------------------------------
+    async def load(self, token: str, *, namespace: str) -> _Opened | None:
+        opened = self._open(token)
+        if opened is None:
+            return None
+        revocation = self.revocation
+        if revocation is not None and await self._denied(revocation, opened.sid):
+            return None
+        return opened
+
+    def restore(
+        self,
+        payload: Any,
+        serializer: Serializer,
+        *,
+        identity: str | None,
+        idle_timeout: int,
+        absolute_timeout: int,
+    ) -> Session | None:
+        if not isinstance(payload, _Opened):
+            return None
+        t = session_module.now()
+        private = payload.private
+        if private is None:
+            created = accessed = t if payload.iat is None else min(payload.iat, t)
+            max_age: int | None = None
+            flashes: list[Any] = []
+        else:
+            created, accessed = private["c"], private["a"]
+            max_age = private.get("m")
+            flashes = private.get("f", [])
+            if created > t + _CLOCK_SKEW or accessed > t + _CLOCK_SKEW or accessed < created:
+                return None
+        idle = idle_timeout if max_age is None else max_age
+        if t - accessed > idle or t - created > absolute_timeout:
+            return None
+        session_class: Any = self.session_class
+        session = session_class.__new__(session_class)
+        session._identity = identity
+        session._data = payload.data
+        session._new = False
+        session._created = created
+        session._accessed = accessed
+        session._max_age = max_age
+        session._flashes = flashes
+        session._dirty = False
+        session._discard_old = False
+        session._sid = payload.sid
+        return session  # type: ignore[no-any-return]
+
+    def dump(self, session: Session, serializer: Serializer, accessed: int) -> _Draft:
+        data = session._data
+        for key in data:
+            _check_claim_name(key)  # again: a subclass or a direct _data edit skips __setitem__
+        try:
+            body = _dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise _serialization_error(data, exc) from exc
+        private: dict[str, Any] = {"c": session._created, "a": accessed}
+        if session._max_age is not None:
+            private["m"] = session._max_age
+        if session._flashes:
+            private["f"] = session._flashes
+        try:
+            private_json = _dumps(private)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"a flash message cannot be serialized as JSON ({exc}); nothing was saved"
+            ) from exc
+        return _Draft(body=body, private=private_json, sid=getattr(session, "_sid", None))
+
+    async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
+        if not isinstance(data, _Draft):
+            raise TypeError(f"JWTStore.save takes what JWTStore.dump returns, not {type(data)}")
+        signer = self._signer
+        if signer is None:
+            if token is None:
+                _read_only("issue a token")
+            return token  # a refresh of a token we cannot re-sign: keep the client's copy
+        sid = data.sid
+        if token is None:
+            sid = secrets.token_urlsafe(16)  # a new session: a new lineage
+        else:
+            if sid is None:
+                opened = self._open(token)
+                if opened is None:
+                    return None
+                sid = opened.sid
+            revocation = self.revocation
+            if revocation is not None and await self._denied(revocation, sid):
+                return None  # logged out while this request ran: never resurrect it
+        t = session_module.now()
+        head = (
+            f'{{"iat":{t},"exp":{t + ttl},"jti":"{secrets.token_urlsafe(16)}"'
+            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{data.private[1:]}'
+        )
+        payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
+        signing_input = f"{self._header}.{_b64encode(payload.encode('ascii'))}"
+        signature = self._algorithm.sign(signing_input.encode("ascii"), signer.sign)
+        issued = f"{signing_input}.{_b64encode(signature)}"
+        if len(issued) > MAX_TOKEN_BYTES:
+            raise SerializationError(
+                f"the session's JWT would be {len(issued)} bytes, over the {MAX_TOKEN_BYTES}-"
+                "byte limit of a request header; keep less in the session (the token carries "
+                "all of it); nothing was saved"
+            )
+        return issued
+
+    async def delete(self, token: str, *, namespace: str) -> None:
+        """Put the token's session on the deny list (with ``revocation``); else nothing.
+
+        The entry is keyed by the session lineage id and outlives every token of the session
+        issued so far: each re-issue expires no later than now plus the presented token's
+        lifetime, so logging out with any copy also kills the later ones.
+        """
+        revocation = self.revocation
+        if revocation is None:
+            return
+        opened = self._open(token)
+        if opened is None:  # forged, or already expired: nothing a client could still use
+            return
+        t = session_module.now()
+        lifetime = 0 if opened.iat is None else opened.exp - opened.iat
+        ttl = max(opened.exp + self.leeway - t, lifetime + self.leeway, 1)
+        await revocation.create(self._deny_key(opened.sid), _DENIED, ttl)
+
+
+def _valid_private(private: Any) -> bool:
+    if not isinstance(private, dict) or not isinstance(private.get("s"), str):
+        return False
+    if not _is_timestamp(private.get("c")) or not _is_timestamp(private.get("a")):
+        return False
+    max_age = private.get("m")
+    if max_age is not None and (not _is_timestamp(max_age) or max_age == 0):
+        return False
+    return isinstance(private.get("f", []), list)
+
+
+def _serialization_error(data: dict[str, Any], exc: Exception) -> SerializationError:
+    for key, value in data.items():
+        try:
+            _dumps(value)
+        except (TypeError, ValueError) as item_exc:
+            return SerializationError(
+                f"session[{key!r}] holds a {type(value).__name__} that cannot be a JWT claim "
+                f"({item_exc}); store plain JSON values (str, int, float, bool, None, list, "
+                "dict) instead; nothing was saved"
+            )
+    return SerializationError(
+        f"the session cannot be serialized as JSON ({exc}); nothing was saved"
+    )
+
+
+def jwks_handler(store: JWTStore) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An aiohttp handler serving ``store.jwks()``; raises ConfigurationError for HS* stores.
+
+    The key set is read once, here: a rotation means a new store, hence a new handler.
+    """
+    body = json.dumps(store.jwks(), separators=_JSON_SEPARATORS)
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.Response(
+            text=body,
+            content_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    return jwks
