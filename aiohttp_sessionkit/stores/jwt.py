@@ -11,6 +11,8 @@ session's bookkeeping in one private claim, ``_sk``, an object with these member
 * ``c``: when the session was created; ``a``: when it was last written (epoch seconds).
 * ``m``: the per-session ``max_age`` in seconds, present only when set.
 * ``f``: queued flash messages, present only when there are some.
+* ``n``: the cookie name (session namespace) the token was issued under, present only when
+  it is not the default: a token opens only under the name it was issued for.
 
 Signatures and keys come from PyJWT's algorithm implementations; the parsing and the claim
 checks are ours, because a session must refuse more than PyJWT's decoder does (duplicate
@@ -51,6 +53,7 @@ from aiohttp import web
 
 from .. import session as session_module
 from ..abc import AbstractStore, ServerStore
+from ..cookies import DEFAULT_COOKIE_NAME
 from ..exceptions import ConfigurationError, SerializationError, SessionError
 from ..ids import record_key
 from ..serializers import Serializer
@@ -460,21 +463,7 @@ class JWTStore(AbstractStore):
         return 0 if self.revocation is None else await self.revocation.purge_expired()
 
     # -- verification ---------------------------------------------------------------------------
-    def verify(self, token: str) -> dict[str, Any] | None:
-        """All the claims of ``token`` if it is valid for this store, else None.
-
-        Checks the signature and the claims as a request does, without the deny list.
-        """
-        opened = self._open(token)
-        if opened is None:
-            return None
-        claims = dict(opened.data)
-        claims["exp"] = opened.exp
-        if opened.private is not None:
-            claims[PRIVATE_CLAIM] = opened.private
-        return claims
-
-    def _open(self, token: str) -> _Opened | None:
+    def _open(self, token: str, namespace: str) -> _Opened | None:
         """Verify ``token`` (no I/O): signature, header and claims; None when anything is off."""
         if len(token) > MAX_TOKEN_BYTES or not token.isascii():
             return None
@@ -499,7 +488,7 @@ class JWTStore(AbstractStore):
         except (ValueError, TypeError):  # a signature of an impossible length or shape
             return None
         claims = _json_object(raw_payload)
-        return None if claims is None else self._check_claims(claims, token)
+        return None if claims is None else self._check_claims(claims, token, namespace)
 
     def _key_for(self, header_b64: str) -> _Key | None:
         raw = _b64decode(header_b64)
@@ -514,7 +503,7 @@ class JWTStore(AbstractStore):
             return self._keys[0]
         return self._by_kid.get(kid) if isinstance(kid, str) else None
 
-    def _check_claims(self, claims: dict[str, Any], token: str) -> _Opened | None:
+    def _check_claims(self, claims: dict[str, Any], token: str, namespace: str) -> _Opened | None:
         t = session_module.now()
         leeway = self.leeway
         exp = claims.pop("exp", None)
@@ -545,7 +534,8 @@ class JWTStore(AbstractStore):
             # Minted elsewhere: its jti names it on the deny list, else its own hash does.
             sid = jti if jti else _b64encode(hashlib.sha256(token.encode()).digest()[:16])
         else:
-            if not _valid_private(private):
+            # A token we issued opens only under the name it was issued for.
+            if not _valid_private(private) or private.get("n", DEFAULT_COOKIE_NAME) != namespace:
                 return None
             sid = private["s"]
         return _Opened(
@@ -565,7 +555,7 @@ class JWTStore(AbstractStore):
 
     # -- the store contract ----------------------------------------------------------------
     async def load(self, token: str, *, namespace: str) -> _Opened | None:
-        opened = self._open(token)
+        opened = self._open(token, namespace)
         if opened is None:
             return None
         revocation = self.revocation
@@ -647,7 +637,7 @@ class JWTStore(AbstractStore):
             sid = secrets.token_urlsafe(16)  # a new session: a new lineage
         else:
             if sid is None:
-                opened = self._open(token)
+                opened = self._open(token, namespace)
                 if opened is None:
                     return None
                 sid = opened.sid
@@ -655,9 +645,12 @@ class JWTStore(AbstractStore):
             if revocation is not None and await self._denied(revocation, sid):
                 return None  # logged out while this request ran: never resurrect it
         t = session_module.now()
+        # The default cookie name is implied, so most tokens carry no namespace at all.
+        bound = "" if namespace == DEFAULT_COOKIE_NAME else f'"n":{_dumps(namespace)},'
         head = (
             f'{{"iat":{t},"exp":{t + ttl},"jti":"{secrets.token_urlsafe(16)}"'
-            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{data.private[1:]}'
+            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{bound}'
+            f"{data.private[1:]}"
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
         signing_input = f"{self._header}.{_b64encode(payload.encode('ascii'))}"
@@ -681,7 +674,7 @@ class JWTStore(AbstractStore):
         revocation = self.revocation
         if revocation is None:
             return
-        opened = self._open(token)
+        opened = self._open(token, namespace)
         if opened is None:  # forged, or already expired: nothing a client could still use
             return
         t = session_module.now()
@@ -692,6 +685,8 @@ class JWTStore(AbstractStore):
 
 def _valid_private(private: Any) -> bool:
     if not isinstance(private, dict) or not isinstance(private.get("s"), str):
+        return False
+    if not isinstance(private.get("n", ""), str):
         return False
     if not _is_timestamp(private.get("c")) or not _is_timestamp(private.get("a")):
         return False
