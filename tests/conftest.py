@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -25,11 +26,19 @@ from aiohttp_sessionkit import (
     EncryptedCookieStore,
     HeaderTransport,
     MemoryStore,
+    ServerStore,
+    Session,
     generate_key,
 )
+from aiohttp_sessionkit.serializers import Serializer
 
-STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor"]
-SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie"]
+#: jwt: HS256, no revocation; jwt-revoke: EdDSA with a MemoryStore deny list;
+#: jwt-revoke-redis: ES256 with a deny list on the real Redis.
+JWT_STORE_KINDS = ["jwt", "jwt-revoke", "jwt-revoke-redis"]
+STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor", *JWT_STORE_KINDS]
+SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie" and k not in JWT_STORE_KINDS]
+#: Stores whose logout kills every copy of the token.
+REVOCABLE_STORE_KINDS = [*SERVER_STORE_KINDS, "jwt-revoke", "jwt-revoke-redis"]
 _unique = itertools.count()
 
 
@@ -40,6 +49,7 @@ class CountingStore(AbstractStore):
         self.inner = inner
         object.__setattr__(self, "client_side", inner.client_side)
         object.__setattr__(self, "local", inner.local)
+        object.__setattr__(self, "session_class", inner.session_class)
         self.loads = 0
         self.saves = 0
         self.deletes = 0
@@ -53,11 +63,21 @@ class CountingStore(AbstractStore):
     async def purge_expired(self) -> int:
         return await self.inner.purge_expired()
 
-    async def load(self, token: str, *, namespace: str) -> bytes | None:
+    @property
+    def revocable(self) -> bool:
+        return self.inner.revocable
+
+    def dump(self, session: Session, serializer: Serializer, accessed: int) -> Any:
+        return self.inner.dump(session, serializer, accessed)
+
+    def restore(self, payload: Any, serializer: Serializer, **timeouts: Any) -> Session | None:
+        return self.inner.restore(payload, serializer, **timeouts)
+
+    async def load(self, token: str, *, namespace: str) -> Any | None:
         self.loads += 1
         return await self.inner.load(token, namespace=namespace)
 
-    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
+    async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
         self.saves += 1
         return await self.inner.save(token, data, ttl=ttl, namespace=namespace)
 
@@ -77,7 +97,9 @@ class StoreFactory:
         self.kind = kind
         self._build = build
         self.built: list[AbstractStore] = []
-        self.client_side = kind == "cookie"
+        self.client_side = kind == "cookie" or kind in JWT_STORE_KINDS
+        #: Whether a logout kills copies of the token (False: an old copy still opens).
+        self.revocable = kind in REVOCABLE_STORE_KINDS
 
     def __call__(self) -> AbstractStore:
         store = self._build()
@@ -116,6 +138,24 @@ def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[
     return motor_store
 
 
+def _jwt_factory(kind: str, request: pytest.FixtureRequest) -> Callable[[], AbstractStore]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from aiohttp_sessionkit.stores.jwt import JWTStore
+
+    if kind == "jwt":
+        secret = secrets.token_bytes(32)
+        return lambda: JWTStore(secret)
+    if kind == "jwt-revoke":
+        ed_key = Ed25519PrivateKey.generate()
+        deny_list = MemoryStore()  # one process, one memory: shared by every store built
+        return lambda: JWTStore(ed_key, algorithm="EdDSA", revocation=deny_list)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    build_redis = _redis_factory(request.getfixturevalue("redis_server").url)
+    return lambda: JWTStore(ec_key, algorithm="ES256", revocation=cast(ServerStore, build_redis()))
+
+
 async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[StoreFactory]:
     motor_clients: list[Any] = []
     build: Callable[[], AbstractStore]
@@ -127,6 +167,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         build = lambda: EncryptedCookieStore(key)  # noqa: E731
     elif kind == "redis":
         build = _redis_factory(request.getfixturevalue("redis_server").url)
+    elif kind in JWT_STORE_KINDS:
+        build = _jwt_factory(kind, request)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
     else:
@@ -150,6 +192,13 @@ async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFa
 @pytest.fixture(params=SERVER_STORE_KINDS)
 async def server_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Like ``store_factory``, for the stores that keep sessions on a server."""
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
+@pytest.fixture(params=REVOCABLE_STORE_KINDS)
+async def revocable_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Like ``store_factory``, for the stores whose logout kills every copy of the token."""
     async for factory in _factory(request, request.param):
         yield factory
 

@@ -42,6 +42,7 @@ from aiohttp_sessionkit import (
 from aiohttp_sessionkit.ids import is_valid_session_id
 from aiohttp_sessionkit.serializers import JSONSerializer
 from aiohttp_sessionkit.session import decode_payload
+from aiohttp_sessionkit.stores.jwt import MAX_TOKEN_BYTES, JWTStore
 
 OTHER = "OTHER_SESSION"
 NAMESPACE = COOKIE  # stores file sessions under the cookie name
@@ -85,6 +86,13 @@ class Ctx:
 
     async def plant(self, payload: bytes) -> str:
         """A valid token under our cookie name whose stored payload is ``payload``."""
+        if isinstance(self.store, JWTStore):
+            # A JWT carries its payload itself: a genuine signature over the hostile bytes.
+            token = jwt_for_payload(self.store, payload)
+            if len(token) > MAX_TOKEN_BYTES:
+                # Refused unread, like any token over 8 KB: this one never reaches a decoder.
+                pytest.skip("a JWT over 8 KB is refused before its payload is read")
+            return token
         try:
             token = await self.store.save(None, payload, ttl=600, namespace=NAMESPACE)
         except CookieTooLarge:
@@ -92,6 +100,50 @@ class Ctx:
             pytest.skip("the cookie store cannot carry this payload (over 4096 bytes)")
         assert token is not None
         return token
+
+
+def jwt_for_payload(store: JWTStore, payload: bytes) -> str:
+    """The JWT counterpart of a planted binary payload, signed with the store's key.
+
+    A payload in the session layer's binary format whose body parses becomes the same
+    session as claims (times, max_age and flashes in the private claim, data at the top
+    level), so timing and shape cases keep their meaning; anything else is signed as the
+    JWS payload exactly as it is.
+    """
+    if len(payload) >= HEADER.size:
+        version, created, accessed, max_age = HEADER.unpack_from(payload)
+        try:
+            body = json.loads(payload[HEADER.size :].decode())  # str: a BOM stays an error
+        except (ValueError, RecursionError):
+            body = None
+        if (
+            version == 1
+            and isinstance(body, list)
+            and 1 <= len(body) <= 2
+            and isinstance(body[0], dict)
+        ):
+            t = int(time.time())
+            private: dict[str, Any] = {"s": "planted", "c": created, "a": accessed}
+            if max_age != -1:
+                private["m"] = max_age
+            if len(body) > 1:
+                private["f"] = body[1]
+            claims = {"exp": t + 600, "iat": t, "jti": "planted", "_sk": private, **body[0]}
+            return signed_jwt(store, json.dumps(claims).encode())
+    return signed_jwt(store, payload)
+
+
+def signed_jwt(store: JWTStore, payload: bytes) -> str:
+    """A compact JWS over exactly ``payload``, signed with the store's signing key."""
+    from jwt.algorithms import get_default_algorithms
+
+    key = store._keys[0]
+    header = base64.urlsafe_b64encode(
+        json.dumps({"alg": store.algorithm, "kid": key.kid}).encode()
+    ).rstrip(b"=")
+    signing_input = header + b"." + base64.urlsafe_b64encode(payload).rstrip(b"=")
+    signature = get_default_algorithms()[store.algorithm].sign(signing_input, key.sign)
+    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
 
 
 async def other_login(request: web.Request) -> web.Response:
@@ -292,12 +344,25 @@ def flip_char(position: int) -> Callable[[str], str]:
 
 
 def flip_bit(byte: int, bit: int) -> Callable[[str], str]:
-    """Decode the token, flip one bit of one byte, encode it again the same way."""
+    """Decode the token, flip one bit of one byte, encode it again the same way.
+
+    A JWT is three base64url segments: the bytes are counted across them, in order.
+    """
 
     def change(value: str) -> str:
-        raw = bytearray(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        raw[byte % len(raw)] ^= 1 << bit
-        return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+        segments = [
+            bytearray(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+            for part in value.split(".")
+        ]
+        index = byte % sum(len(segment) for segment in segments)
+        for segment in segments:
+            if index < len(segment):
+                segment[index] ^= 1 << bit
+                break
+            index -= len(segment)
+        return ".".join(
+            base64.urlsafe_b64encode(bytes(segment)).rstrip(b"=").decode() for segment in segments
+        )
 
     return change
 

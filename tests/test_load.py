@@ -156,11 +156,11 @@ async def test_concurrent_writes_to_one_session_leave_exactly_one_whole_write(
 
 
 async def test_a_session_logged_out_under_load_is_never_recreated(
-    aiohttp_client: Any, server_store_factory: StoreFactory
+    aiohttp_client: Any, revocable_store_factory: StoreFactory
 ) -> None:
     """README: ... except that a deleted session is never recreated."""
-    kind = server_store_factory.kind
-    load = await load_client(aiohttp_client, load_app(server_store_factory()), kind)
+    kind = revocable_store_factory.kind
+    load = await load_client(aiohttp_client, load_app(revocable_store_factory()), kind)
     cookie = await login(load.client, COOKIE_WIRE, user="alice")
     half = CONCURRENT_MARKS // 2
     jobs = [load.request("POST", f"/mark/{i}", cookie) for i in range(half)]

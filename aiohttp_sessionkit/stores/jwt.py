@@ -131,9 +131,14 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constants(name: str) -> NoReturn:
+    # NaN and Infinity are not JSON (RFC 8259); Python's parser accepts them by default.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw, object_pairs_hook=_unique_members)
+        value = json.loads(raw, object_pairs_hook=_unique_members, parse_constant=_no_constants)
     except (ValueError, RecursionError):  # JSONDecodeError, _Duplicate, bad UTF-8
         return None
     return value if isinstance(value, dict) else None
@@ -563,7 +568,9 @@ class JWTStore(AbstractStore):
             return None
         return opened
 
-    def restore(
+    # abc.py types the defaults (staticmethods over the binary payload) as taking and giving
+    # bytes; the contract is "whatever load returned" and "whatever save takes".
+    def restore(  # type: ignore[override]
         self,
         payload: Any,
         serializer: Serializer,
@@ -603,7 +610,9 @@ class JWTStore(AbstractStore):
         session._sid = payload.sid
         return session  # type: ignore[no-any-return]
 
-    def dump(self, session: Session, serializer: Serializer, accessed: int) -> _Draft:
+    def dump(  # type: ignore[override]
+        self, session: Session, serializer: Serializer, accessed: int
+    ) -> _Draft:
         data = session._data
         for key in data:
             _check_claim_name(key)  # again: a subclass or a direct _data edit skips __setitem__
