@@ -88,11 +88,11 @@ class Ctx:
         """A valid token under our cookie name whose stored payload is ``payload``."""
         if isinstance(self.store, JWTStore):
             # A JWT carries its payload itself: a genuine signature over the hostile bytes.
-            token = jwt_for_payload(self.store, payload)
-            if len(token) > MAX_TOKEN_BYTES:
+            signed = jwt_for_payload(self.store, payload)
+            if len(signed) > MAX_TOKEN_BYTES:
                 # Refused unread, like any token over 8 KB: this one never reaches a decoder.
                 pytest.skip("a JWT over 8 KB is refused before its payload is read")
-            return token
+            return signed
         try:
             token = await self.store.save(None, payload, ttl=600, namespace=NAMESPACE)
         except CookieTooLarge:
