@@ -10,10 +10,10 @@ from aiohttp import hdrs, web
 
 from .abc import AbstractTransport
 from .cookies import CookieParams
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, CookieTooLarge
+from .stores.cookie import MAX_COOKIE_BYTES
 
 __all__ = ["CookieTransport", "HeaderTransport", "presented_cookie"]
-
 log = logging.getLogger("aiohttp_sessionkit")
 
 # RFC 7230 token: header names and auth schemes.
@@ -43,6 +43,11 @@ class CookieTransport(AbstractTransport):
     def issue(
         self, request: web.Request, params: CookieParams, token: str, *, max_age: int | None
     ) -> tuple[str, str]:
+        # Browsers drop a cookie over 4096 bytes silently: fail loudly instead. The sealed
+        # cookie store checks this itself; a JWT store cannot know which transport it feeds.
+        size = len(params.name) + 1 + len(token)
+        if size > MAX_COOKIE_BYTES:
+            raise CookieTooLarge(size, MAX_COOKIE_BYTES)
         secure = params.is_secure(request.secure)
         return hdrs.SET_COOKIE, params.header(token, max_age=max_age, secure=secure)
 
