@@ -17,14 +17,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jwt as pyjwt
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestServer
-from conftest import CountingStore, FakeClock
+from conftest import CountingStore, FakeClock, StoreFactory
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -38,6 +38,7 @@ from aiohttp_sessionkit import (
     JWTStore,
     MemoryStore,
     SerializationError,
+    ServerStore,
     Session,
     StoreUnavailable,
     get_session,
@@ -1018,6 +1019,21 @@ async def test_a_forged_token_cannot_put_anything_on_the_deny_list() -> None:
     forged = pyjwt.encode(claims(sub="x"), secrets.token_bytes(32), algorithm="HS256")
     await store.delete(forged, namespace=NS)
     assert len(deny_list) == 0
+
+
+async def test_every_server_store_keeps_a_deny_list_shared_by_its_processes(
+    server_store_factory: StoreFactory,
+) -> None:
+    secret = secrets.token_bytes(32)
+    here = JWTStore(secret, revocation=cast(ServerStore, server_store_factory()))
+    there = JWTStore(secret, revocation=cast(ServerStore, server_store_factory()))
+    token = await issue(here, {"sub": "alice"})
+    other = await issue(here, {"sub": "bob"})
+    assert await opened(there, token) is not None
+    await here.delete(token, namespace=NS)
+    assert await opened(there, token) is None
+    assert await opened(here, token) is None
+    assert await opened(there, other) is not None  # only that session
 
 
 @pytest.fixture
