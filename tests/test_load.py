@@ -14,8 +14,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 from aiohttp import DummyCookieJar, TCPConnector, web
-from conftest import CountingStore, StoreFactory, set_cookies
-from test_contract import COOKIE, COOKIE_WIRE, build_app, cookie_value, login, read, with_cookie
+from conftest import CountingStore, StoreFactory
+from test_contract import COOKIE_WIRE, build_app, login, read, with_cookie
 
 from aiohttp_sessionkit import AbstractStore, MemoryStore, get_session
 
@@ -54,7 +54,8 @@ class Load:
                 method, path, headers=with_cookie(cookie) if cookie else {}
             )
             body = await response.read()
-        reissued = cookie_value(response) if COOKIE in set_cookies(response) else None
+        # A new cookie, or None: nothing sent, or a deletion (a logout's response).
+        reissued = COOKIE_WIRE.issued(response)
         return Answer(response.status, body, reissued, "Set-Cookie" in response.headers)
 
 
