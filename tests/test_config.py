@@ -400,7 +400,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_import_does_not_import_optional_drivers() -> None:
     result = run_python(
         "import sys, aiohttp_sessionkit\n"
-        "drivers = ('redis', 'asyncpg', 'pymongo', 'motor')\n"
+        "drivers = ('redis', 'asyncpg', 'pymongo', 'motor', 'jwt')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in drivers))\n"
         "print(aiohttp_sessionkit.MemoryStore.__name__)\n"
     )
