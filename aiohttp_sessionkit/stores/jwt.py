@@ -700,7 +700,7 @@ def _valid_private(private: Any) -> bool:
     if not _is_timestamp(private.get("c")) or not _is_timestamp(private.get("a")):
         return False
     max_age = private.get("m")
-    if max_age is not None and (not _is_timestamp(max_age) or max_age == 0):
+    if max_age is not None and (not _is_timestamp(max_age) or not 0 < max_age < 2**31):
         return False
     return isinstance(private.get("f", []), list)
 
