@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .cookies import CookieParams
+    from .serializers import Serializer
 
 __all__ = [
     "AbstractLegacyReader",
@@ -87,18 +88,40 @@ class AbstractStore(abc.ABC):
         deletes the client's copy, but one taken earlier works until it expires."""
         return not self.client_side
 
-    #: Turn a session into the payload :meth:`save` receives. The default is the session
-    #: layer's binary format (creation and access times, max_age, data and flashes); a
-    #: store overrides it, together with :meth:`restore`, when the payload must be
-    #: something else. Raises ``SerializationError`` naming a value that cannot be stored.
-    #: Signature: ``dump(session, serializer, accessed) -> payload``.
-    dump = staticmethod(encode_payload)
+    def dump(self, session: Session, serializer: Serializer, accessed: int) -> Any:
+        """Turn ``session`` into the payload :meth:`save` receives.
 
-    #: Rebuild a session from what :meth:`load` returned; ``None`` when the payload is
-    #: malformed, expired (``idle_timeout``, ``absolute_timeout``, the session's own
-    #: ``max_age``) or from the future. Never raises for bad input. Signature:
-    #: ``restore(payload, serializer, *, identity, idle_timeout, absolute_timeout)``.
-    restore = staticmethod(decode_payload)
+        The default is the session layer's binary format (creation and access times,
+        max_age, data and flashes, serialized by ``serializer``). A store overrides it,
+        together with :meth:`restore`, when the payload must be something else (the JWT
+        store makes the session's claims). Raises ``SerializationError`` naming a value
+        that cannot be stored; nothing is written then.
+        """
+        return encode_payload(session, serializer, accessed)
+
+    def restore(
+        self,
+        payload: Any,
+        serializer: Serializer,
+        *,
+        identity: str | None,
+        idle_timeout: int,
+        absolute_timeout: int,
+    ) -> Session | None:
+        """Rebuild a session from what :meth:`load` returned.
+
+        Returns ``None`` when the payload is malformed, expired (``idle_timeout``,
+        ``absolute_timeout``, or the session's own ``max_age``) or from the future. Never
+        raises for bad input. ``identity`` is the session id the session reports (``None``
+        for a client-side store).
+        """
+        return decode_payload(
+            payload,
+            serializer,
+            identity=identity,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+        )
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Prepare connections, tables, indexes. Called once on application startup.

@@ -570,7 +570,7 @@ class JWTStore(AbstractStore):
 
     # abc.py types the defaults (staticmethods over the binary payload) as taking and giving
     # bytes; the contract is "whatever load returned" and "whatever save takes".
-    def restore(  # type: ignore[override]
+    def restore(
         self,
         payload: Any,
         serializer: Serializer,
@@ -610,7 +610,7 @@ class JWTStore(AbstractStore):
         session._sid = payload.sid
         return session  # type: ignore[no-any-return]
 
-    def dump(  # type: ignore[override]
+    def dump(
         self, session: Session, serializer: Serializer, accessed: int
     ) -> _Draft:
         data = session._data
