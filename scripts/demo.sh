@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# Installs the package and runs the demo app on the in-process MemoryStore
-# (set SESSIONKIT_STORE to a store URL, or to "cookie", for another store).
+# Runs the demo app (examples/demo.py) from the project's virtual environment (.venv, made
+# on first use), with the extra that the chosen store needs.
+#
+# Environment:
+#   SESSIONKIT_STORE  memory:// (default), cookie, or a store URL such as
+#                     redis://127.0.0.1:6379/0, postgresql://..., mongodb://...
+#   SESSIONKIT_KEY    the cookie store's key (default: a fresh one per run)
+#   HOST, PORT        where to listen (default 127.0.0.1 and 8080; PORT=0 picks a free port)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e .
-exec python3 examples/demo.py
+source scripts/venv.sh
+
+# The extras of setup.cfg that each store URL scheme needs; a value that is no store installs
+# nothing here and demo.py says, in one line, which values it accepts.
+store="${SESSIONKIT_STORE:-memory://}"
+case "${store%%://*}" in
+    redis | rediss | unix) extras=(redis) ;;
+    postgres | postgresql) extras=(postgres) ;;
+    mongodb | mongodb+srv) extras=(mongo) ;;
+    *) extras=() ;;
+esac
+sessionkit_venv "${extras[@]}"
+exec "$VENV_PYTHON" examples/demo.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
-#   - Redis, PostgreSQL and memcached from Debian packages (apt-get),
+#   - Redis, PostgreSQL, memcached and Chromium (for tests/test_browser.py) from Debian
+#     packages (apt-get),
 #   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod.
 # Idempotent: finds what is already there and only installs what is missing.
 # Python packages are installed elsewhere, not here.
@@ -32,11 +33,14 @@ initdb_bin() {
 }
 
 memcached_bin() { command -v memcached || { [[ -x /usr/bin/memcached ]] && echo /usr/bin/memcached; } || true; }
+# Playwright drives Debian's Chromium at this path; it never downloads a browser of its own.
+chromium_bin=/usr/bin/chromium
 
 missing_pkgs=()
 [[ -n "$(redis_bin)" ]] || missing_pkgs+=(redis-server)
 [[ -n "$(memcached_bin)" ]] || missing_pkgs+=(memcached)  # aiohttp-session migration tests
 [[ -n "$(initdb_bin)" ]] || missing_pkgs+=(postgresql)
+[[ -x "$chromium_bin" ]] || missing_pkgs+=(chromium)
 
 if ((${#missing_pkgs[@]})); then
     sudo=()
@@ -65,6 +69,11 @@ initdb="$(initdb_bin)"
 pg_state=found
 [[ " ${missing_pkgs[*]} " == *" postgresql "* ]] && pg_state=installed
 log "postgresql: $pg_state $(dirname "$initdb") ($("$initdb" --version | awk '{print $3}'))"
+
+[[ -x "$chromium_bin" ]] || die "chromium still missing after apt-get install"
+chromium_state=found
+[[ " ${missing_pkgs[*]} " == *" chromium "* ]] && chromium_state=installed
+log "chromium: $chromium_state $chromium_bin ($("$chromium_bin" --version 2>/dev/null | awk '{print $2}'))"
 
 # ---------------------------------------------------------------- FerretDB
 

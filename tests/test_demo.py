@@ -1,8 +1,11 @@
-"""The demo app works end to end: sign in, count, flash, sign out."""
+"""The demo app works end to end: sign in, count, flash, sign out, and says what is wrong."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 import demo
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def csrf(text: str) -> str:
@@ -28,16 +33,62 @@ async def test_demo_login_counter_flash_logout(
     client = await aiohttp_client(demo.make_app())
     home = await (await client.get("/")).text()
     assert "Sign in" in home
+    assert csrf(home) == csrf(await (await client.get("/")).text())  # one token per session
     response = await client.post("/login", data={"user": "ada", "csrf": "forged"})
-    assert response.status == 403
+    assert response.url.path == "/" and "expired" in response.url.query
+    assert demo.EXPIRED in (text := await response.text()) and "Sign in" in text
     response = await client.post("/login", data={"user": "ada", "csrf": csrf(home)})
     page = await response.text()
     assert "Signed in as <b>ada</b>" in page and "Welcome, ada!" in page
     assert "Welcome, ada!" not in await (await client.get("/")).text()  # flashes show once
-    for expected in (1, 2):
-        assert f"opened this page {expected} times" in await (await client.get("/counter")).text()
+    assert "opened this page 1 time." in await (await client.get("/counter")).text()
+    assert "opened this page 2 times." in await (await client.get("/counter")).text()
+    session_page = await (await client.get("/session")).text()
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", session_page)
+    assert "&quot;visits&quot;: 2" in session_page
     home = await (await client.get("/")).text()
     response = await client.post("/logout", data={"csrf": csrf(home)})
     page = await response.text()
     assert "You have been signed out." in page and "Sign in" in page
-    assert "opened this page 1 times" in await (await client.get("/counter")).text()
+    assert "opened this page 1 time." in await (await client.get("/counter")).text()
+
+
+async def test_a_form_from_before_sign_in_is_refused_without_signing_out(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second tab still shows the sign-in form with the token of the session before sign-in.
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app())
+    stale_token = csrf(await (await client.get("/")).text())
+    await client.post("/login", data={"user": "ada", "csrf": stale_token})
+    response = await client.post("/login", data={"user": "eve", "csrf": stale_token})
+    page = await response.text()
+    assert demo.EXPIRED in page and "Signed in as <b>ada</b>" in page
+    assert response.history[0].status == 303 and "Set-Cookie" not in response.history[0].headers
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_mistyped_store_is_one_line_listing_every_accepted_value() -> None:
+    result = run_demo(SESSIONKIT_STORE="redis")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    for value in ("cookie", "memory://", "redis://", "postgres://", "postgresql://", "mongodb://"):
+        assert value in result.stderr
+
+
+def test_a_busy_port_is_one_line_and_no_url() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_demo(PORT=str(busy.getsockname()[1]), HOST="127.0.0.1")
+    assert result.returncode == 2 and result.stdout == ""  # no URL for a port it never bound
+    assert result.stderr.count("\n") == 1 and "PORT=" in result.stderr

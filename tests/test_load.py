@@ -124,7 +124,7 @@ async def test_many_clients_incrementing_their_own_sessions_lose_no_update(
 async def test_concurrent_writes_to_one_session_leave_exactly_one_whole_write(
     aiohttp_client: Any, store_factory: StoreFactory
 ) -> None:
-    """README, "What happens when": last writer wins, whole session at a time."""
+    """docs/lifecycle.md, "What happens when": last writer wins, whole session at a time."""
     load = await load_client(aiohttp_client, load_app(store_factory()), store_factory.kind)
     cookie = await login(load.client, COOKIE_WIRE, user="alice", role="admin")
     arrived: list[Answer] = []  # in the order the client received them
@@ -159,7 +159,7 @@ async def test_concurrent_writes_to_one_session_leave_exactly_one_whole_write(
 async def test_a_session_logged_out_under_load_is_never_recreated(
     aiohttp_client: Any, revocable_store_factory: StoreFactory
 ) -> None:
-    """README: ... except that a deleted session is never recreated."""
+    """docs/lifecycle.md: ... except that a deleted session is never recreated."""
     kind = revocable_store_factory.kind
     load = await load_client(aiohttp_client, load_app(revocable_store_factory()), kind)
     cookie = await login(load.client, COOKIE_WIRE, user="alice")

@@ -11,6 +11,18 @@ __all__ = ["store_from_url"]
 
 _EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo"}
 
+#: Every URL scheme store_from_url accepts, in the order error messages list them.
+SCHEMES = (
+    "memory://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "postgresql://",
+    "postgres://",
+    "mongodb://",
+    "mongodb+srv://",
+)
+
 
 def store_from_url(url: str) -> AbstractStore:
     """A store for ``url``; the store owns the client it creates and closes it on cleanup.
@@ -40,7 +52,7 @@ def store_from_url(url: str) -> AbstractStore:
     else:
         raise ConfigurationError(
             f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
-            "memory://, redis://, rediss://, postgresql://, mongodb:// or mongodb+srv://"
+            f"one of {', '.join(SCHEMES)}"
         )
     try:
         if driver == "redis":

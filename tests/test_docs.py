@@ -1,0 +1,254 @@
+"""Every code example in the documentation runs, and does what the page around it says.
+
+Examples are the fenced ``python`` and ``pycon`` blocks of docs/*.md, README.md and
+SECURITY.md (which docs/security.md includes). Each is named by an HTML comment on the line
+before its fence, ``<!-- example: NAME -->``, which neither GitHub nor Sphinx shows:
+
+- a ``pycon`` block is a doctest and checks itself;
+- a ``python`` block is run as a module (``__name__`` is not ``"__main__"``); a module-level
+  ``web.run_app(app)`` hands over the application instead of serving it forever. The
+  application gets one more route, ``/_probe`` (a session counter), and is served on a
+  loopback port; the check in CHECKS under the block's name then drives it with real
+  requests. A server URL in the example can be swapped for one of the suite's throwaway
+  servers (``servers=``); an example whose servers cannot exist here (``serve=False``) is
+  run and checked without serving.
+
+A new example needs a name, and a ``python`` example a check here: an example that is
+only run proves little more than that it imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+import aiohttp_sessionkit
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", ROOT / "SECURITY.md"]
+FENCE = re.compile(
+    r"^(?:<!-- example: (?P<name>[\w-]+) -->\n)?```(?P<lang>python|pycon)\n(?P<code>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    page: str
+    line: int
+    name: str | None
+    lang: str
+    code: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def collect() -> list[Example]:
+    found = []
+    for path in PAGES:
+        text = path.read_text(encoding="utf-8")
+        for match in FENCE.finditer(text):
+            found.append(
+                Example(
+                    page=str(path.relative_to(ROOT)),
+                    line=text.count("\n", 0, match.start("code")) + 1,
+                    name=match["name"],
+                    lang=match["lang"],
+                    code=match["code"],
+                )
+            )
+    return found
+
+
+EXAMPLES = collect()
+CheckFn = Callable[[TestClient[Any, Any] | None, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Check:
+    fn: CheckFn
+    serve: bool
+    servers: dict[str, str]
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def check(
+    *names: str, serve: bool = True, servers: dict[str, str] | None = None
+) -> Callable[[CheckFn], CheckFn]:
+    """Register a check for the examples ``names``; ``servers`` maps a URL to a fixture."""
+
+    def register(fn: CheckFn) -> CheckFn:
+        for name in names:
+            CHECKS[name] = Check(fn, serve, servers or {})
+        return fn
+
+    return register
+
+
+async def probe(request: web.Request) -> web.Response:
+    session = await aiohttp_sessionkit.get_session(request)
+    session["probe"] = session.get("probe", 0) + 1
+    return web.Response(text=str(session["probe"]))
+
+
+def cookie_of(response: Any, name: str = "AIOHTTP_SESSION") -> Any:
+    assert name in response.cookies, f"no {name} cookie set"
+    return response.cookies[name]
+
+
+# ------------------------------------------------------------------ the checks
+
+
+@check("counter", "readme-quickstart")
+async def counter(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    assert [await (await client.get("/")).text() for _ in range(3)] == ["1", "2", "3"]
+    client.session.cookie_jar.clear()
+    assert await (await client.get("/")).text() == "1"
+
+
+@check("login")
+async def login(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    before = await client.get("/")
+    assert await before.text() == "Hello, stranger."
+    assert "Set-Cookie" not in before.headers  # a read of a new session writes nothing
+    response = await client.post("/login", data={"user": "ada"})
+    assert await response.text() == "Hello, ada. Welcome back!"
+    assert await (await client.get("/")).text() == "Hello, ada."  # the flash showed once
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["AIOHTTP_SESSION"]
+    logout = await client.post("/logout", allow_redirects=False)
+    expired = cookie_of(logout)
+    assert expired.value == "" and expired["max-age"] == "0"  # the browser forgets it
+    assert await (await client.get("/")).text() == "Hello, stranger."
+    # The signed-out session's cookie opens nothing any more.
+    client.session.cookie_jar.clear()
+    replay = await client.get("/", headers={"Cookie": f"AIOHTTP_SESSION={cookie.value}"})
+    assert await replay.text() == "Hello, stranger."
+
+
+@check("store-url")
+async def store_url(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    first = await client.get("/_probe")
+    assert await first.text() == "1" and len(cookie_of(first).value) == 43  # an id
+    assert await (await client.get("/_probe")).text() == "2"
+
+
+@check("cookie-store")
+async def cookie_store(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    first = await client.get("/_probe")
+    sealed = cookie_of(first)
+    assert await first.text() == "1" and len(sealed.value) > 43  # the session itself
+    assert sealed["max-age"] == str(7 * 24 * 3600)
+    assert await (await client.get("/_probe")).text() == "2"
+
+
+@check("borrowed-client", servers={"redis://127.0.0.1:6379/0": "redis_server"})
+async def borrowed_client(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    assert await (await client.get("/_probe")).text() == "1"
+    assert await (await client.get("/_probe")).text() == "2"
+    assert await ns["client"].keys("myapp:session:*")  # the prefix is the example's
+    await ns["client"].aclose()
+
+
+@check("production-settings", serve=False)
+async def production_settings(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # Built and validated (a __Host- cookie demands Secure and no Domain); redis.internal
+    # does not exist here, and constructors do no I/O, so nothing is served.
+    assert isinstance(ns["app"], web.Application) and ns["app"].middlewares
+
+
+@check("two-sessions")
+async def two_sessions(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    response = await client.get("/")
+    assert len(cookie_of(response).value) == 43  # an id for the memory store
+    assert len(cookie_of(response, "prefs").value) > 43  # the sealed session itself
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def test_every_example_is_named_and_every_check_has_its_example() -> None:
+    unnamed = [e.where for e in EXAMPLES if e.name is None]
+    assert not unnamed, f"examples without <!-- example: NAME --> before the fence: {unnamed}"
+    names = [e.name for e in EXAMPLES]
+    assert len(names) == len(set(names)), "two examples share a name"
+    programs = {e.name or "" for e in EXAMPLES if e.lang == "python"}
+    assert programs <= CHECKS.keys(), f"no check for {sorted(programs - CHECKS.keys())}"
+    assert CHECKS.keys() <= programs, f"checks without examples: {CHECKS.keys() - programs}"
+
+
+def test_the_api_reference_documents_every_public_name() -> None:
+    api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. auto\w+:: aiohttp_sessionkit\.(\w+)$", api, re.M))
+    assert documented == set(aiohttp_sessionkit.__all__)
+
+
+def run_app_capture(captured: list[web.Application]) -> Callable[..., None]:
+    def run_app(app: web.Application, **_: Any) -> None:
+        captured.append(app)
+
+    return run_app
+
+
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if e.lang == "pycon"], ids=lambda e: e.name or e.where
+)
+def test_doctest_example(example: Example) -> None:
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(example.code, {}, example.name or "", example.page, example.line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0 and result.failed == 0, f"{example.where} failed, see above"
+
+
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if e.lang == "python"], ids=lambda e: e.name or e.where
+)
+async def test_program_example(
+    example: Example, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    assert example.name in CHECKS, f"{example.where}: no check named {example.name!r}"
+    checker = CHECKS[example.name]
+    source = example.code
+    for url, fixture in checker.servers.items():
+        assert url in source, f"{example.where} no longer mentions {url}"
+        source = source.replace(url, request.getfixturevalue(fixture).url)
+    captured: list[web.Application] = []
+    monkeypatch.setattr(web, "run_app", run_app_capture(captured))
+    namespace: dict[str, Any] = {"__name__": f"docs_example_{example.name}"}
+    code = compile(
+        "\n" * (example.line - 1) + source,
+        str(ROOT / example.page),
+        "exec",
+        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+    )
+    result = eval(code, namespace)  # noqa: S307 - our own documentation, by design
+    if result is not None:
+        await result
+    app = captured[0] if captured else namespace.get("app")
+    assert isinstance(app, web.Application), f"{example.where} builds no application"
+    if not checker.serve:
+        await checker.fn(None, namespace)
+        return
+    app.router.add_get("/_probe", probe)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await checker.fn(client, namespace)
