@@ -44,15 +44,14 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .cookies import CookieParams
 from .exceptions import StoreError
 from .ids import key_for_token, new_session_id, record_key
+from .serializers import Serializer
 from .session import Session, decode_payload, encode_payload
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from .cookies import CookieParams
-    from .serializers import Serializer
 
 __all__ = [
     "AbstractLegacyReader",
