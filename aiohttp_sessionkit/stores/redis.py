@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 try:
     import redis as redis_sync
@@ -13,6 +13,7 @@ try:
     import redis.exceptions as redis_errors
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -27,13 +28,19 @@ __all__ = ["RedisStore"]
 
 
 _URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
+#: ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?options]``
+_SENTINEL_SCHEME = "redis+sentinel"
 _MAX_PREFIX_LENGTH = 128
 
 # Applied to clients built from a URL; query parameters in the URL
-# (``?socket_timeout=...``) take precedence. Without them a blackholed server would hang a
-# request until the session layer's time budget runs out.
-_SOCKET_CONNECT_TIMEOUT = 5.0
-_SOCKET_TIMEOUT = 5.0
+# (``?socket_timeout=...``) take precedence. Both stay below the session layer's default
+# store_timeout (5 s): a paused or blackholed primary then costs a request one socket
+# timeout and a 503 from the store, and the connection is dropped (a failover moves the
+# client to the new primary), instead of holding every request until the budget runs out.
+_SOCKET_CONNECT_TIMEOUT = 2.0
+_SOCKET_TIMEOUT = 2.0
+#: Sentinels answer one small query each; a dead one should be skipped quickly.
+_SENTINEL_SOCKET_TIMEOUT = 0.5
 _MAX_CONNECTIONS = 100
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
@@ -46,6 +53,62 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.ClusterDownError,
     OSError,
 )
+
+
+def _failover_error(exc: BaseException) -> bool:
+    """True for the errors redis-py raises outside ``_UNAVAILABLE`` while a topology changes.
+
+    Checked only after ``_UNAVAILABLE``; each case is as narrow as we could make it, so
+    that a bug in our own code or a misuse of the client still surfaces as itself:
+
+    - ``ClusterError`` (a ``RedisError``): "TTL exhausted" once RedisCluster has spent its
+      redirects and retries on a slot that moves or whose node is down; ``ClusterDownError``
+      (CLUSTERDOWN, a whole shard down) and ``MasterDownError`` are subclasses.
+    - ``ReadOnlyError`` (READONLY): a write reached a primary that was just demoted to a
+      replica (CLUSTER FAILOVER, a Sentinel switch) before the client learnt the new primary.
+    - ``TryAgainError`` (TRYAGAIN): a slot being migrated.
+    - ``RedisClusterException``, which subclasses ``Exception`` and not ``RedisError``: only
+      ``SlotNotCoveredError`` and the ones raised while refreshing the slot map
+      (``NodesManager.initialize``: "Redis Cluster cannot be connected", "All slots are not
+      covered", startup nodes disagreeing). Its other uses are programming errors (a
+      cross-slot command, a command without a key) and stay what they are.
+    - The driver race below.
+    """
+    if isinstance(exc, redis_errors.ClusterError | redis_errors.ReadOnlyError):
+        return True
+    if isinstance(exc, redis_errors.TryAgainError | redis_errors.SlotNotCoveredError):
+        return True
+    if isinstance(exc, redis_errors.RedisClusterException):
+        return _raised_in(exc, "redis.asyncio.cluster", "initialize") and not str(exc).startswith(
+            "Cluster mode is not enabled"
+        )
+    # redis-py 8.1.0 (and 5.x-7.x, same code), redis/asyncio/connection.py: under concurrent
+    # load on a RedisCluster whose primary dies, one command's retry path calls
+    # NodesManager.initialize() / Connection.disconnect() on every node, setting
+    # ``_writer``/``_reader`` to None while another task is between its ``is_connected``
+    # check and ``self._writer.writelines(command)`` in ``send_packed_command`` (or in
+    # ``read_response``). That task gets ``AttributeError: 'NoneType' object has no
+    # attribute 'writelines'`` instead of a ConnectionError. We saw it in about one SIGKILL
+    # failover in fifteen. Upstream report material: "asyncio RedisCluster: AttributeError
+    # 'NoneType' object has no attribute 'writelines' when a connection is disconnected by a
+    # concurrent task's retry during failover; expected ConnectionError." Only an
+    # AttributeError on None raised inside that module counts: our own code never runs there.
+    if isinstance(exc, AttributeError):
+        return exc.obj is None and _raised_in(exc, "redis.asyncio.connection", None)
+    return False
+
+
+def _raised_in(exc: BaseException, module: str, function: str | None) -> bool:
+    """True when the innermost frame of ``exc``'s traceback is in ``module`` (``function``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_globals.get("__name__") != module:
+        return False
+    return function is None or frame.f_code.co_name == function
 
 
 class _Pipeline(Protocol):
@@ -82,9 +145,16 @@ class RedisStore(ServerStore):
     with ``EX`` so Redis expires it (``SET NX EX`` to create, ``SET XX EX`` to update).
     Concurrent requests share round trips: the reads issued in one event-loop iteration go
     as one ``MGET``, the writes as one pipeline without a transaction. A ``RedisCluster``
-    works as well as a ``Redis`` (its MGET is split by hash slot). A store built from a URL
-    owns its client and closes it in :meth:`close`; a client passed in is borrowed and
-    never closed.
+    works as well as a ``Redis`` (its MGET is split by hash slot), and so does a primary
+    managed by Redis Sentinel: a ``redis+sentinel://host:26379,host:26380/mymaster/0`` URL,
+    or a client from ``redis.asyncio.sentinel.Sentinel(...).master_for(...)``.
+    A store built from a URL owns its client and closes it in :meth:`close`; a client
+    passed in is borrowed and never closed.
+
+    Errors redis-py raises while the server cannot be reached, or while a cluster or a
+    Sentinel is failing over (CLUSTERDOWN, READONLY from a demoted primary, an unreachable
+    cluster, no primary known to the sentinels), become
+    :class:`~aiohttp_sessionkit.StoreUnavailable`: a 503, never a 500.
     """
 
     def __init__(
@@ -99,8 +169,14 @@ class RedisStore(ServerStore):
         self._reads: Batcher[str] = Batcher(self._read_many)
         self._writes: Batcher[_Write] = Batcher(self._write_many)
         self._client: aioredis.Redis | aioredis.RedisCluster | None
+        self._sentinel_target: _SentinelTarget | None = None
+        self._sentinel: Sentinel | None = None  # only for a redis+sentinel:// URL
         if isinstance(url_or_client, str):
-            self._url = _check_url(url_or_client)
+            if urlsplit(url_or_client).scheme.lower() == _SENTINEL_SCHEME:
+                self._sentinel_target = _parse_sentinel_url(url_or_client)
+                self._url = url_or_client
+            else:
+                self._url = _check_url(url_or_client)
             self._client = None  # created on first use: the constructor does no I/O
         else:
             self._url = None
@@ -127,21 +203,45 @@ class RedisStore(ServerStore):
             # BlockingConnectionPool does that too, but through asyncio.wait_for, a task
             # per command, which costs more than the command on a fast link.
             self._gate = asyncio.Semaphore(_MAX_CONNECTIONS)
-            pool = aioredis.ConnectionPool.from_url(
-                self._url,
-                max_connections=_MAX_CONNECTIONS,
-                socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
-                socket_timeout=_SOCKET_TIMEOUT,
-                # One quick retry on a broken connection (a restart or failover left a dead
-                # socket in the pool). All four commands are safe to repeat; timeouts are
-                # not retried, so a hung server costs one timeout, not several.
-                retry=Retry(
-                    ExponentialBackoff(cap=0.1, base=0.01),
-                    1,
-                    supported_errors=(redis_errors.ConnectionError,),
-                ),
+            # One quick retry on a broken connection (a restart or failover left a dead
+            # socket in the pool). All four commands are safe to repeat; timeouts are not
+            # retried, so a hung server costs one timeout, not several.
+            retry = Retry(
+                ExponentialBackoff(cap=0.1, base=0.01),
+                1,
+                supported_errors=(redis_errors.ConnectionError,),
             )
-            self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+            target = self._sentinel_target
+            if target is not None:
+                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                    target.sentinels,
+                    sentinel_kwargs={
+                        "socket_timeout": _SENTINEL_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": _SENTINEL_SOCKET_TIMEOUT,
+                        **target.sentinel_options,
+                    },
+                )
+                # master_for asks the sentinels for the primary at each new connection and
+                # drops its connections when the primary changes: a failover needs no
+                # restart. Closing the client closes its pool.
+                options: dict[str, Any] = {
+                    "db": target.db,
+                    "max_connections": _MAX_CONNECTIONS,
+                    "socket_connect_timeout": _SOCKET_CONNECT_TIMEOUT,
+                    "socket_timeout": _SOCKET_TIMEOUT,
+                    "retry": retry,
+                    **target.options,  # the URL's own options win
+                }
+                self._client = self._sentinel.master_for(target.service, **options)
+            else:
+                pool = aioredis.ConnectionPool.from_url(
+                    self._url,
+                    max_connections=_MAX_CONNECTIONS,
+                    socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
+                    socket_timeout=_SOCKET_TIMEOUT,
+                    retry=retry,
+                )
+                self._client = aioredis.Redis.from_pool(pool)  # the client closes the pool
         return self._client
 
     async def open(self) -> None:
@@ -156,6 +256,10 @@ class RedisStore(ServerStore):
         await self._writes.drain()
         client, self._client = self._client, None
         await client.aclose()
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            for connection in sentinel.sentinels:
+                await connection.aclose()
 
     async def get(self, key: str) -> bytes | None:
         name = self._key_prefix + key
@@ -175,11 +279,12 @@ class RedisStore(ServerStore):
         try:
             return await batcher.call(item)
         except _UNAVAILABLE as exc:
-            # Neither the key nor the payload goes into the message: the error type and
-            # redis-py's text (host, port, errno) are what an operator needs.
-            raise StoreUnavailable(
-                f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _unavailable(command, exc) from exc
+        except Exception as exc:
+            # Failover states of a cluster or a Sentinel-managed primary: see _failover_error.
+            if _failover_error(exc):
+                raise _unavailable(command, exc) from exc
+            raise
 
     async def _read_many(self, names: list[str]) -> list[Any]:
         """One MGET for every read of the batch (MGET per hash slot on a cluster)."""
@@ -220,6 +325,14 @@ class RedisStore(ServerStore):
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
 
 
+def _unavailable(command: str, exc: BaseException) -> StoreUnavailable:
+    # Neither the key nor the payload goes into the message: the error type and redis-py's
+    # text (host, port, errno) are what an operator needs.
+    return StoreUnavailable(
+        f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
+    )
+
+
 def _send(client: _Commands | _Pipeline, command: str, name: str, data: bytes, ttl: int) -> Any:
     if command == "SET NX":
         return client.set(name, data, ex=ttl, nx=True)
@@ -246,13 +359,92 @@ def _check_prefix(key_prefix: object) -> str:
     return key_prefix
 
 
+class _SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    __slots__ = ("db", "options", "sentinel_options", "sentinels", "service")
+
+    def __init__(
+        self,
+        sentinels: list[tuple[str, int]],
+        service: str,
+        db: int,
+        options: dict[str, Any],
+        sentinel_options: dict[str, Any],
+    ) -> None:
+        self.sentinels = sentinels
+        self.service = service
+        self.db = db
+        self.options = options
+        self.sentinel_options = sentinel_options
+
+
+#: Query options of a redis+sentinel:// URL: the first two apply to the primary's
+#: connections, the last to the connections to the sentinels.
+_SENTINEL_FLOAT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+_SENTINEL_HOW_TO = (
+    "use redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]"
+    "[?socket_timeout=S&socket_connect_timeout=S&sentinel_password=P]"
+)
+
+
+def _parse_sentinel_url(url: str) -> _SentinelTarget:
+    """Parse ``redis+sentinel://...``; a mistake raises ConfigurationError (URL not echoed)."""
+    parts = urlsplit(url)
+    hosts_part = parts.netloc.rpartition("@")[2]
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts_part.split(","):
+        host, _, port_text = entry.strip().rpartition(":")
+        if not host:
+            host, port_text = port_text, "26379"  # Sentinel's default port
+        host = host.strip("[]")  # an IPv6 literal
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigurationError(f"RedisStore sentinel address is invalid; {_SENTINEL_HOW_TO}")
+        sentinels.append((host, int(port_text)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigurationError(
+            f"RedisStore sentinel URL needs the service name (and optionally a db number) "
+            f"as its path; {_SENTINEL_HOW_TO}"
+        )
+    options: dict[str, Any] = {}
+    sentinel_options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        value = values[-1]
+        if name in _SENTINEL_FLOAT_OPTIONS:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not seconds > 0:
+                raise ConfigurationError(
+                    f"RedisStore sentinel URL option {name} must be a positive number of seconds"
+                )
+            options[name] = seconds
+        elif name == "sentinel_password":
+            sentinel_options["password"] = value
+        else:
+            raise ConfigurationError(
+                f"RedisStore sentinel URL option {name!r} is not supported; {_SENTINEL_HOW_TO}"
+            )
+    return _SentinelTarget(
+        sentinels, unquote(path[0]), int(path[1]) if len(path) == 2 else 0, options,
+        sentinel_options,
+    )  # fmt: skip
+
+
 def _check_url(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in _URL_SCHEMES:
         # The URL itself stays out of the message: it may contain a password.
         raise ConfigurationError(
             f"RedisStore URL scheme {scheme + '://' if scheme else '(none)'} is not supported; "
-            "use redis://host:port/db, rediss://host:port/db (TLS) or unix:///path/to.sock"
+            "use redis://host:port/db, rediss://host:port/db (TLS), unix:///path/to.sock or "
+            "redis+sentinel://host:port,host:port/service/db"
         )
     try:
         parse_url(url)

@@ -16,8 +16,9 @@ def store_from_url(url: str) -> AbstractStore:
     """A store for ``url``; the store owns the client it creates and closes it on cleanup.
 
     Schemes: ``memory://`` (optional ``?max_entries=N``), ``redis://``, ``rediss://``,
-    ``unix://`` (Redis), ``postgresql://``, ``postgres://``, ``mongodb://``,
-    ``mongodb+srv://``. An unknown scheme or a missing driver raises with what to install.
+    ``unix://``, ``redis+sentinel://host:port,host:port/service/db`` (Redis),
+    ``postgresql://``, ``postgres://``, ``mongodb://``, ``mongodb+srv://``.
+    An unknown scheme or a missing driver raises with what to install.
     """
     if not isinstance(url, str):
         raise TypeError(f"store URL must be a str, not {type(url).__name__}")
@@ -31,7 +32,7 @@ def store_from_url(url: str) -> AbstractStore:
         except ValueError:
             raise ConfigurationError(f"memory:// max_entries must be an integer: {url!r}") from None
         return MemoryStore(max_entries=max_entries)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
         driver = "redis"
     elif scheme in ("postgresql", "postgres"):
         driver = "postgres"
@@ -40,7 +41,7 @@ def store_from_url(url: str) -> AbstractStore:
     else:
         raise ConfigurationError(
             f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
-            "memory://, redis://, rediss://, postgresql://, mongodb:// or mongodb+srv://"
+            "memory://, redis://, rediss://, redis+sentinel://, postgresql://, mongodb:// or mongodb+srv://"
         )
     try:
         if driver == "redis":
