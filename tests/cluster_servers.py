@@ -104,6 +104,8 @@ class ClusterNode(_KillableRedis):
             # A shard without a primary must not take the healthy shards down with it.
             "--cluster-require-full-coverage", "no",
             "--enable-debug-command", "local",
+            # A restarted node resyncs at once (the default waits 5 s for more replicas).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
 
     def probe(self) -> None:
@@ -274,20 +276,19 @@ class RedisClusterServers:
 
         _wait_until("replicas caught up", caught_up, timeout)
 
-    def wait_promoted(self, old_primary: ClusterNode, timeout: float = 30.0) -> ClusterNode:
-        """Wait until another node serves the slots ``old_primary`` served; return it."""
-        ranges = next(s.ranges for s in self.serving_shards() if s.primary is old_primary)
+    def wait_promoted(self, shard: Shard, timeout: float = 30.0) -> ClusterNode:
+        """Wait until a node other than ``shard.primary`` serves the shard's slots, online."""
         found: list[ClusterNode] = []
 
         def promoted() -> bool:
-            for shard in self.shards():
-                if shard.ranges == ranges and shard.primary is not old_primary and (
-                    shard.primary_online
-                ):
-                    admin = shard.primary.admin(0.5)
+            for now in self.shards():
+                if now.ranges == shard.ranges and now.primary is not shard.primary:
+                    if not now.primary_online:
+                        return False
+                    admin = now.primary.admin(0.5)
                     try:
                         if admin.info("replication")["role"] == "master":
-                            found.append(shard.primary)
+                            found.append(now.primary)
                             return True
                     finally:
                         admin.close()
@@ -295,6 +296,36 @@ class RedisClusterServers:
 
         _wait_until("replica promoted", promoted, timeout)
         return found[-1]
+
+    def shard_by_ranges(self, ranges: tuple[tuple[int, int], ...]) -> Shard:
+        return next(shard for shard in self.serving_shards() if shard.ranges == ranges)
+
+
+def cluster_client(
+    servers: RedisClusterServers,
+    *,
+    socket_timeout: float = 2.0,
+    max_connections: int = 512,
+    **options: Any,
+) -> Any:
+    """A ``redis.asyncio.RedisCluster`` configured as docs/deployment.md recommends.
+
+    ``require_full_coverage=False`` keeps the healthy shards usable while one has no
+    primary; ``socket_timeout`` below the session layer's ``store_timeout`` drops a paused
+    node's connection instead of waiting for it to wake. ``max_connections`` is per node
+    and must exceed the requests in flight, or the client fails at once.
+    """
+    from redis.asyncio.cluster import ClusterNode as StartupNode
+    from redis.asyncio.cluster import RedisCluster
+
+    return RedisCluster(
+        startup_nodes=[StartupNode(host, port) for host, port in servers.startup_nodes],
+        require_full_coverage=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        max_connections=max_connections,
+        **options,
+    )
 
 
 def _pairs(raw: Any) -> dict[bytes, Any]:
@@ -623,9 +654,9 @@ def _build(factory: Callable[[], Any]) -> Any:
         pytest.fail(f"{exc}: {INSTALL_HINT}", pytrace=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def redis_cluster_servers() -> Iterator[RedisClusterServers]:
-    """A healthy six-node cluster for one test module (failover tests reshape it)."""
+    """A six-node cluster; failover tests reshape it and leave it healthy again."""
     cluster: RedisClusterServers = _build(RedisClusterServers)
     try:
         cluster.start()

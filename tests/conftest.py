@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from cluster_servers import (  # noqa: F401 - server fixtures of the scale-out tests
+    postgres_pair_factory,
+    redis_cluster_servers,
+    redis_sentinel_servers,
+)
 from servers import (  # noqa: F401 - session-scoped server fixtures
     mongo_server,
     postgres_server,
@@ -20,7 +25,7 @@ from servers import (  # noqa: F401 - session-scoped server fixtures
 import aiohttp_sessionkit.session as session_module
 from aiohttp_sessionkit import AbstractStore, EncryptedCookieStore, MemoryStore, generate_key
 
-STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor"]
+STORE_KINDS = ["memory", "cookie", "redis", "redis-cluster", "postgres", "mongo", "motor"]
 SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie"]
 _unique = itertools.count()
 
@@ -84,6 +89,22 @@ def _redis_factory(url: str) -> Callable[[], AbstractStore]:
     return lambda: RedisStore(url, key_prefix=prefix)
 
 
+def _redis_cluster_factory(servers: Any, clients: list[Any]) -> Callable[[], AbstractStore]:
+    """RedisStores on the six-node cluster, each with its own (borrowed) RedisCluster client."""
+    from cluster_servers import cluster_client
+
+    from aiohttp_sessionkit.stores.redis import RedisStore
+
+    prefix = f"t{next(_unique)}-{uuid.uuid4().hex[:8]}:"
+
+    def build() -> AbstractStore:
+        client = cluster_client(servers)
+        clients.append(client)  # borrowed by the store: the test closes it
+        return RedisStore(client, key_prefix=prefix)
+
+    return build
+
+
 def _postgres_factory(dsn: str) -> Callable[[], AbstractStore]:
     from aiohttp_sessionkit.stores.postgres import PostgresStore
 
@@ -110,6 +131,7 @@ def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[
 
 async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[StoreFactory]:
     motor_clients: list[Any] = []
+    cluster_clients: list[Any] = []
     build: Callable[[], AbstractStore]
     if kind == "memory":
         shared = MemoryStore()
@@ -119,6 +141,9 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         build = lambda: EncryptedCookieStore(key)  # noqa: E731
     elif kind == "redis":
         build = _redis_factory(request.getfixturevalue("redis_server").url)
+    elif kind == "redis-cluster":
+        servers = request.getfixturevalue("redis_cluster_servers")
+        build = _redis_cluster_factory(servers, cluster_clients)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
     else:
@@ -130,6 +155,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         await store.close()
     for client in motor_clients:
         client.close()
+    for cluster in cluster_clients:
+        await cluster.aclose()
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -287,21 +287,27 @@ class RedisStore(ServerStore):
             raise
 
     async def _read_many(self, names: list[str]) -> list[Any]:
-        """One MGET for every read of the batch (MGET per hash slot on a cluster)."""
-        # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
-        # and async clients); on an asyncio client they are always awaitable.
+        """One MGET for every read of the batch (one per node, MGET per slot, on a cluster)."""
         client = self.client
         if isinstance(client, aioredis.RedisCluster):
-            call: Awaitable[list[Any]] = client.mget_nonatomic(names)
-        else:
-            call = cast(_Commands, client).mget(names)
+            return await _per_node(client, names, names, client.mget_nonatomic)
+        # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
+        # and async clients); on an asyncio client they are always awaitable.
+        call = cast(_Commands, client).mget(names)
         if self._gate is None:
             return await call
         async with self._gate:
             return await call
 
     async def _write_many(self, writes: list[_Write]) -> list[Any]:
-        """One command, or a pipeline (no transaction) of the batch's writes."""
+        """One command, or a pipeline (no transaction) of the batch's writes (per node)."""
+        client = self.client
+        if isinstance(client, aioredis.RedisCluster):
+            names = [self._key_prefix + key for _, key, _, _ in writes]
+            return await _per_node(client, writes, names, self._write_group)
+        return await self._write_group(writes)
+
+    async def _write_group(self, writes: list[_Write]) -> list[Any]:
         client = cast(_Commands, self.client)
         prefix = self._key_prefix
         if len(writes) == 1:
@@ -323,6 +329,42 @@ class RedisStore(ServerStore):
         # Never the URL: it may carry a password.
         owner = "owned" if self.owns_client else "borrowed"
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
+
+
+async def _per_node(
+    client: aioredis.RedisCluster,
+    items: list[_Item],
+    names: list[str],
+    run: Callable[[list[_Item]], Awaitable[list[Any]]],
+) -> list[Any]:
+    """Run a batch as one sub-batch per cluster node, concurrently; one result per item.
+
+    A batch of a busy app holds keys of every shard. redis-py sends a multi-slot MGET or a
+    pipeline as one unit and fails all of it when one node fails, so a shard failing over
+    would turn requests for the healthy shards into 503s too. Split per node, a failing
+    shard fails only its own items (their result is the exception).
+    """
+    await client.initialize()  # the slot map; a no-op once known
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        try:
+            node = client.get_node_from_key(name)
+        except redis_errors.SlotNotCoveredError:
+            node = None  # sent anyway: the command itself reports the uncovered slot
+        groups.setdefault(node.name if node is not None else "", []).append(index)
+    if len(groups) == 1:
+        return await run(items)
+    outcomes = await asyncio.gather(
+        *(run([items[i] for i in indexes]) for indexes in groups.values()),
+        return_exceptions=True,
+    )
+    results: list[Any] = [None] * len(items)
+    for indexes, outcome in zip(groups.values(), outcomes, strict=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            raise outcome  # a cancellation is not a per-item result
+        for position, index in enumerate(indexes):
+            results[index] = outcome if isinstance(outcome, Exception) else outcome[position]
+    return results
 
 
 def _unavailable(command: str, exc: BaseException) -> StoreUnavailable:
