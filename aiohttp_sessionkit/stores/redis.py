@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -124,6 +124,8 @@ class _Commands(Protocol):
 
     def mget(self, keys: list[str]) -> Awaitable[list[bytes | None]]: ...
 
+    def get(self, name: str) -> Awaitable[bytes | None]: ...
+
     def set(
         self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...
     ) -> Awaitable[bool | None]: ...
@@ -145,7 +147,8 @@ class RedisStore(ServerStore):
     with ``EX`` so Redis expires it (``SET NX EX`` to create, ``SET XX EX`` to update).
     Concurrent requests share round trips: the reads issued in one event-loop iteration go
     as one ``MGET``, the writes as one pipeline without a transaction. A ``RedisCluster``
-    works as well as a ``Redis`` (its MGET is split by hash slot), and so does a primary
+    works as well as a ``Redis`` (there each call is its own command, so that a shard
+    failing over delays and fails only the requests for its own sessions), and so does a primary
     managed by Redis Sentinel: a ``redis+sentinel://host:26379,host:26380/mymaster/0`` URL,
     or a client from ``redis.asyncio.sentinel.Sentinel(...).master_for(...)``.
     A store built from a URL owns its client and closes it in :meth:`close`; a client
@@ -277,6 +280,9 @@ class RedisStore(ServerStore):
 
     async def _await(self, command: str, batcher: Batcher[_Item], item: _Item) -> Any:
         try:
+            client = self.client
+            if isinstance(client, aioredis.RedisCluster):
+                return await self._on_cluster(client, item)
             return await batcher.call(item)
         except _UNAVAILABLE as exc:
             raise _unavailable(command, exc) from exc
@@ -286,28 +292,39 @@ class RedisStore(ServerStore):
                 raise _unavailable(command, exc) from exc
             raise
 
+    async def _on_cluster(self, client: aioredis.RedisCluster, item: object) -> Any:
+        """One command of its own for each call on a Redis Cluster: no batching.
+
+        A batch holds keys of every shard and completes when its slowest command does, so
+        one shard failing over would hold (and, past ``store_timeout``, fail) the requests
+        of the healthy shards with it. redis-py's ClusterPipeline and ``mget_nonatomic``
+        couple shards harder still: a connection error on one node closes the
+        connections to every node (``RedisCluster.aclose()``, redis-py 8.1.0). Sessions
+        hash to random slots, so a batch could seldom share an MGET anyway.
+        """
+        # The slot map first (a no-op once loaded): without it the commands of a first
+        # burst all go to one node and come back MOVED, and redis-py 8.1.0 rebuilds its
+        # node table under the commands still in flight, closing their connections; a
+        # create could then be retried after it had landed.
+        await client.initialize()
+        commands = cast(_Commands, client)
+        if isinstance(item, str):
+            return await commands.get(item)
+        command, key, data, ttl = cast(_Write, item)
+        return await _send(commands, command, self._key_prefix + key, data, ttl)
+
     async def _read_many(self, names: list[str]) -> list[Any]:
-        """One MGET for every read of the batch (one per node, MGET per slot, on a cluster)."""
-        client = self.client
-        if isinstance(client, aioredis.RedisCluster):
-            return await _per_node(client, names, names, client.mget_nonatomic)
+        """One MGET for every read of the batch."""
         # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
         # and async clients); on an asyncio client they are always awaitable.
-        call = cast(_Commands, client).mget(names)
+        call = cast(_Commands, self.client).mget(names)
         if self._gate is None:
             return await call
         async with self._gate:
             return await call
 
     async def _write_many(self, writes: list[_Write]) -> list[Any]:
-        """One command, or a pipeline (no transaction) of the batch's writes (per node)."""
-        client = self.client
-        if isinstance(client, aioredis.RedisCluster):
-            names = [self._key_prefix + key for _, key, _, _ in writes]
-            return await _per_node(client, writes, names, self._write_group)
-        return await self._write_group(writes)
-
-    async def _write_group(self, writes: list[_Write]) -> list[Any]:
+        """One command, or a pipeline (no transaction) of the batch's writes."""
         client = cast(_Commands, self.client)
         prefix = self._key_prefix
         if len(writes) == 1:
@@ -329,42 +346,6 @@ class RedisStore(ServerStore):
         # Never the URL: it may carry a password.
         owner = "owned" if self.owns_client else "borrowed"
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
-
-
-async def _per_node(
-    client: aioredis.RedisCluster,
-    items: list[_Item],
-    names: list[str],
-    run: Callable[[list[_Item]], Awaitable[list[Any]]],
-) -> list[Any]:
-    """Run a batch as one sub-batch per cluster node, concurrently; one result per item.
-
-    A batch of a busy app holds keys of every shard. redis-py sends a multi-slot MGET or a
-    pipeline as one unit and fails all of it when one node fails, so a shard failing over
-    would turn requests for the healthy shards into 503s too. Split per node, a failing
-    shard fails only its own items (their result is the exception).
-    """
-    await client.initialize()  # the slot map; a no-op once known
-    groups: dict[str, list[int]] = {}
-    for index, name in enumerate(names):
-        try:
-            node = client.get_node_from_key(name)
-        except redis_errors.SlotNotCoveredError:
-            node = None  # sent anyway: the command itself reports the uncovered slot
-        groups.setdefault(node.name if node is not None else "", []).append(index)
-    if len(groups) == 1:
-        return await run(items)
-    outcomes = await asyncio.gather(
-        *(run([items[i] for i in indexes]) for indexes in groups.values()),
-        return_exceptions=True,
-    )
-    results: list[Any] = [None] * len(items)
-    for indexes, outcome in zip(groups.values(), outcomes, strict=True):
-        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-            raise outcome  # a cancellation is not a per-item result
-        for position, index in enumerate(indexes):
-            results[index] = outcome if isinstance(outcome, Exception) else outcome[position]
-    return results
 
 
 def _unavailable(command: str, exc: BaseException) -> StoreUnavailable:
