@@ -636,7 +636,7 @@ class PostgresPair:
         def caught_up() -> bool:
             done = self._fetch(
                 self.replica.port,
-                f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn",  # noqa: S608
+                f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn",
             )
             return bool(done)
 
@@ -691,4 +691,3 @@ def postgres_pair_factory() -> Iterator[Callable[..., PostgresPair]]:
     finally:
         for pair in built:
             pair.close()
-

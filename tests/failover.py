@@ -158,7 +158,9 @@ def check_answers(answers: list[Answer], *, budget: float) -> None:
             assert answer.retry_after is not None and answer.retry_after.isdigit(), answer
             assert not answer.set_cookie, answer
     slow = [a for a in answers if a.seconds > budget]
-    assert not slow, f"{len(slow)} answers slower than {budget} s, slowest {max(slow, key=lambda a: a.seconds)}"
+    assert not slow, (
+        f"{len(slow)} answers slower than {budget} s, slowest {max(slow, key=lambda a: a.seconds)}"
+    )
 
 
 @contextlib.asynccontextmanager

@@ -445,7 +445,8 @@ def _parse_sentinel_url(url: str) -> _SentinelTarget:
                 seconds = -1.0
             if not seconds > 0:
                 raise ConfigurationError(
-                    f"RedisStore sentinel URL option {name} must be a positive number of seconds"
+                    f"RedisStore sentinel URL option {name} must be a positive number of "
+                    f"seconds; {_SENTINEL_HOW_TO}"
                 )
             options[name] = seconds
         elif name == "sentinel_password":
