@@ -548,14 +548,18 @@ class PostgresReplica(PostgresServer):
             )
         if result.returncode != 0:
             raise self.start_error(f"pg_basebackup exited with code {result.returncode}")
-
-    def command(self) -> list[str]:
-        # application_name is what synchronous_standby_names refers to.
+        # Set in the file, not on the command line, so that ALTER SYSTEM can change it
+        # later (cut_replication); application_name is what synchronous_standby_names
+        # refers to. The last setting in the file wins over the one -R wrote.
         conninfo = (
             f"host={HOST} port={self.primary.port} user={self.primary.user} "
             f"application_name={self.application_name}"
         )
-        return [*super().command(), "-c", "hot_standby=on", "-c", f"primary_conninfo={conninfo}"]
+        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"primary_conninfo = '{conninfo}'\n")
+
+    def command(self) -> list[str]:
+        return [*super().command(), "-c", "hot_standby=on"]
 
     def after_first_start(self) -> None:
         pass  # the database came with the base backup
@@ -602,6 +606,22 @@ class PostgresPair:
     def close(self) -> None:
         self.replica.close()
         self.primary.close()
+
+    def cut_replication(self) -> None:
+        """Stop the replica's streaming: from now on the primary commits without it.
+
+        A frozen replica would not do: the kernel keeps receiving WAL into its socket
+        buffer and it replays all of it when thawed. Without a ``primary_conninfo`` the
+        WAL receiver ends and is not restarted, as in a network partition.
+        """
+        self._fetch(self.replica.port, "ALTER SYSTEM SET primary_conninfo = ''")
+        self._fetch(self.replica.port, "SELECT pg_reload_conf()")
+
+        def detached() -> bool:
+            count = self._fetch(self.primary.port, "SELECT count(*) FROM pg_stat_replication")
+            return bool(count == 0)
+
+        _wait_until("replica detached", detached, 30)
 
     @property
     def dsn(self) -> str:

@@ -126,6 +126,10 @@ class Traffic:
             seen[answer.status] = seen.get(answer.status, 0) + 1
         return seen
 
+    def since(self, moment: float) -> list[Answer]:
+        """Answers to requests sent after ``moment``."""
+        return [a for a in self.answers if a.started >= moment]
+
     def between(self, start: float, end: float) -> list[Answer]:
         return [a for a in self.answers if a.finished >= start and a.started <= end]
 
