@@ -56,6 +56,11 @@ def _admin(port: int, timeout: float = 2.0) -> redis.Redis:
     )
 
 
+def _command(admin: redis.Redis, *args: Any) -> Any:
+    """A raw command (redis-py leaves ``execute_command`` unannotated)."""
+    return admin.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -121,7 +126,7 @@ class ClusterNode(_KillableRedis):
     def node_id(self) -> str:
         admin = self.admin()
         try:
-            return str(admin.execute_command("CLUSTER", "MYID").decode())
+            return str(_command(admin, "CLUSTER", "MYID").decode())
         finally:
             admin.close()
 
@@ -190,7 +195,7 @@ class RedisClusterServers:
                 continue
             admin = node.admin()
             try:
-                reply = admin.execute_command("CLUSTER", "SHARDS")
+                reply = _command(admin, "CLUSTER", "SHARDS")
             except redis.RedisError:
                 continue
             finally:
@@ -417,9 +422,7 @@ class RedisSentinelServers:
         for sentinel in self.sentinels:
             admin = _admin(sentinel.port, 0.5)
             try:
-                host, port = admin.execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
-                )
+                _host, port = _command(admin, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
                 return int(port)
             except (redis.RedisError, OSError):
                 continue
@@ -434,15 +437,14 @@ class RedisSentinelServers:
             for sentinel in self.sentinels:
                 admin = _admin(sentinel.port, 0.5)
                 try:
-                    raw = admin.execute_command("SENTINEL", "MASTER", self.service)
+                    raw = _command(admin, "SENTINEL", "MASTER", self.service)
                 finally:
                     admin.close()
-                info = _pairs(raw) if not isinstance(raw, dict) else raw
-                info = {
+                info: dict[str, Any] = {
                     (k.decode() if isinstance(k, bytes) else k): (
                         v.decode() if isinstance(v, bytes) else v
                     )
-                    for k, v in info.items()
+                    for k, v in _pairs(raw).items()
                 }
                 if int(info["num-slaves"]) < 1 or int(info["num-other-sentinels"]) < 2:
                     return False
@@ -599,7 +601,7 @@ class PostgresPair:
                 self.primary.port,
                 "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica1'",
             )
-            return state == ("sync" if self.synchronous else "async")
+            return bool(state == ("sync" if self.synchronous else "async"))
 
         _wait_until("replica attached", attached, 60)
 

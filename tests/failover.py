@@ -139,10 +139,11 @@ class Traffic:
                 return answer
         return None
 
-    async def wait_success(self, group: str, after: float, timeout: float = 60.0) -> Answer:
+    async def wait_success(self, group: str, after: float, seconds: float = 60.0) -> Answer:
         """Wait until a request for ``group`` that started after ``after`` succeeded."""
-        async with asyncio.timeout(timeout):
-            while (found := self.first_success_after(group, after)) is None:
+        async with asyncio.timeout(seconds):
+            # Polls the record of answers, which the traffic tasks append to.
+            while (found := self.first_success_after(group, after)) is None:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return found
 

@@ -45,7 +45,7 @@ def build_app(store: AbstractStore) -> web.Application:
 
     @web.middleware
     async def stamp(request: web.Request, handler: Any) -> web.StreamResponse:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         response.headers["X-Pid"] = request.app[PID]
         return response
 

@@ -54,7 +54,7 @@ class AppProcesses:
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             for port in self.ports
         ]
 

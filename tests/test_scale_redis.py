@@ -359,6 +359,7 @@ def test_sentinel_url_options_reach_the_client() -> None:
         "redis+sentinel://u:s3cret@h1:1,h2:2/mymaster/2?socket_timeout=0.25&sentinel_password=other"
     )
     client = store.client  # built without I/O
+    assert isinstance(client, aioredis.Redis)
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["db"], kwargs["socket_timeout"], kwargs["password"]) == (2, 0.25, "s3cret")
     assert kwargs["username"] == "u"
@@ -387,7 +388,8 @@ async def test_a_sentinel_master_for_client_is_accepted(
 ) -> None:
     from redis.asyncio.sentinel import Sentinel
 
-    sentinel = Sentinel(redis_sentinel_servers.sentinel_addresses, socket_timeout=0.5)
+    addresses = redis_sentinel_servers.sentinel_addresses
+    sentinel = Sentinel(addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
     client = sentinel.master_for("mymaster", socket_timeout=SOCKET_TIMEOUT)
     try:
         store = RedisStore(client, key_prefix="mf:")
