@@ -448,3 +448,45 @@ async def test_sentinel_failover_under_load_gives_503s_then_recovers(
         f"writes lost: {traffic.lost_writes()}, sessions lost: {traffic.lost_sessions()}; "
         f"503 causes: {dict(causes(caplog))}"
     )
+
+
+# -- which driver errors count as "unavailable" ------------------------------------------------
+
+
+async def test_the_writelines_race_is_unavailable_and_other_errors_are_not(
+    redis_server: Any,
+) -> None:
+    """The mapping of driver errors is narrow: only the failover states become 503s."""
+    from redis.asyncio.connection import Connection
+
+    from aiohttp_sessionkit.stores.redis import _failover_error
+
+    # The state the race leaves a connection in: closed by another task (its writer is
+    # None) while this one goes on to send. Provoked on a real connection.
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    connection = Connection(host=HOST, port=port)
+    await connection.connect()  # type: ignore[no-untyped-call]
+    await connection.disconnect()
+    with pytest.raises(AttributeError, match="writelines") as race:
+        await connection._send_packed_command([b"PING\r\n"])
+    assert _failover_error(race.value)
+
+    # An AttributeError of anyone else's code is a bug, not an outage.
+    with pytest.raises(AttributeError) as ours:
+        None.writelines  # type: ignore[attr-defined]  # noqa: B018
+    assert not _failover_error(ours.value)
+
+    # RedisClusterException for a programming error stays what it is...
+    cluster = aioredis.RedisCluster(host=HOST, port=free_port())
+    try:
+        from redis.exceptions import RedisClusterException
+
+        with pytest.raises(RedisClusterException) as misuse:
+            cluster.pipeline().multi()  # type: ignore[no-untyped-call]
+        assert not _failover_error(misuse.value)
+        # ...while "cannot be connected", raised by the slot-map refresh, is an outage.
+        with pytest.raises(RedisClusterException) as unreachable:
+            await cluster.initialize()
+        assert _failover_error(unreachable.value)
+    finally:
+        await cluster.aclose()
