@@ -15,7 +15,7 @@ source scripts/venv.sh
 # nothing here and demo.py says, in one line, which values it accepts.
 store="${SESSIONKIT_STORE:-memory://}"
 case "${store%%://*}" in
-    redis | rediss | unix) extras=(redis) ;;
+    redis | rediss | unix | redis+sentinel) extras=(redis) ;;
     postgres | postgresql) extras=(postgres) ;;
     mongodb | mongodb+srv) extras=(mongo) ;;
     *) extras=() ;;

@@ -12,6 +12,11 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from cluster_servers import (  # noqa: F401 - server fixtures of the scale-out tests
+    postgres_pair_factory,
+    redis_cluster_servers,
+    redis_sentinel_servers,
+)
 from servers import (  # noqa: F401 - session-scoped server fixtures
     mongo_server,
     postgres_server,
@@ -35,7 +40,16 @@ from aiohttp_sessionkit.serializers import Serializer
 #: jwt: HS256, no revocation; jwt-revoke: EdDSA with a MemoryStore deny list;
 #: jwt-revoke-redis: ES256 with a deny list on the real Redis.
 JWT_STORE_KINDS = ["jwt", "jwt-revoke", "jwt-revoke-redis"]
-STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor", *JWT_STORE_KINDS]
+STORE_KINDS = [
+    "memory",
+    "cookie",
+    "redis",
+    "redis-cluster",
+    "postgres",
+    "mongo",
+    "motor",
+    *JWT_STORE_KINDS,
+]
 SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie" and k not in JWT_STORE_KINDS]
 #: Stores whose logout kills every copy of the token.
 REVOCABLE_STORE_KINDS = [*SERVER_STORE_KINDS, "jwt-revoke", "jwt-revoke-redis"]
@@ -114,6 +128,22 @@ def _redis_factory(url: str) -> Callable[[], AbstractStore]:
     return lambda: RedisStore(url, key_prefix=prefix)
 
 
+def _redis_cluster_factory(servers: Any, clients: list[Any]) -> Callable[[], AbstractStore]:
+    """RedisStores on the six-node cluster, each with its own (borrowed) RedisCluster client."""
+    from cluster_servers import cluster_client
+
+    from aiohttp_sessionkit.stores.redis import RedisStore
+
+    prefix = f"t{next(_unique)}-{uuid.uuid4().hex[:8]}:"
+
+    def build() -> AbstractStore:
+        client = cluster_client(servers)
+        clients.append(client)  # borrowed by the store: the test closes it
+        return RedisStore(client, key_prefix=prefix)
+
+    return build
+
+
 def _postgres_factory(dsn: str) -> Callable[[], AbstractStore]:
     from aiohttp_sessionkit.stores.postgres import PostgresStore
 
@@ -158,6 +188,7 @@ def _jwt_factory(kind: str, request: pytest.FixtureRequest) -> Callable[[], Abst
 
 async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[StoreFactory]:
     motor_clients: list[Any] = []
+    cluster_clients: list[Any] = []
     build: Callable[[], AbstractStore]
     if kind == "memory":
         shared = MemoryStore()
@@ -169,6 +200,9 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         build = _redis_factory(request.getfixturevalue("redis_server").url)
     elif kind in JWT_STORE_KINDS:
         build = _jwt_factory(kind, request)
+    elif kind == "redis-cluster":
+        servers = request.getfixturevalue("redis_cluster_servers")
+        build = _redis_cluster_factory(servers, cluster_clients)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
     else:
@@ -180,6 +214,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         await store.close()
     for client in motor_clients:
         client.close()
+    for cluster in cluster_clients:
+        await cluster.aclose()
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -328,6 +328,19 @@ async def migration_security(client: TestClient[Any, Any] | None, ns: dict[str, 
     assert len(ns["app"].middlewares) == 1  # the session middleware; security adds none
 
 
+@check("deployment-cluster", serve=False)
+async def deployment_cluster(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # The hosts are the reader's; constructors do no I/O, so the setup is built and checked.
+    assert ns["app"].middlewares
+    assert ns["cluster"].get_connection_kwargs()["socket_timeout"] == 1.0
+    await ns["cluster"].aclose()
+
+
+@check("deployment-sentinel", serve=False)
+async def deployment_sentinel(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert ns["app"].middlewares and ns["other_app"].middlewares
+
+
 # ------------------------------------------------------------------ the runner
 
 

@@ -557,11 +557,11 @@ async def test_round_trip_on_redis_cluster(redis_cluster: _OneNodeCluster) -> No
         await cluster.aclose()
 
 
-async def test_concurrent_requests_share_round_trips_on_redis_cluster(
+async def test_concurrent_calls_on_redis_cluster_keep_their_semantics(
     redis_cluster: _OneNodeCluster,
 ) -> None:
-    # Batches on a cluster: MGET split by hash slot (mget_nonatomic), writes in a
-    # ClusterPipeline. Twenty sessions hash to many slots.
+    # On a cluster each call is its own command (no batch: see RedisStore._on_cluster), sent
+    # concurrently. Twenty sessions hash to many slots.
     cluster = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.port)
     try:
         s = RedisStore(cluster, key_prefix="cc:")

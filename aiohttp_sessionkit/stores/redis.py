@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 try:
     import redis as redis_sync
@@ -13,6 +13,7 @@ try:
     import redis.exceptions as redis_errors
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -27,13 +28,19 @@ __all__ = ["RedisStore"]
 
 
 _URL_SCHEMES = frozenset({"redis", "rediss", "unix"})
+#: ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?options]``
+_SENTINEL_SCHEME = "redis+sentinel"
 _MAX_PREFIX_LENGTH = 128
 
 # Applied to clients built from a URL; query parameters in the URL
-# (``?socket_timeout=...``) take precedence. Without them a blackholed server would hang a
-# request until the session layer's time budget runs out.
-_SOCKET_CONNECT_TIMEOUT = 5.0
-_SOCKET_TIMEOUT = 5.0
+# (``?socket_timeout=...``) take precedence. Both stay below the session layer's default
+# store_timeout (5 s): a paused or blackholed primary then costs a request one socket
+# timeout and a 503 from the store, and the connection is dropped (a failover moves the
+# client to the new primary), instead of holding every request until the budget runs out.
+_SOCKET_CONNECT_TIMEOUT = 2.0
+_SOCKET_TIMEOUT = 2.0
+#: Sentinels answer one small query each; a dead one should be skipped quickly.
+_SENTINEL_SOCKET_TIMEOUT = 0.5
 _MAX_CONNECTIONS = 100
 
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
@@ -48,6 +55,62 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _failover_error(exc: BaseException) -> bool:
+    """True for the errors redis-py raises outside ``_UNAVAILABLE`` while a topology changes.
+
+    Checked only after ``_UNAVAILABLE``; each case is as narrow as we could make it, so
+    that a bug in our own code or a misuse of the client still surfaces as itself:
+
+    - ``ClusterError`` (a ``RedisError``): "TTL exhausted" once RedisCluster has spent its
+      redirects and retries on a slot that moves or whose node is down; ``ClusterDownError``
+      (CLUSTERDOWN, a whole shard down) and ``MasterDownError`` are subclasses.
+    - ``ReadOnlyError`` (READONLY): a write reached a primary that was just demoted to a
+      replica (CLUSTER FAILOVER, a Sentinel switch) before the client learnt the new primary.
+    - ``TryAgainError`` (TRYAGAIN): a slot being migrated.
+    - ``RedisClusterException``, which subclasses ``Exception`` and not ``RedisError``: only
+      ``SlotNotCoveredError`` and the ones raised while refreshing the slot map
+      (``NodesManager.initialize``: "Redis Cluster cannot be connected", "All slots are not
+      covered", startup nodes disagreeing). Its other uses are programming errors (a
+      cross-slot command, a command without a key) and stay what they are.
+    - The driver race below.
+    """
+    if isinstance(exc, redis_errors.ClusterError | redis_errors.ReadOnlyError):
+        return True
+    if isinstance(exc, redis_errors.TryAgainError | redis_errors.SlotNotCoveredError):
+        return True
+    if isinstance(exc, redis_errors.RedisClusterException):
+        return _raised_in(exc, "redis.asyncio.cluster", "initialize") and not str(exc).startswith(
+            "Cluster mode is not enabled"
+        )
+    # Driver bug, redis-py 8.1.0, redis/asyncio/connection.py (upstream report material):
+    # "asyncio RedisCluster: AttributeError: 'NoneType' object has no attribute 'writelines'
+    # from Connection.send_packed_command under concurrent load during a failover; expected
+    # a ConnectionError." While a failover makes RedisCluster refresh its slot map, it
+    # disconnects connections that other tasks are still using (the refresh, and
+    # ClusterPipeline's retry, which closes the whole client); disconnect() sets
+    # ``_writer``/``_reader`` to None, and a task that already passed its ``is_connected``
+    # check then calls ``self._writer.writelines(...)`` on None. Seen in about one SIGKILL
+    # failover in fifteen at first; 18 requests in ten failovers in tests/test_scale_redis.py.
+    # Only an AttributeError on None raised inside that module counts: our code never runs
+    # there, so a bug of ours still surfaces as itself.
+    if isinstance(exc, AttributeError):
+        return exc.obj is None and _raised_in(exc, "redis.asyncio.connection", None)
+    return False
+
+
+def _raised_in(exc: BaseException, module: str, function: str | None) -> bool:
+    """True when the innermost frame of ``exc``'s traceback is in ``module`` (``function``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_globals.get("__name__") != module:
+        return False
+    return function is None or frame.f_code.co_name == function
+
+
 class _Pipeline(Protocol):
     def set(self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...) -> Any: ...
 
@@ -60,6 +123,8 @@ class _Commands(Protocol):
     """The commands the store uses, as ``redis.asyncio`` clients provide them."""
 
     def mget(self, keys: list[str]) -> Awaitable[list[bytes | None]]: ...
+
+    def get(self, name: str) -> Awaitable[bytes | None]: ...
 
     def set(
         self, name: str, value: bytes, *, ex: int, nx: bool = ..., xx: bool = ...
@@ -82,9 +147,17 @@ class RedisStore(ServerStore):
     with ``EX`` so Redis expires it (``SET NX EX`` to create, ``SET XX EX`` to update).
     Concurrent requests share round trips: the reads issued in one event-loop iteration go
     as one ``MGET``, the writes as one pipeline without a transaction. A ``RedisCluster``
-    works as well as a ``Redis`` (its MGET is split by hash slot). A store built from a URL
-    owns its client and closes it in :meth:`close`; a client passed in is borrowed and
-    never closed.
+    works as well as a ``Redis`` (there each call is its own command, so that a shard
+    failing over delays and fails only the requests for its own sessions), and so does a primary
+    managed by Redis Sentinel: a ``redis+sentinel://host:26379,host:26380/mymaster/0`` URL,
+    or a client from ``redis.asyncio.sentinel.Sentinel(...).master_for(...)``.
+    A store built from a URL owns its client and closes it in :meth:`close`; a client
+    passed in is borrowed and never closed.
+
+    Errors redis-py raises while the server cannot be reached, or while a cluster or a
+    Sentinel is failing over (CLUSTERDOWN, READONLY from a demoted primary, an unreachable
+    cluster, no primary known to the sentinels), become
+    :class:`~aiohttp_sessionkit.StoreUnavailable`: a 503, never a 500.
     """
 
     def __init__(
@@ -99,8 +172,14 @@ class RedisStore(ServerStore):
         self._reads: Batcher[str] = Batcher(self._read_many)
         self._writes: Batcher[_Write] = Batcher(self._write_many)
         self._client: aioredis.Redis | aioredis.RedisCluster | None
+        self._sentinel_target: _SentinelTarget | None = None
+        self._sentinel: Sentinel | None = None  # only for a redis+sentinel:// URL
         if isinstance(url_or_client, str):
-            self._url = _check_url(url_or_client)
+            if urlsplit(url_or_client).scheme.lower() == _SENTINEL_SCHEME:
+                self._sentinel_target = _parse_sentinel_url(url_or_client)
+                self._url = url_or_client
+            else:
+                self._url = _check_url(url_or_client)
             self._client = None  # created on first use: the constructor does no I/O
         else:
             self._url = None
@@ -127,21 +206,45 @@ class RedisStore(ServerStore):
             # BlockingConnectionPool does that too, but through asyncio.wait_for, a task
             # per command, which costs more than the command on a fast link.
             self._gate = asyncio.Semaphore(_MAX_CONNECTIONS)
-            pool = aioredis.ConnectionPool.from_url(
-                self._url,
-                max_connections=_MAX_CONNECTIONS,
-                socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
-                socket_timeout=_SOCKET_TIMEOUT,
-                # One quick retry on a broken connection (a restart or failover left a dead
-                # socket in the pool). All four commands are safe to repeat; timeouts are
-                # not retried, so a hung server costs one timeout, not several.
-                retry=Retry(
-                    ExponentialBackoff(cap=0.1, base=0.01),
-                    1,
-                    supported_errors=(redis_errors.ConnectionError,),
-                ),
+            # One quick retry on a broken connection (a restart or failover left a dead
+            # socket in the pool). All four commands are safe to repeat; timeouts are not
+            # retried, so a hung server costs one timeout, not several.
+            retry = Retry(
+                ExponentialBackoff(cap=0.1, base=0.01),
+                1,
+                supported_errors=(redis_errors.ConnectionError,),
             )
-            self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+            target = self._sentinel_target
+            if target is not None:
+                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                    target.sentinels,
+                    sentinel_kwargs={
+                        "socket_timeout": _SENTINEL_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": _SENTINEL_SOCKET_TIMEOUT,
+                        **target.sentinel_options,
+                    },
+                )
+                # master_for asks the sentinels for the primary at each new connection and
+                # drops its connections when the primary changes: a failover needs no
+                # restart. Closing the client closes its pool.
+                options: dict[str, Any] = {
+                    "db": target.db,
+                    "max_connections": _MAX_CONNECTIONS,
+                    "socket_connect_timeout": _SOCKET_CONNECT_TIMEOUT,
+                    "socket_timeout": _SOCKET_TIMEOUT,
+                    "retry": retry,
+                    **target.options,  # the URL's own options win
+                }
+                self._client = self._sentinel.master_for(target.service, **options)
+            else:
+                pool = aioredis.ConnectionPool.from_url(
+                    self._url,
+                    max_connections=_MAX_CONNECTIONS,
+                    socket_connect_timeout=_SOCKET_CONNECT_TIMEOUT,
+                    socket_timeout=_SOCKET_TIMEOUT,
+                    retry=retry,
+                )
+                self._client = aioredis.Redis.from_pool(pool)  # the client closes the pool
         return self._client
 
     async def open(self) -> None:
@@ -156,6 +259,10 @@ class RedisStore(ServerStore):
         await self._writes.drain()
         client, self._client = self._client, None
         await client.aclose()
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            for connection in sentinel.sentinels:
+                await connection.aclose()
 
     async def get(self, key: str) -> bytes | None:
         name = self._key_prefix + key
@@ -173,23 +280,44 @@ class RedisStore(ServerStore):
 
     async def _await(self, command: str, batcher: Batcher[_Item], item: _Item) -> Any:
         try:
+            client = self.client
+            if isinstance(client, aioredis.RedisCluster):
+                return await self._on_cluster(client, item)
             return await batcher.call(item)
         except _UNAVAILABLE as exc:
-            # Neither the key nor the payload goes into the message: the error type and
-            # redis-py's text (host, port, errno) are what an operator needs.
-            raise StoreUnavailable(
-                f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _unavailable(command, exc) from exc
+        except Exception as exc:
+            # Failover states of a cluster or a Sentinel-managed primary: see _failover_error.
+            if _failover_error(exc):
+                raise _unavailable(command, exc) from exc
+            raise
+
+    async def _on_cluster(self, client: aioredis.RedisCluster, item: object) -> Any:
+        """One command of its own for each call on a Redis Cluster: no batching.
+
+        A batch holds keys of every shard and completes when its slowest command does, so
+        one shard failing over would hold (and, past ``store_timeout``, fail) the requests
+        of the healthy shards with it. redis-py's ClusterPipeline and ``mget_nonatomic``
+        couple shards harder still: a connection error on one node closes the
+        connections to every node (``RedisCluster.aclose()``, redis-py 8.1.0). Sessions
+        hash to random slots, so a batch could seldom share an MGET anyway.
+        """
+        # The slot map first (a no-op once loaded): without it the commands of a first
+        # burst all go to one node and come back MOVED, and redis-py 8.1.0 rebuilds its
+        # node table under the commands still in flight, closing their connections; a
+        # create could then be retried after it had landed.
+        await client.initialize()
+        commands = cast(_Commands, client)
+        if isinstance(item, str):
+            return await commands.get(item)
+        command, key, data, ttl = cast(_Write, item)
+        return await _send(commands, command, self._key_prefix + key, data, ttl)
 
     async def _read_many(self, names: list[str]) -> list[Any]:
-        """One MGET for every read of the batch (MGET per hash slot on a cluster)."""
+        """One MGET for every read of the batch."""
         # redis-py annotates commands as "result or awaitable" (one mixin serves the sync
         # and async clients); on an asyncio client they are always awaitable.
-        client = self.client
-        if isinstance(client, aioredis.RedisCluster):
-            call: Awaitable[list[Any]] = client.mget_nonatomic(names)
-        else:
-            call = cast(_Commands, client).mget(names)
+        call = cast(_Commands, self.client).mget(names)
         if self._gate is None:
             return await call
         async with self._gate:
@@ -220,6 +348,14 @@ class RedisStore(ServerStore):
         return f"<{type(self).__name__} key_prefix={self._key_prefix!r} client={owner}>"
 
 
+def _unavailable(command: str, exc: BaseException) -> StoreUnavailable:
+    # Neither the key nor the payload goes into the message: the error type and redis-py's
+    # text (host, port, errno) are what an operator needs.
+    return StoreUnavailable(
+        f"Redis {command} failed, the server is unavailable: {type(exc).__name__}: {exc}"
+    )
+
+
 def _send(client: _Commands | _Pipeline, command: str, name: str, data: bytes, ttl: int) -> Any:
     if command == "SET NX":
         return client.set(name, data, ex=ttl, nx=True)
@@ -246,13 +382,93 @@ def _check_prefix(key_prefix: object) -> str:
     return key_prefix
 
 
+class _SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    __slots__ = ("db", "options", "sentinel_options", "sentinels", "service")
+
+    def __init__(
+        self,
+        sentinels: list[tuple[str, int]],
+        service: str,
+        db: int,
+        options: dict[str, Any],
+        sentinel_options: dict[str, Any],
+    ) -> None:
+        self.sentinels = sentinels
+        self.service = service
+        self.db = db
+        self.options = options
+        self.sentinel_options = sentinel_options
+
+
+#: Query options of a redis+sentinel:// URL: the first two apply to the primary's
+#: connections, the last to the connections to the sentinels.
+_SENTINEL_FLOAT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+_SENTINEL_HOW_TO = (
+    "use redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]"
+    "[?socket_timeout=S&socket_connect_timeout=S&sentinel_password=P]"
+)
+
+
+def _parse_sentinel_url(url: str) -> _SentinelTarget:
+    """Parse ``redis+sentinel://...``; a mistake raises ConfigurationError (URL not echoed)."""
+    parts = urlsplit(url)
+    hosts_part = parts.netloc.rpartition("@")[2]
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts_part.split(","):
+        host, _, port_text = entry.strip().rpartition(":")
+        if not host:
+            host, port_text = port_text, "26379"  # Sentinel's default port
+        host = host.strip("[]")  # an IPv6 literal
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigurationError(f"RedisStore sentinel address is invalid; {_SENTINEL_HOW_TO}")
+        sentinels.append((host, int(port_text)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigurationError(
+            f"RedisStore sentinel URL needs the service name (and optionally a db number) "
+            f"as its path; {_SENTINEL_HOW_TO}"
+        )
+    options: dict[str, Any] = {}
+    sentinel_options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        value = values[-1]
+        if name in _SENTINEL_FLOAT_OPTIONS:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1.0
+            if not seconds > 0:
+                raise ConfigurationError(
+                    f"RedisStore sentinel URL option {name} must be a positive number of "
+                    f"seconds; {_SENTINEL_HOW_TO}"
+                )
+            options[name] = seconds
+        elif name == "sentinel_password":
+            sentinel_options["password"] = value
+        else:
+            raise ConfigurationError(
+                f"RedisStore sentinel URL option {name!r} is not supported; {_SENTINEL_HOW_TO}"
+            )
+    return _SentinelTarget(
+        sentinels, unquote(path[0]), int(path[1]) if len(path) == 2 else 0, options,
+        sentinel_options,
+    )  # fmt: skip
+
+
 def _check_url(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in _URL_SCHEMES:
         # The URL itself stays out of the message: it may contain a password.
         raise ConfigurationError(
             f"RedisStore URL scheme {scheme + '://' if scheme else '(none)'} is not supported; "
-            "use redis://host:port/db, rediss://host:port/db (TLS) or unix:///path/to.sock"
+            "use redis://host:port/db, rediss://host:port/db (TLS), unix:///path/to.sock or "
+            "redis+sentinel://host:port,host:port/service/db"
         )
     try:
         parse_url(url)

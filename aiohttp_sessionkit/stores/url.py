@@ -17,6 +17,7 @@ SCHEMES = (
     "redis://",
     "rediss://",
     "unix://",
+    "redis+sentinel://",
     "postgresql://",
     "postgres://",
     "mongodb://",
@@ -28,8 +29,9 @@ def store_from_url(url: str) -> AbstractStore:
     """A store for ``url``; the store owns the client it creates and closes it on cleanup.
 
     Schemes: ``memory://`` (optional ``?max_entries=N``), ``redis://``, ``rediss://``,
-    ``unix://`` (Redis), ``postgresql://``, ``postgres://``, ``mongodb://``,
-    ``mongodb+srv://``. An unknown scheme or a missing driver raises with what to install.
+    ``unix://``, ``redis+sentinel://host:port,host:port/service/db`` (Redis),
+    ``postgresql://``, ``postgres://``, ``mongodb://``, ``mongodb+srv://``.
+    An unknown scheme or a missing driver raises with what to install.
     """
     if not isinstance(url, str):
         raise TypeError(f"store URL must be a str, not {type(url).__name__}")
@@ -43,7 +45,7 @@ def store_from_url(url: str) -> AbstractStore:
         except ValueError:
             raise ConfigurationError(f"memory:// max_entries must be an integer: {url!r}") from None
         return MemoryStore(max_entries=max_entries)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
         driver = "redis"
     elif scheme in ("postgresql", "postgres"):
         driver = "postgres"
