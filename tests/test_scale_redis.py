@@ -26,7 +26,7 @@ from cluster_servers import (
 )
 from failover import Traffic, check_answers, running
 from servers import HOST, free_port
-from test_contract import COOKIE, build_app, read, with_cookie
+from test_contract import COOKIE, COOKIE_WIRE, build_app, read, with_cookie
 
 from aiohttp_sessionkit import ConfigurationError, store_from_url
 from aiohttp_sessionkit.ids import record_key
@@ -54,7 +54,7 @@ def key_of(store: RedisStore, cookie: str) -> str:
 
 
 async def app_client(aiohttp_client: Any, store: Any, store_timeout: float = STORE_TIMEOUT) -> Any:
-    app = build_app(store, store_timeout=store_timeout)
+    app = build_app(store, COOKIE_WIRE, store_timeout=store_timeout)
     return await aiohttp_client(app, cookie_jar=DummyCookieJar(), connector=TCPConnector(limit=200))
 
 
@@ -73,7 +73,7 @@ async def write_sessions(client: Any, count: int) -> dict[str, str]:
 
 async def assert_sessions_survived(client: Any, written: dict[str, str]) -> None:
     for cookie, value in written.items():
-        assert (await read(client, cookie))["data"] == {"v": value}
+        assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"v": value}
 
 
 # -- the cluster as a store --------------------------------------------------------------------
@@ -100,7 +100,7 @@ async def test_sessions_spread_over_all_three_shards_under_load(
                 assert await response.json() == expected
                 cookie = cookie or response.cookies[COOKIE].value
             assert cookie is not None
-            assert (await read(client, cookie))["data"] == {"n": increments}
+            assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"n": increments}
             return cookie
 
         cookies = await asyncio.gather(*(one_user() for _ in range(users)))
@@ -156,7 +156,7 @@ def causes(caplog: pytest.LogCaptureFixture) -> Counter[str]:
 
 async def assert_users_kept_their_counts(client: Any, traffic: Traffic) -> None:
     for user in traffic.people:
-        n = (await read(client, user.cookie))["data"]["n"]
+        n = (await read(client, COOKIE_WIRE, user.cookie))["data"]["n"]
         assert user.acked <= n <= user.acked + user.uncertain, (user, n)
 
 
