@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
+    from .stores.sql import SQLAlchemyStore
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "MongoStore",
     "PostgresStore",
     "RedisStore",
+    "SQLAlchemyStore",
     "SerializationError",
     "Serializer",
     "ServerStore",
@@ -67,11 +69,12 @@ __all__ = [
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing
-# this package never imports redis, asyncpg or pymongo.
+# this package never imports redis, asyncpg, pymongo or sqlalchemy.
 _LAZY = {
     "RedisStore": "redis",
     "PostgresStore": "postgres",
     "MongoStore": "mongo",
+    "SQLAlchemyStore": "sql",
 }
 
 

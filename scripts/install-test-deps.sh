@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
-#   - Redis and PostgreSQL from Debian packages (apt-get),
+#   - Redis, PostgreSQL and MariaDB from Debian packages (apt-get),
 #   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod.
 # Idempotent: finds what is already there and only installs what is missing.
 # Python packages are installed elsewhere, not here.
@@ -30,10 +30,20 @@ initdb_bin() {
         echo "$dir/initdb"
     fi
 }
+mariadb_bin() {
+    # Same choice as tests/servers.py: mariadbd (or mysqld) on PATH or in /usr/sbin.
+    local name
+    for name in mariadbd mysqld; do
+        command -v "$name" && return
+        [[ -x "/usr/sbin/$name" ]] && { echo "/usr/sbin/$name"; return; }
+    done
+    true
+}
 
 missing_pkgs=()
 [[ -n "$(redis_bin)" ]] || missing_pkgs+=(redis-server)
 [[ -n "$(initdb_bin)" ]] || missing_pkgs+=(postgresql)
+[[ -n "$(mariadb_bin)" ]] || missing_pkgs+=(mariadb-server)
 
 if ((${#missing_pkgs[@]})); then
     sudo=()
@@ -58,6 +68,12 @@ initdb="$(initdb_bin)"
 pg_state=found
 [[ " ${missing_pkgs[*]} " == *" postgresql "* ]] && pg_state=installed
 log "postgresql: $pg_state $(dirname "$initdb") ($("$initdb" --version | awk '{print $3}'))"
+
+mariadbd="$(mariadb_bin)"
+[[ -n "$mariadbd" ]] || die "mariadbd still missing after apt-get install"
+maria_state=found
+[[ " ${missing_pkgs[*]} " == *" mariadb-server "* ]] && maria_state=installed
+log "mariadb-server: $maria_state $mariadbd ($("$mariadbd" --version | awk '{print $3}'))"
 
 # ---------------------------------------------------------------- FerretDB
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from servers import (  # noqa: F401 - session-scoped server fixtures
+    mariadb_server,
     mongo_server,
     postgres_server,
     redis_server,
@@ -20,7 +21,17 @@ from servers import (  # noqa: F401 - session-scoped server fixtures
 import aiohttp_sessionkit.session as session_module
 from aiohttp_sessionkit import AbstractStore, EncryptedCookieStore, MemoryStore, generate_key
 
-STORE_KINDS = ["memory", "cookie", "redis", "postgres", "mongo", "motor"]
+STORE_KINDS = [
+    "memory",
+    "cookie",
+    "redis",
+    "postgres",
+    "mongo",
+    "motor",
+    "sql-sqlite",
+    "sql-mariadb",
+    "sql-postgres",
+]
 SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie"]
 _unique = itertools.count()
 
@@ -91,6 +102,21 @@ def _postgres_factory(dsn: str) -> Callable[[], AbstractStore]:
     return lambda: PostgresStore(dsn, table=table)
 
 
+def _sql_factory(request: pytest.FixtureRequest, kind: str) -> Callable[[], AbstractStore]:
+    """SQLAlchemyStore on a temp SQLite file, the test MariaDB or the test PostgreSQL."""
+    from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
+
+    if kind == "sql-sqlite":
+        url = f"sqlite+aiosqlite:///{request.getfixturevalue('tmp_path')}/sessions.db"
+    elif kind == "sql-mariadb":
+        url = request.getfixturevalue("mariadb_server").url
+    else:
+        dsn = request.getfixturevalue("postgres_server").url
+        url = "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+    table = f"sessions_{next(_unique)}_{uuid.uuid4().hex[:8]}"
+    return lambda: SQLAlchemyStore(url, table=table)
+
+
 def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[[], AbstractStore]:
     from aiohttp_sessionkit.stores.mongo import MongoStore
 
@@ -121,6 +147,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         build = _redis_factory(request.getfixturevalue("redis_server").url)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
+    elif kind.startswith("sql-"):
+        build = _sql_factory(request, kind)
     else:
         server = request.getfixturevalue("mongo_server")
         build = _mongo_factory(server.url, "pymongo" if kind == "mongo" else "motor", motor_clients)

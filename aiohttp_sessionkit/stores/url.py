@@ -9,7 +9,9 @@ from ..exceptions import ConfigurationError
 
 __all__ = ["store_from_url"]
 
-_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo"}
+_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo", "sql": "sql"}
+#: SQLAlchemy URL schemes served by SQLAlchemyStore. Plain postgresql:// stays PostgresStore.
+_SQL_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy", "mysql+aiomysql", "postgresql+asyncpg")
 
 
 def store_from_url(url: str) -> AbstractStore:
@@ -17,7 +19,10 @@ def store_from_url(url: str) -> AbstractStore:
 
     Schemes: ``memory://`` (optional ``?max_entries=N``), ``redis://``, ``rediss://``,
     ``unix://`` (Redis), ``postgresql://``, ``postgres://``, ``mongodb://``,
-    ``mongodb+srv://``. An unknown scheme or a missing driver raises with what to install.
+    ``mongodb+srv://``, and for :class:`~aiohttp_sessionkit.stores.sql.SQLAlchemyStore`
+    ``sqlite+aiosqlite://``, ``mysql+asyncmy://``, ``mysql+aiomysql://`` and
+    ``postgresql+asyncpg://``. An unknown scheme or a missing driver raises with what to
+    install.
     """
     if not isinstance(url, str):
         raise TypeError(f"store URL must be a str, not {type(url).__name__}")
@@ -37,10 +42,13 @@ def store_from_url(url: str) -> AbstractStore:
         driver = "postgres"
     elif scheme in ("mongodb", "mongodb+srv"):
         driver = "mongo"
+    elif scheme in _SQL_SCHEMES:
+        driver = "sql"
     else:
         raise ConfigurationError(
             f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
-            "memory://, redis://, rediss://, postgresql://, mongodb:// or mongodb+srv://"
+            "memory://, redis://, rediss://, postgresql://, mongodb://, mongodb+srv://, "
+            "sqlite+aiosqlite://, mysql+asyncmy://, mysql+aiomysql:// or postgresql+asyncpg://"
         )
     try:
         if driver == "redis":
@@ -51,6 +59,11 @@ def store_from_url(url: str) -> AbstractStore:
             from .postgres import PostgresStore
 
             return PostgresStore(url)
+        if driver == "sql":
+            # Imported for SQLAlchemy itself; the store names the extra of a missing DB driver.
+            from .sql import SQLAlchemyStore
+
+            return SQLAlchemyStore(url)
         from .mongo import MongoStore
 
         return MongoStore(url)
