@@ -566,7 +566,9 @@ class MariaDBServer(LocalServer):
     def initialize(self) -> None:
         install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         if install_db is None:
-            raise ServerBinaryMissing("mariadb-install-db not found (Debian package mariadb-server)")
+            raise ServerBinaryMissing(
+                "mariadb-install-db not found (Debian package mariadb-server)"
+            )
         with open(self.log_path, "ab") as log:
             result = subprocess.run(
                 [
@@ -608,12 +610,10 @@ class MariaDBServer(LocalServer):
         ]
 
     def _run_sql(self, sql: str) -> None:
-        import asyncmy  # type: ignore[import-untyped]  # asyncmy ships no type information
+        import asyncmy
 
         async def go() -> None:
-            conn = await asyncmy.connect(
-                host=HOST, port=self.port, user="root", connect_timeout=5
-            )
+            conn = await asyncmy.connect(host=HOST, port=self.port, user="root", connect_timeout=5)
             try:
                 async with conn.cursor() as cursor:
                     await cursor.execute(sql)

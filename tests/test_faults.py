@@ -304,7 +304,7 @@ async def count_connections(kind: str, server: ServerHandle) -> int:
         finally:
             await client.aclose()
     if kind == "sql-mariadb":
-        import asyncmy  # type: ignore[import-untyped]  # asyncmy ships no type information
+        import asyncmy
 
         url = urlsplit(server.url)
         connection = await asyncmy.connect(
@@ -317,8 +317,8 @@ async def count_connections(kind: str, server: ServerHandle) -> int:
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                     "WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'"
                 )
-                (count,) = await cursor.fetchone()
-            return int(count)
+                row = await cursor.fetchone()
+            return int(row[0])
         finally:
             connection.close()
     if kind in ("postgres", "sql-postgres"):

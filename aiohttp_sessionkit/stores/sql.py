@@ -45,7 +45,12 @@ DEFAULT_TABLE = "aiohttp_sessions"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_IDENTIFIER = 63  # the shortest limit of the three dialects (PostgreSQL); MySQL allows 64
 _POOL_SIZE = 10
-#: Seconds SQLite waits for another connection's write lock before "database is locked".
+#: Seconds a SQLite statement waits for another process's lock, in the driver's thread.
+#: Short, because asyncio cannot cancel that thread: a write that is still waiting there
+#: when its request has answered 503 would commit later. Longer waits happen in asyncio,
+#: between retries, where a cancelled request leaves nothing behind.
+_SQLITE_LOCK_WAIT = 0.05
+#: Seconds of retries on a locked SQLite database before the store reports it unavailable.
 _SQLITE_BUSY_TIMEOUT = 30.0
 #: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
 _POOL_RECYCLE = 3600
@@ -135,7 +140,7 @@ def _engine_for(url: sa.URL) -> AsyncEngine:
         if url.database in (None, "", ":memory:"):
             # Each connection would open a database of its own: share one connection.
             options["poolclass"] = sa.StaticPool
-        options["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT}
+        options["connect_args"] = {"timeout": _SQLITE_LOCK_WAIT}
     else:
         options.update(pool_size=_POOL_SIZE, max_overflow=0, pool_recycle=_POOL_RECYCLE)
     engine = create_async_engine(url, **options)
@@ -151,7 +156,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_LOCK_WAIT * 1000)}")
     finally:
         cursor.close()
 
@@ -222,6 +227,7 @@ class SQLAlchemyStore(ServerStore):
         """The engine the store uses: its own (from a URL) or the application's."""
         self._where = _describe(engine) + ("" if self._owned else " (application's engine)")
         self._dialect = engine.dialect.name
+        self._sqlite = self._dialect == "sqlite"
         # Our own engine runs in autocommit mode: each statement is its own transaction with
         # no BEGIN/COMMIT round trips. A borrowed engine keeps its settings; we commit.
         self._autocommit = self._owned
@@ -257,9 +263,7 @@ class SQLAlchemyStore(ServerStore):
         self._ready: AsyncEngine | None = None  # set once the table is checked
         self._lock = asyncio.Lock()
         batching = _BATCHING.get(self._dialect, _DEFAULT_BATCHING)
-        self._reads: Batcher[str] | None = (
-            Batcher(self._get_batch) if "get" in batching else None
-        )
+        self._reads: Batcher[str] | None = Batcher(self._get_batch) if "get" in batching else None
         self._creates: Batcher[_Write] | None = (
             Batcher(self._create_batch) if "create" in batching else None
         )
@@ -399,7 +403,11 @@ class SQLAlchemyStore(ServerStore):
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(self._sql_insert, rows)
 
-        await self._run(work, write=True, transaction=not self._autocommit)
+        # All rows or none: a failed batch must leave nothing behind for the retry item by
+        # item to trip over. MySQL's drivers send one multi-row INSERT and asyncpg wraps
+        # executemany in a transaction; SQLite's driver inserts row by row, so it needs one.
+        atomic = self._dialect in ("mysql", "mariadb", "postgresql")
+        await self._run(work, write=True, transaction=not atomic)
         return [True] * len(writes)
 
     async def _update_many(self, writes: list[_Write]) -> list[Any]:
@@ -496,16 +504,26 @@ class SQLAlchemyStore(ServerStore):
         work: Callable[[AsyncConnection], Awaitable[_T]],
         transaction: bool,
     ) -> _T:
-        for attempt in (1, 2):
+        dead_retried = False
+        busy_waited = 0.0
+        delay = 0.002
+        while True:
             try:
                 return await self._on_connection(engine, work, transaction)
             except _Duplicate:
                 raise
             except Exception as exc:
-                if attempt == 1 and _is_dead_connection(exc):
+                if not dead_retried and _is_dead_connection(exc):
+                    dead_retried = True
+                    continue
+                if self._sqlite and _is_locked(exc) and busy_waited < _SQLITE_BUSY_TIMEOUT:
+                    # Another process holds SQLite's lock. Nothing was done (a busy statement
+                    # has no effect), so wait here, where cancelling is clean, and retry.
+                    await asyncio.sleep(delay)
+                    busy_waited += delay
+                    delay = min(delay * 2, 0.05)
                     continue
                 raise self._translate(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _on_connection(
         self,
@@ -514,26 +532,36 @@ class SQLAlchemyStore(ServerStore):
         transaction: bool,
     ) -> _T:
         async with engine.connect() as conn:
-            if not transaction or not self._autocommit:
-                try:
-                    result = await work(conn)
-                except sa.exc.IntegrityError as exc:
-                    raise _Duplicate from exc
-                if not self._autocommit:
-                    await conn.commit()
-                return result
-            # Autocommit mode: SQLAlchemy sends no BEGIN, so we do. IMMEDIATE makes SQLite
-            # take the write lock now, through its busy handler, instead of failing with
-            # "database is locked" when a read turns into a write halfway through.
-            begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
-            await conn.exec_driver_sql(begin)
+            return await self._work_on(conn, work, transaction)
+
+    async def _work_on(
+        self,
+        conn: AsyncConnection,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        if not transaction or not self._autocommit:
             try:
                 result = await work(conn)
-            except Exception:
-                await conn.exec_driver_sql("ROLLBACK")
-                raise
-            await conn.exec_driver_sql("COMMIT")
+            except sa.exc.IntegrityError as exc:
+                raise _Duplicate from exc
+            if not self._autocommit:
+                await conn.commit()
             return result
+        # Autocommit mode: SQLAlchemy sends no BEGIN, so we do. IMMEDIATE makes SQLite take
+        # the write lock now, through its busy handler, instead of failing with "database is
+        # locked" when a read turns into a write halfway through.
+        begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
+        await conn.exec_driver_sql(begin)
+        try:
+            result = await work(conn)
+        except Exception as exc:
+            await conn.exec_driver_sql("ROLLBACK")
+            if isinstance(exc, sa.exc.IntegrityError):
+                raise _Duplicate from exc
+            raise
+        await conn.exec_driver_sql("COMMIT")
+        return result
 
     async def _prepare(self) -> AsyncEngine:
         """Check (or create) the table once; concurrent callers share the check."""
@@ -569,7 +597,9 @@ class SQLAlchemyStore(ServerStore):
                 await conn.run_sync(self.table.metadata.create_all, checkfirst=True)
                 return
             except sa.exc.DBAPIError as exc:
-                if _is_unavailable(exc) or attempt == 2:
+                # SQLite says "already exists" with an OperationalError, so only a lost
+                # connection is final here.
+                if exc.connection_invalidated or attempt == 2:
                     raise
                 if not self._autocommit:
                     await conn.rollback()
@@ -586,7 +616,9 @@ class SQLAlchemyStore(ServerStore):
         """The store exception for a driver error: StoreUnavailable or StoreError."""
         if _is_unavailable(exc):
             detail = str(getattr(exc, "orig", None) or exc) or "no details"
-            return StoreUnavailable(f"{self._where} is unavailable ({type(exc).__name__}: {detail})")
+            return StoreUnavailable(
+                f"{self._where} is unavailable ({type(exc).__name__}: {detail})"
+            )
         if _is_missing_table(exc):
             return self._missing_table()
         detail = str(getattr(exc, "orig", None) or exc)
@@ -607,6 +639,11 @@ _SQLITE_UNAVAILABLE_TEXT = ("database is locked", "unable to open", "disk i/o", 
 def _is_missing_table(exc: BaseException) -> bool:
     text = f"{type(getattr(exc, 'orig', exc)).__name__} {getattr(exc, 'orig', exc)}".lower()
     return any(marker in text for marker in _MISSING_TABLE_TEXT)
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's SQLITE_BUSY: another connection holds the lock."""
+    return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _is_dead_connection(exc: BaseException) -> bool:
