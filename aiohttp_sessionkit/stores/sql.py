@@ -54,12 +54,12 @@ _SQLITE_LOCK_WAIT = 0.05
 _SQLITE_BUSY_TIMEOUT = 30.0
 #: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
 _POOL_RECYCLE = 3600
-#: The drivers each URL scheme needs, and the extra that installs them.
-_EXTRAS = {
-    "aiosqlite": "sqlite",
-    "asyncmy": "mysql",
-    "aiomysql": "mysql",
-    "asyncpg": "postgres",
+#: How to install the driver of each URL scheme.
+_INSTALL = {
+    "aiosqlite": 'pip install "aiohttp-sessionkit[sqlite]"',
+    "asyncmy": 'pip install "aiohttp-sessionkit[mysql]"',
+    "aiomysql": 'pip install "aiohttp-sessionkit[sql]" aiomysql',
+    "asyncpg": 'pip install "aiohttp-sessionkit[sql,postgres]"',
 }
 
 #: Which operations share statements, per dialect. Measured in one process, 64 concurrent
@@ -204,8 +204,7 @@ class SQLAlchemyStore(ServerStore):
                     )
                 engine = _engine_for(url)
             except ImportError as exc:
-                extra = _EXTRAS.get(driver)
-                how = f'pip install "aiohttp-sessionkit[{extra}]"' if extra else f"install {driver}"
+                how = _INSTALL.get(driver, f"install {driver}")
                 raise ConfigurationError(
                     f"SQLAlchemyStore: the {url.drivername}:// driver is not installed: {how} "
                     f"({exc})"
