@@ -160,7 +160,6 @@ def test_bad_schema_names_are_rejected() -> None:
     [
         "sqlite+aiosqlite:///sessions.db",
         "mysql+asyncmy://app:pw@db/app",
-        "mysql+aiomysql://app:pw@db/app",
         "postgresql+asyncpg://app:pw@db/app",
     ],
 )
@@ -412,5 +411,26 @@ async def test_a_write_that_timed_out_on_a_locked_sqlite_database_never_lands_la
             locked.execute("COMMIT")
         await asyncio.sleep(0.3)  # ... and to commit, had it been waiting there
         assert await store.load(token, namespace=NS) == b"before"
+    finally:
+        await store.close()
+
+
+async def test_aiomysql_works_or_is_refused_at_setup_when_its_pymysql_breaks_it(
+    mariadb_server: Any,
+) -> None:
+    url = mariadb_server.url.replace("+asyncmy://", "+aiomysql://")
+    from pymysql import converters  # type: ignore[import-untyped]  # no stubs installed
+
+    if not callable(getattr(converters, "escape_bytes_prefixed", None)):
+        # aiomysql 0.3.2 with PyMySQL >= 1.2.3 fails on every bytes parameter: say so now,
+        # not with a 500 on the first request.
+        with pytest.raises(ConfigurationError, match=r"aiomysql#1080.*mysql\+asyncmy"):
+            SQLAlchemyStore(url, table=unique_table())
+        return
+    store = SQLAlchemyStore(url, table=unique_table())
+    try:
+        token = await store.save(None, bytes(range(256)), ttl=60, namespace=NS)
+        assert token is not None
+        assert await store.load(token, namespace=NS) == bytes(range(256))
     finally:
         await store.close()

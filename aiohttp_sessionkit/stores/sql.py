@@ -161,6 +161,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _check_driver(engine: AsyncEngine) -> None:
+    """Refuse at setup a driver known to fail every session write."""
+    if engine.dialect.driver != "aiomysql":
+        return
+    # aiomysql 0.3.2 calls PyMySQL's escape_bytes_prefixed, which PyMySQL 1.2.3 turned into a
+    # placeholder string: every bytes parameter then fails (aio-libs/aiomysql#1080).
+    from pymysql import converters  # type: ignore[import-untyped]  # no stubs installed
+
+    if not callable(getattr(converters, "escape_bytes_prefixed", None)):
+        import pymysql
+
+        raise ConfigurationError(
+            f"mysql+aiomysql:// cannot send binary data with the installed PyMySQL "
+            f"{pymysql.__version__} (aio-libs/aiomysql#1080); use mysql+asyncmy:// "
+            '(pip install "aiohttp-sessionkit[mysql]") or pip install "PyMySQL<1.2.3"'
+        )
+
+
 def _describe(engine: AsyncEngine) -> str:
     url = engine.url
     where = url.database or "memory" if url.get_backend_name() == "sqlite" else None
@@ -222,6 +240,7 @@ class SQLAlchemyStore(ServerStore):
                 "SQLAlchemyStore needs a database URL ('sqlite+aiosqlite:///sessions.db') or "
                 f"a sqlalchemy.ext.asyncio.AsyncEngine, got {type(url_or_engine).__name__}"
             )
+        _check_driver(engine)
         self.engine: AsyncEngine = engine
         """The engine the store uses: its own (from a URL) or the application's."""
         self._where = _describe(engine) + ("" if self._owned else " (application's engine)")
