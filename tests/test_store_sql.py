@@ -312,6 +312,22 @@ async def test_concurrent_creates_share_one_statement(store: SQLAlchemyStore) ->
     assert len(inserts) == 1
 
 
+async def test_concurrent_updates_share_one_update_statement_and_skip_dead_rows(
+    store: SQLAlchemyStore,
+) -> None:
+    tokens = [await store.save(None, b"old", ttl=60, namespace=NS) or "" for _ in range(20)]
+    await store.delete(tokens[0], namespace=NS)  # logged out: its update must find nothing
+    updates = await statements(store.engine, "UPDATE")
+    results = await asyncio.gather(
+        *(store.save(t, b"new %d" % i, ttl=60, namespace=NS) for i, t in enumerate(tokens))
+    )
+    assert results == [None, *tokens[1:]]
+    assert len(updates) == 1
+    assert await store.load(tokens[0], namespace=NS) is None
+    for i, token in enumerate(tokens[1:], start=1):
+        assert await store.load(token, namespace=NS) == b"new %d" % i
+
+
 async def test_a_create_batch_with_a_taken_key_falls_back_to_one_by_one(
     store: SQLAlchemyStore,
 ) -> None:

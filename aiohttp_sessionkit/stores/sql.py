@@ -12,8 +12,8 @@ layer already trusts the application's clock for idle and absolute timeouts.
 Statements use SQLAlchemy Core only, so the same code runs on every dialect. Where it pays
 (measured, see ``_BATCHING``) concurrent requests share statements through
 :class:`~aiohttp_sessionkit.batching.Batcher`: the loads issued in one event-loop iteration
-go as one ``SELECT ... WHERE key IN (...)``, the creates as one multi-row ``INSERT``, and on
-SQLite and PostgreSQL the updates as one transaction.
+go as one ``SELECT ... WHERE key IN (...)``, the creates as one multi-row ``INSERT``, the
+updates as one locking ``SELECT`` and one ``UPDATE`` in a transaction.
 """
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ _INSTALL = {
 }
 
 #: Which operations share statements, per dialect. Measured in one process, 64 concurrent
-#: callers (scripts/measure-sql-batching.py; figures in docs/sql.md): shared reads and
-#: creates paid 9x to 23x everywhere, shared updates 2.2x on SQLite (one write lock, one
-#: commit) and 1.6x on PostgreSQL, but nothing on MariaDB (0.94x), where a batch of updates
-#: is still one round trip per row, so MySQL updates go one by one.
+#: callers (scripts/measure-sql-batching.py; figures in docs/sql.md): shared statements paid
+#: on every dialect for every operation, from 3x (updates on PostgreSQL) to 22x (loads).
+#: Updates paid this much only as one locking SELECT and one UPDATE (see _update_locked);
+#: as one UPDATE per row in a transaction they measured 0.94x on MariaDB.
 _BATCHING: dict[str, frozenset[str]] = {
     "sqlite": frozenset({"get", "create", "update"}),
     "postgresql": frozenset({"get", "create", "update"}),
-    "mysql": frozenset({"get", "create"}),
-    "mariadb": frozenset({"get", "create"}),
+    "mysql": frozenset({"get", "create", "update"}),
+    "mariadb": frozenset({"get", "create", "update"}),
 }
 #: Other dialects: the portable statements that every dialect runs the same way.
 _DEFAULT_BATCHING = frozenset({"get", "create"})
@@ -430,25 +430,43 @@ class SQLAlchemyStore(ServerStore):
 
     async def _update_many(self, writes: list[_Write]) -> list[Any]:
         # Two updates of one key (two concurrent requests of one session): the last one is
-        # written and both report success, as if they had run one after the other. The rows
-        # are updated in key order, so two batches in flight lock in the same order and
-        # wait for each other at worst, never deadlock.
+        # written and both report success, as if they had run one after the other.
         last = {write[0]: write for write in writes}
         now = _now_ms()
-
-        async def work(conn: AsyncConnection) -> set[str]:
-            done = set()
-            for key in sorted(last):
-                _, data, ttl = last[key]
-                result = await conn.execute(
-                    self._sql_update, {"k": key, "d": data, "e": now + ttl * 1000, "now": now}
-                )
-                if result.rowcount == 1:
-                    done.add(key)
-            return done
-
-        done = await self._run(work, write=True, transaction=True)
+        done = await self._run(
+            lambda conn: self._update_locked(conn, last, now), write=True, transaction=True
+        )
         return [key in done for key, _, _ in writes]
+
+    async def _update_locked(
+        self, conn: AsyncConnection, last: dict[str, _Write], now: int
+    ) -> set[str]:
+        """Update several rows in two statements, in one transaction, whatever their number.
+
+        Not every database has UPDATE ... RETURNING to say which rows an update found
+        (MySQL has not). So the live rows are locked first, in key order, which keeps two
+        batches in flight from deadlocking and a concurrent logout from deleting a row
+        meanwhile (SQLite needs no row locks: ``BEGIN IMMEDIATE`` holds its write lock);
+        then one UPDATE writes all of them, picking each row's values by key.
+        """
+        t = self.table.c
+        found = await conn.execute(
+            sa.select(t.key)
+            .where(t.key.in_(sorted(last)), t.expires_at > now)
+            .order_by(t.key)
+            .with_for_update()
+        )
+        live = [row[0] for row in found]
+        if live:
+            await conn.execute(
+                sa.update(self.table)
+                .where(t.key.in_(live), t.expires_at > now)
+                .values(
+                    data=sa.case({k: last[k][1] for k in live}, value=t.key),
+                    expires_at=sa.case({k: now + last[k][2] * 1000 for k in live}, value=t.key),
+                )
+            )
+        return set(live)
 
     async def _batch(
         self,
