@@ -180,9 +180,10 @@ def _check_driver(engine: AsyncEngine) -> None:
 
 
 def _describe(engine: AsyncEngine) -> str:
-    url = engine.url
-    where = url.database or "memory" if url.get_backend_name() == "sqlite" else None
-    if where is None:
+    url = engine.url  # never its password
+    if url.get_backend_name() == "sqlite":
+        where = url.database or "memory"
+    else:
         host = url.host or "localhost"
         where = f"{host}:{url.port}/{url.database}" if url.port else f"{host}/{url.database}"
     return f"{url.get_backend_name()} at {where}"
