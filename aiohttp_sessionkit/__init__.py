@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
+    from .stores.sql import SQLAlchemyStore
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ __all__ = [
     "MongoStore",
     "PostgresStore",
     "RedisStore",
+    "SQLAlchemyStore",
     "SerializationError",
     "Serializer",
     "ServerStore",
@@ -92,13 +94,14 @@ __all__ = [
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing
-# this package never imports redis, asyncpg, pymongo or jwt.
+# this package never imports redis, asyncpg, pymongo, sqlalchemy or jwt.
 _LAZY = {
     "RedisStore": ".stores.redis",
     "PostgresStore": ".stores.postgres",
     "MongoStore": ".stores.mongo",
     "JWTStore": ".stores.jwt",
     "jwks_handler": ".stores.jwt",
+    "SQLAlchemyStore": ".stores.sql",
     "AiohttpSessionCookie": ".legacy",
     "AiohttpSessionRedis": ".legacy",
     "AiohttpSessionMemcached": ".legacy",

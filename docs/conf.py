@@ -55,8 +55,11 @@ html_title = f"aiohttp-sessionkit {release}"
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(aiohttp|yarl|multidict|redis|asyncpg|pymongo|motor|bson)(\..*)?"),
+    (r"py:.*", r"(sqlalchemy|jwt|cryptography|aiohttp_security|aiomcache)(\..*)?"),
     (r"py:.*", r"(collections\.abc|asyncio|datetime|logging|types|typing_extensions)\..*"),
     (r"py:.*", r"(web|web_app|web_request|web_response)\..*"),
+    # a type variable of Batcher's signature, private by design
+    (r"py:class", r"aiohttp_sessionkit\.batching\._Item"),
 ]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
-#   - Redis, PostgreSQL, memcached and Chromium (for tests/test_browser.py) from Debian
-#     packages (apt-get),
+#   - Redis, PostgreSQL, MariaDB, memcached and Chromium (for tests/test_browser.py) from
+#     Debian packages (apt-get),
 #   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod.
 # Idempotent: finds what is already there and only installs what is missing.
 # Python packages are installed elsewhere, not here.
@@ -31,6 +31,15 @@ initdb_bin() {
         echo "$dir/initdb"
     fi
 }
+mariadb_bin() {
+    # Same choice as tests/servers.py: mariadbd (or mysqld) on PATH or in /usr/sbin.
+    local name
+    for name in mariadbd mysqld; do
+        command -v "$name" && return
+        [[ -x "/usr/sbin/$name" ]] && { echo "/usr/sbin/$name"; return; }
+    done
+    true
+}
 
 memcached_bin() { command -v memcached || { [[ -x /usr/bin/memcached ]] && echo /usr/bin/memcached; } || true; }
 # Playwright drives Debian's Chromium at this path; it never downloads a browser of its own.
@@ -41,6 +50,7 @@ missing_pkgs=()
 [[ -n "$(memcached_bin)" ]] || missing_pkgs+=(memcached)  # aiohttp-session migration tests
 [[ -n "$(initdb_bin)" ]] || missing_pkgs+=(postgresql)
 [[ -x "$chromium_bin" ]] || missing_pkgs+=(chromium)
+[[ -n "$(mariadb_bin)" ]] || missing_pkgs+=(mariadb-server)
 
 if ((${#missing_pkgs[@]})); then
     sudo=()
@@ -74,6 +84,12 @@ log "postgresql: $pg_state $(dirname "$initdb") ($("$initdb" --version | awk '{p
 chromium_state=found
 [[ " ${missing_pkgs[*]} " == *" chromium "* ]] && chromium_state=installed
 log "chromium: $chromium_state $chromium_bin ($("$chromium_bin" --version 2>/dev/null | awk '{print $2}'))"
+
+mariadbd="$(mariadb_bin)"
+[[ -n "$mariadbd" ]] || die "mariadbd still missing after apt-get install"
+maria_state=found
+[[ " ${missing_pkgs[*]} " == *" mariadb-server "* ]] && maria_state=installed
+log "mariadb-server: $maria_state $mariadbd ($("$mariadbd" --version | awk '{print $3}'))"
 
 # ---------------------------------------------------------------- FerretDB
 

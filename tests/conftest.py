@@ -18,6 +18,7 @@ from cluster_servers import (  # noqa: F401 - server fixtures of the scale-out t
     redis_sentinel_servers,
 )
 from servers import (  # noqa: F401 - session-scoped server fixtures
+    mariadb_server,
     mongo_server,
     postgres_server,
     redis_server,
@@ -48,6 +49,9 @@ STORE_KINDS = [
     "postgres",
     "mongo",
     "motor",
+    "sql-sqlite",
+    "sql-mariadb",
+    "sql-postgres",
     *JWT_STORE_KINDS,
 ]
 SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie" and k not in JWT_STORE_KINDS]
@@ -151,6 +155,21 @@ def _postgres_factory(dsn: str) -> Callable[[], AbstractStore]:
     return lambda: PostgresStore(dsn, table=table)
 
 
+def _sql_factory(request: pytest.FixtureRequest, kind: str) -> Callable[[], AbstractStore]:
+    """SQLAlchemyStore on a temp SQLite file, the test MariaDB or the test PostgreSQL."""
+    from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
+
+    if kind == "sql-sqlite":
+        url = f"sqlite+aiosqlite:///{request.getfixturevalue('tmp_path')}/sessions.db"
+    elif kind == "sql-mariadb":
+        url = request.getfixturevalue("mariadb_server").url
+    else:
+        dsn = request.getfixturevalue("postgres_server").url
+        url = "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+    table = f"sessions_{next(_unique)}_{uuid.uuid4().hex[:8]}"
+    return lambda: SQLAlchemyStore(url, table=table)
+
+
 def _mongo_factory(url: str, driver: str, motor_clients: list[Any]) -> Callable[[], AbstractStore]:
     from aiohttp_sessionkit.stores.mongo import MongoStore
 
@@ -205,6 +224,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
         build = _redis_cluster_factory(servers, cluster_clients)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
+    elif kind.startswith("sql-"):
+        build = _sql_factory(request, kind)
     else:
         server = request.getfixturevalue("mongo_server")
         build = _mongo_factory(server.url, "pymongo" if kind == "mongo" else "motor", motor_clients)

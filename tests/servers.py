@@ -1,13 +1,14 @@
-"""Throwaway Redis, PostgreSQL and FerretDB (MongoDB protocol) servers for the tests.
+"""Throwaway Redis, PostgreSQL, MariaDB and FerretDB (MongoDB protocol) servers for the tests.
 
 Each server runs as a child process on a free 127.0.0.1 port in a fresh temp dir, and can be
 stopped and started again on the same port with the same data (for fault tests).
 
-Fixtures (session-scoped): ``redis_server``, ``postgres_server``, ``mongo_server``, made
-visible to all tests by tests/conftest.py importing them. Each yields a ``ServerHandle``.
-Set ``SESSIONKIT_TEST_REDIS_URL``, ``SESSIONKIT_TEST_POSTGRES_DSN`` or
-``SESSIONKIT_TEST_MONGO_URL`` to use an external server instead; its start/stop/restart then
-skip the calling test.
+Fixtures (session-scoped): ``redis_server``, ``postgres_server``, ``mariadb_server``,
+``mongo_server``, made visible to all tests by tests/conftest.py importing them. Each yields a
+``ServerHandle``. Set ``SESSIONKIT_TEST_REDIS_URL``, ``SESSIONKIT_TEST_POSTGRES_DSN``,
+``SESSIONKIT_TEST_MYSQL_URL`` (a SQLAlchemy URL such as ``mysql+asyncmy://user:pw@host/db``)
+or ``SESSIONKIT_TEST_MONGO_URL`` to use an external server instead; its start/stop/restart
+then skip the calling test.
 
 Install the server binaries with ``scripts/install-test-deps.sh``.
 """
@@ -537,6 +538,97 @@ class PostgresServer(LocalServer):
         self._connect_and("postgres", f'CREATE DATABASE "{self.database}"')
 
 
+class MariaDBServer(LocalServer):
+    """MariaDB (Debian package mariadb-server): the MySQL protocol, root without a password."""
+
+    name = "mariadb"
+    database = "sessionkit_test"
+    start_timeout = 60.0
+
+    @classmethod
+    def find_executable(cls) -> Path:
+        for name in ("mariadbd", "mysqld"):
+            found = shutil.which(name)
+            if found:
+                return Path(found)
+            if (Path("/usr/sbin") / name).exists():  # sbin is not on every PATH
+                return Path("/usr/sbin") / name
+        raise ServerBinaryMissing("mariadbd not found (Debian package mariadb-server)")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def url(self) -> str:
+        return f"mysql+asyncmy://root@{HOST}:{self.port}/{self.database}"
+
+    def initialize(self) -> None:
+        install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        if install_db is None:
+            raise ServerBinaryMissing(
+                "mariadb-install-db not found (Debian package mariadb-server)"
+            )
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run(
+                [
+                    install_db,
+                    "--no-defaults",
+                    f"--datadir={self.data_dir}",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                timeout=180,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise self.start_error(f"mariadb-install-db exited with code {result.returncode}")
+
+    def command(self) -> list[str]:
+        return [
+            str(self.executable),
+            "--no-defaults",
+            f"--datadir={self.data_dir}",
+            "--user=root",
+            f"--port={self.port}",
+            f"--bind-address={HOST}",
+            f"--socket={self.base_dir / 'sock'}",
+            f"--pid-file={self.base_dir / 'mariadbd.pid'}",
+            f"--tmpdir={self.base_dir}",
+            "--skip-log-bin",
+            "--skip-name-resolve",
+            "--max-connections=500",
+            # A throwaway server: durability only costs time (like fsync=off for PostgreSQL).
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--innodb-buffer-pool-size=64M",
+        ]
+
+    def _run_sql(self, sql: str) -> None:
+        import asyncmy
+
+        async def go() -> None:
+            conn = await asyncmy.connect(host=HOST, port=self.port, user="root", connect_timeout=5)
+            try:
+                async with conn.cursor() as cursor:
+                    await cursor.execute(sql)
+            finally:
+                conn.close()
+
+        run_async(go)
+
+    def probe(self) -> None:
+        self._run_sql("SELECT 1")
+
+    def after_first_start(self) -> None:
+        self._run_sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+
+
 class FerretServer(LocalServer):
     """FerretDB v1.24.2 with its SQLite backend: a real MongoDB wire-protocol server."""
 
@@ -648,6 +740,11 @@ def redis_server() -> Iterator[ServerHandle]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[ServerHandle]:
     yield from serve("SESSIONKIT_TEST_POSTGRES_DSN", PostgresServer)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[ServerHandle]:
+    yield from serve("SESSIONKIT_TEST_MYSQL_URL", MariaDBServer)
 
 
 @pytest.fixture(scope="session")

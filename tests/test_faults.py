@@ -24,12 +24,14 @@ from aiohttp_sessionkit import get_session
 
 _T = TypeVar("_T")
 
-FAULT_KINDS = ["redis", "postgres", "mongo", "motor"]
+FAULT_KINDS = ["redis", "postgres", "mongo", "motor", "sql-mariadb", "sql-postgres"]
 SERVER_FIXTURE = {
     "redis": "redis_server",
     "postgres": "postgres_server",
     "mongo": "mongo_server",
     "motor": "mongo_server",
+    "sql-mariadb": "mariadb_server",
+    "sql-postgres": "postgres_server",
 }
 #: The time budget per store call while a server is down: a stopped Redis or PostgreSQL
 #: refuses connections at once, but the Mongo drivers wait for server selection (5 s).
@@ -197,12 +199,7 @@ async def test_failed_save_never_leaves_a_cookie_pointing_at_unsaved_state(
 
 @pytest.mark.parametrize(
     "server_store_factory",
-    [
-        "redis",
-        "postgres",
-        "mongo",
-        "motor",
-    ],
+    FAULT_KINDS,
     indirect=True,
 )
 async def test_hung_store_answers_503_within_the_budget_and_leaks_nothing(
@@ -228,8 +225,8 @@ async def test_hung_store_answers_503_within_the_budget_and_leaks_nothing(
         # keeps its connection until the server answers, then returns it to the pool. The
         # pool may grow by one connection per concurrently hung call, no more.
         connection_limit += len(needing_the_store)
-    elif kind == "postgres":
-        # The store's asyncpg pool replaces dropped connections, up to its max_size of 10.
+    elif kind in ("postgres", "sql-postgres", "sql-mariadb"):
+        # The store's pool replaces dropped connections, up to its size of 10.
         connection_limit = max(connection_limit, 10)
 
     for outage in range(2):  # twice: what the first outage left behind must not add up
@@ -306,7 +303,25 @@ async def count_connections(kind: str, server: ServerHandle) -> int:
             return len(await client.client_list()) - 1
         finally:
             await client.aclose()
-    if kind == "postgres":
+    if kind == "sql-mariadb":
+        import asyncmy
+
+        url = urlsplit(server.url)
+        connection = await asyncmy.connect(
+            host=url.hostname, port=url.port, user=url.username or "root",
+            password=url.password or "", connect_timeout=5,
+        )  # fmt: skip
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'"
+                )
+                row = await cursor.fetchone()
+            return int(row[0])
+        finally:
+            connection.close()
+    if kind in ("postgres", "sql-postgres"):
         import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
         connection = await asyncpg.connect(server.url)

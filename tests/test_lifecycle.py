@@ -19,6 +19,7 @@ import cookie_app
 import mongo_app
 import postgres_app
 import redis_app
+import sql_app
 
 
 class LifecycleStore(MemoryStore):
@@ -114,6 +115,24 @@ async def test_postgres_example(aiohttp_client: Any, postgres_server: Any) -> No
     await count_twice(aiohttp_client, postgres_app.make_app(postgres_server.url))
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "mariadb"])
+async def test_sql_example(
+    aiohttp_client: Any, request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    if dialect == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/sessions.db"
+    else:
+        url = request.getfixturevalue("mariadb_server").url
+        # The example's table names are fixed: start from a database without them.
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(sql_app.metadata.drop_all)
+        await engine.dispose()
+    await count_twice(aiohttp_client, sql_app.make_app(url))
+
+
 async def test_mongo_example(aiohttp_client: Any, mongo_server: Any) -> None:
     await count_twice(aiohttp_client, mongo_app.make_app(mongo_server.url))
 
@@ -122,7 +141,7 @@ async def test_cookie_example_with_rotated_keys(aiohttp_client: Any) -> None:
     await count_twice(aiohttp_client, cookie_app.make_app([generate_key(), generate_key()]))
 
 
-@pytest.mark.parametrize("scheme", ["redis", "postgres", "mongo"])
+@pytest.mark.parametrize("scheme", ["redis", "postgres", "mongo", "mariadb"])
 async def test_setup_with_a_store_url_serves_sessions(
     aiohttp_client: Any, request: pytest.FixtureRequest, scheme: str
 ) -> None:

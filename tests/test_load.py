@@ -245,6 +245,7 @@ async def store_size(store: AbstractStore) -> int:
     from aiohttp_sessionkit.stores.mongo import MongoStore
     from aiohttp_sessionkit.stores.postgres import PostgresStore
     from aiohttp_sessionkit.stores.redis import RedisStore
+    from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
 
     if isinstance(store, RedisStore):
         return len([key async for key in store.client.scan_iter(match=store.key_prefix + "*")])
@@ -254,6 +255,12 @@ async def store_size(store: AbstractStore) -> int:
         pool = await store._prepare()
         count: int = await pool.fetchval(f"SELECT count(*) FROM {store._qualified}")  # noqa: S608
         return count
+    if isinstance(store, SQLAlchemyStore):
+        import sqlalchemy as sa
+
+        async with store.engine.connect() as connection:
+            rows = await connection.scalar(sa.select(sa.func.count()).select_from(store.table))
+        return int(rows or 0)
     assert isinstance(store, MongoStore)
     collection = await store._ready()
     return int(await collection.count_documents({}))

@@ -51,7 +51,8 @@ async def client(driver: str, mongo_server: Any) -> AsyncIterator[Any]:  # noqa:
     if driver == "pymongo":
         made = AsyncMongoClient(mongo_server.url, tz_aware=True, **options)
     else:
-        motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+        import motor.motor_asyncio as motor_asyncio
+
         made = motor_asyncio.AsyncIOMotorClient(mongo_server.url, tz_aware=True, **options)
     yield made
     await close_client(made)
@@ -326,7 +327,8 @@ def _monitored_client(driver: str, url: str, listener: CommandListener) -> Any:
     options: dict[str, Any] = {"tz_aware": True, "event_listeners": [listener]}
     if driver == "pymongo":
         return AsyncMongoClient(url, **options)
-    motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+    import motor.motor_asyncio as motor_asyncio
+
     return motor_asyncio.AsyncIOMotorClient(url, **options)
 
 

@@ -9,17 +9,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-asyncpg = pytest.importorskip("asyncpg")
-
-from aiohttp_sessionkit.exceptions import (  # noqa: E402
+from aiohttp_sessionkit.exceptions import (
     ConfigurationError,
     StoreError,
     StoreUnavailable,
 )
-from aiohttp_sessionkit.ids import new_session_id, record_key  # noqa: E402
-from aiohttp_sessionkit.stores.postgres import PostgresStore  # noqa: E402
+from aiohttp_sessionkit.ids import new_session_id, record_key
+from aiohttp_sessionkit.stores.postgres import PostgresStore
 
 # ``postgres_server`` is the session-scoped fixture from servers.py, registered by conftest.
 # Raw SQL below interpolates only table names the tests generate, hence the S608 noqas.

@@ -9,7 +9,9 @@ from ..exceptions import ConfigurationError
 
 __all__ = ["store_from_url"]
 
-_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo"}
+_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo", "sql": "sql"}
+#: SQLAlchemy URL schemes served by SQLAlchemyStore. Plain postgresql:// stays PostgresStore.
+_SQL_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy", "mysql+aiomysql", "postgresql+asyncpg")
 
 #: Every URL scheme store_from_url accepts, in the order error messages list them.
 SCHEMES = (
@@ -22,6 +24,10 @@ SCHEMES = (
     "postgres://",
     "mongodb://",
     "mongodb+srv://",
+    "sqlite+aiosqlite://",
+    "mysql+asyncmy://",
+    "mysql+aiomysql://",
+    "postgresql+asyncpg://",
 )
 
 
@@ -30,8 +36,10 @@ def store_from_url(url: str) -> AbstractStore:
 
     Schemes: ``memory://`` (optional ``?max_entries=N``), ``redis://``, ``rediss://``,
     ``unix://``, ``redis+sentinel://host:port,host:port/service/db`` (Redis),
-    ``postgresql://``, ``postgres://``, ``mongodb://``, ``mongodb+srv://``.
-    An unknown scheme or a missing driver raises with what to install.
+    ``postgresql://``, ``postgres://``, ``mongodb://``, ``mongodb+srv://``, and for
+    :class:`~aiohttp_sessionkit.SQLAlchemyStore` ``sqlite+aiosqlite://``,
+    ``mysql+asyncmy://``, ``mysql+aiomysql://`` and ``postgresql+asyncpg://``. An unknown
+    scheme or a missing driver raises with what to install.
     """
     if not isinstance(url, str):
         raise TypeError(f"store URL must be a str, not {type(url).__name__}")
@@ -51,6 +59,8 @@ def store_from_url(url: str) -> AbstractStore:
         driver = "postgres"
     elif scheme in ("mongodb", "mongodb+srv"):
         driver = "mongo"
+    elif scheme in _SQL_SCHEMES:
+        driver = "sql"
     else:
         raise ConfigurationError(
             f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
@@ -65,6 +75,11 @@ def store_from_url(url: str) -> AbstractStore:
             from .postgres import PostgresStore
 
             return PostgresStore(url)
+        if driver == "sql":
+            # Imported for SQLAlchemy itself; the store names the extra of a missing DB driver.
+            from .sql import SQLAlchemyStore
+
+            return SQLAlchemyStore(url)
         from .mongo import MongoStore
 
         return MongoStore(url)

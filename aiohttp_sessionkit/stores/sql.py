@@ -1,0 +1,709 @@
+"""SQL store on SQLAlchemy's asyncio engine: SQLite, MySQL/MariaDB, PostgreSQL.
+
+One row per session: the record key (a SHA-256 hex digest, never the session id), the
+payload and the expiry time. Rows are not removed by the database when they expire: every
+query filters on ``expires_at`` and :meth:`SQLAlchemyStore.purge_expired` deletes the
+leftovers in bounded batches.
+
+``expires_at`` holds Unix time in milliseconds from the application's clock, not the
+database's: one integer column compares the same way on every dialect, and the session
+layer already trusts the application's clock for idle and absolute timeouts.
+
+Statements use SQLAlchemy Core only, so the same code runs on every dialect. Where it pays
+(measured, see ``_BATCHING``) concurrent requests share statements through
+:class:`~aiohttp_sessionkit.batching.Batcher`: the loads issued in one event-loop iteration
+go as one ``SELECT ... WHERE key IN (...)``, the creates as one multi-row ``INSERT``, the
+updates as one locking ``SELECT`` and one ``UPDATE`` in a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'SQLAlchemyStore needs SQLAlchemy: pip install "aiohttp-sessionkit[sql]"'
+    ) from exc
+
+from ..abc import ServerStore
+from ..batching import Batcher
+from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ._startup import open_or_defer
+
+__all__ = ["DEFAULT_TABLE", "SQLAlchemyStore", "define_table"]
+
+#: The table name used when none is given.
+DEFAULT_TABLE = "aiohttp_sessions"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_IDENTIFIER = 63  # the shortest limit of the three dialects (PostgreSQL); MySQL allows 64
+_POOL_SIZE = 10
+#: Seconds a SQLite statement waits for another process's lock, in the driver's thread.
+#: Short, because asyncio cannot cancel that thread: a write that is still waiting there
+#: when its request has answered 503 would commit later. Longer waits happen in asyncio,
+#: between retries, where a cancelled request leaves nothing behind.
+_SQLITE_LOCK_WAIT = 0.05
+#: Seconds of retries on a locked SQLite database before the store reports it unavailable.
+_SQLITE_BUSY_TIMEOUT = 30.0
+#: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
+_POOL_RECYCLE = 3600
+#: How to install the driver of each URL scheme.
+_INSTALL = {
+    "aiosqlite": 'pip install "aiohttp-sessionkit[sqlite]"',
+    "asyncmy": 'pip install "aiohttp-sessionkit[mysql]"',
+    "aiomysql": 'pip install "aiohttp-sessionkit[sql]" aiomysql',
+    "asyncpg": 'pip install "aiohttp-sessionkit[sql,postgres]"',
+}
+
+#: Which operations share statements, per dialect. Measured in one process, 64 concurrent
+#: callers (scripts/measure-sql-batching.py; figures in docs/sql.md): shared statements paid
+#: on every dialect for every operation, from 3x (updates on PostgreSQL) to 22x (loads).
+#: Updates paid this much only as one locking SELECT and one UPDATE (see _update_locked);
+#: as one UPDATE per row in a transaction they measured 0.94x on MariaDB.
+_BATCHING: dict[str, frozenset[str]] = {
+    "sqlite": frozenset({"get", "create", "update"}),
+    "postgresql": frozenset({"get", "create", "update"}),
+    "mysql": frozenset({"get", "create", "update"}),
+    "mariadb": frozenset({"get", "create", "update"}),
+}
+#: Other dialects: the portable statements that every dialect runs the same way.
+_DEFAULT_BATCHING = frozenset({"get", "create"})
+
+#: A create or an update: the record key, the payload, the TTL in seconds.
+_Write = tuple[str, bytes, int]
+_Item = TypeVar("_Item")
+_T = TypeVar("_T")
+
+
+def define_table(
+    metadata: sa.MetaData, name: str = DEFAULT_TABLE, *, schema: str | None = None
+) -> sa.Table:
+    """Define the session table on ``metadata`` (your application's own, for Alembic).
+
+    Columns: ``key`` (64 lowercase hex characters, the primary key), ``data`` (the payload)
+    and ``expires_at`` (Unix time in milliseconds, indexed for the purge).
+    """
+    _identifier(name, "table")
+    if schema is not None:
+        _identifier(schema, "schema")
+    return sa.Table(
+        name,
+        metadata,
+        # ASCII on MySQL: a utf8mb4 key would take four bytes a character in the index.
+        sa.Column(
+            "key",
+            sa.String(64).with_variant(
+                mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+            ),
+            primary_key=True,
+        ),
+        # MySQL's BLOB stops at 64 KiB; MEDIUMBLOB holds 16 MiB like the other dialects' types.
+        sa.Column(
+            "data",
+            sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb"),
+            nullable=False,
+        ),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False, index=True),
+        schema=schema,
+    )
+
+
+def _identifier(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigurationError(
+            f"SQLAlchemyStore {what} must be a plain identifier (letters, digits and '_', not "
+            f"starting with a digit), got {value!r}"
+        )
+    if len(value) > _MAX_IDENTIFIER:
+        raise ConfigurationError(
+            f"SQLAlchemyStore {what} {value!r} is longer than {_MAX_IDENTIFIER} characters, "
+            "which not every database accepts"
+        )
+    return value
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _engine_for(url: sa.URL) -> AsyncEngine:
+    """An engine this store owns: autocommit (one statement, one round trip), sized pool."""
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            # Each connection would open a database of its own: share one connection.
+            options["poolclass"] = sa.StaticPool
+        options["connect_args"] = {"timeout": _SQLITE_LOCK_WAIT}
+    else:
+        options.update(pool_size=_POOL_SIZE, max_overflow=0, pool_recycle=_POOL_RECYCLE)
+    engine = create_async_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run while a write commits; NORMAL syncs at checkpoints only, which
+    # in WAL mode loses no committed data on an application crash (only on power loss).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_LOCK_WAIT * 1000)}")
+    finally:
+        cursor.close()
+
+
+def _check_driver(engine: AsyncEngine) -> None:
+    """Refuse at setup a driver known to fail every session write."""
+    if engine.dialect.driver != "aiomysql":
+        return
+    # aiomysql 0.3.2 calls PyMySQL's escape_bytes_prefixed, which PyMySQL 1.2.3 turned into a
+    # placeholder string: every bytes parameter then fails (aio-libs/aiomysql#1080).
+    from pymysql import converters  # type: ignore[import-untyped]  # no stubs installed
+
+    if not callable(getattr(converters, "escape_bytes_prefixed", None)):
+        import pymysql
+
+        raise ConfigurationError(
+            f"mysql+aiomysql:// cannot send binary data with the installed PyMySQL "
+            f"{pymysql.__version__} (aio-libs/aiomysql#1080); use mysql+asyncmy:// "
+            '(pip install "aiohttp-sessionkit[mysql]") or pip install "PyMySQL<1.2.3"'
+        )
+
+
+def _describe(engine: AsyncEngine) -> str:
+    url = engine.url  # never its password
+    if url.get_backend_name() == "sqlite":
+        where = url.database or "memory"
+    else:
+        host = url.host or "localhost"
+        where = f"{host}:{url.port}/{url.database}" if url.port else f"{host}/{url.database}"
+    return f"{url.get_backend_name()} at {where}"
+
+
+class SQLAlchemyStore(ServerStore):
+    """Sessions in a SQL table, through an ``AsyncEngine`` it creates (from a URL) or borrows.
+
+    ``url_or_engine``: a SQLAlchemy URL with an asyncio driver (``sqlite+aiosqlite:///path``,
+    ``mysql+asyncmy://user:pw@host/db``, ``mysql+aiomysql://...``,
+    ``postgresql+asyncpg://...``), or the application's own ``AsyncEngine``, which the store
+    borrows and never disposes of. ``table`` and ``schema`` name the table;
+    ``create_table=False`` leaves the DDL to your migrations (see
+    :func:`~aiohttp_sessionkit.stores.sql.define_table`).
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | AsyncEngine,
+        *,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        create_table: bool = True,
+    ) -> None:
+        if isinstance(url_or_engine, (str, sa.URL)):
+            try:
+                url = sa.make_url(url_or_engine)
+            except sa.exc.ArgumentError as exc:
+                raise ConfigurationError(f"SQLAlchemyStore: not a database URL ({exc})") from None
+            driver = url.get_driver_name()
+            try:
+                dialect = url.get_dialect()
+                if not getattr(dialect, "is_async", False):
+                    raise ConfigurationError(
+                        f"SQLAlchemyStore needs an asyncio driver; {url.drivername}:// is not "
+                        "one. Use sqlite+aiosqlite://, mysql+asyncmy://, mysql+aiomysql:// or "
+                        "postgresql+asyncpg://"
+                    )
+                engine = _engine_for(url)
+            except ImportError as exc:
+                how = _INSTALL.get(driver, f"install {driver}")
+                raise ConfigurationError(
+                    f"SQLAlchemyStore: the {url.drivername}:// driver is not installed: {how} "
+                    f"({exc})"
+                ) from exc
+            except sa.exc.NoSuchModuleError as exc:
+                raise ConfigurationError(
+                    f"SQLAlchemyStore: SQLAlchemy knows no dialect {url.drivername!r} ({exc})"
+                ) from None
+            self._owned = True
+        elif isinstance(url_or_engine, AsyncEngine):
+            engine = url_or_engine
+            self._owned = False
+        else:
+            raise ConfigurationError(
+                "SQLAlchemyStore needs a database URL ('sqlite+aiosqlite:///sessions.db') or "
+                f"a sqlalchemy.ext.asyncio.AsyncEngine, got {type(url_or_engine).__name__}"
+            )
+        _check_driver(engine)
+        self.engine: AsyncEngine = engine
+        """The engine the store uses: its own (from a URL) or the application's."""
+        self._where = _describe(engine) + ("" if self._owned else " (application's engine)")
+        self._dialect = engine.dialect.name
+        self._sqlite = self._dialect == "sqlite"
+        # Our own engine runs in autocommit mode: each statement is its own transaction with
+        # no BEGIN/COMMIT round trips. A borrowed engine keeps its settings; we commit.
+        self._autocommit = self._owned
+        self._create_table = create_table
+        self.table: sa.Table = define_table(sa.MetaData(), table, schema=schema)
+        """The session table, as SQLAlchemy Core sees it."""
+
+        t = self.table.c
+        self._sql_get = sa.select(t.data).where(
+            t.key == sa.bindparam("key"), t.expires_at > sa.bindparam("now")
+        )
+        self._sql_get_many = sa.select(t.key, t.data).where(
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at > sa.bindparam("now")
+        )
+        self._sql_insert = sa.insert(self.table)
+        self._sql_update = (
+            sa.update(self.table)
+            .where(t.key == sa.bindparam("k"), t.expires_at > sa.bindparam("now"))
+            .values(data=sa.bindparam("d"), expires_at=sa.bindparam("e"))
+        )
+        self._sql_delete = sa.delete(self.table).where(t.key == sa.bindparam("key"))
+        # Only a row already expired: a create may replace it; the purge deletes it.
+        self._sql_delete_expired = sa.delete(self.table).where(
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at <= sa.bindparam("now")
+        )
+        self._sql_expired_keys = (
+            sa.select(t.key).where(t.expires_at <= sa.bindparam("now")).limit(sa.bindparam("n"))
+        )
+
+        # SQLite takes one writer at a time. Writers of this process queue here, in asyncio,
+        # rather than in SQLite's busy handler, which sleeps in growing steps.
+        self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
+        self._ready: AsyncEngine | None = None  # set once the table is checked
+        self._lock = asyncio.Lock()
+        batching = _BATCHING.get(self._dialect, _DEFAULT_BATCHING)
+        self._reads: Batcher[str] | None = Batcher(self._get_batch) if "get" in batching else None
+        self._creates: Batcher[_Write] | None = (
+            Batcher(self._create_batch) if "create" in batching else None
+        )
+        self._updates: Batcher[_Write] | None = (
+            Batcher(self._update_batch) if "update" in batching else None
+        )
+
+    def __repr__(self) -> str:
+        return f"<SQLAlchemyStore {self.table.fullname} on {self._where}>"
+
+    async def open(self) -> None:
+        """Check the table, creating it with ``create_table``. Idempotent.
+
+        A database that cannot be reached does not stop the application: ``open`` logs it
+        once and returns, and the table is checked on first use (requests that need a
+        session get 503 meanwhile). A missing table without ``create_table`` still raises
+        :class:`~aiohttp_sessionkit.StoreError`.
+        """
+        await open_or_defer(self, self._prepare)
+
+    async def close(self) -> None:
+        """Dispose of the engine if this store created it; a borrowed engine stays open."""
+        for batcher in (self._reads, self._creates, self._updates):
+            if batcher is not None:
+                await batcher.drain()
+        async with self._lock:
+            self._ready = None
+            if self._owned:
+                # The engine stays usable: a later call opens a fresh pool, as after startup.
+                await self.engine.dispose()
+
+    # -- the four record operations
+
+    async def get(self, key: str) -> bytes | None:
+        if self._reads is not None:
+            data: bytes | None = await self._reads.call(key)
+            return data
+        return await self._get_one(key)
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        if self._creates is not None:
+            return bool(await self._creates.call((key, data, ttl)))
+        return await self._create_one((key, data, ttl))
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        if self._updates is not None:
+            return bool(await self._updates.call((key, data, ttl)))
+        return await self._update_one((key, data, ttl))
+
+    async def remove(self, key: str) -> None:
+        # Not batched: logouts are rare.
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self._sql_delete, {"key": key})
+
+        await self._run(work, write=True)
+
+    # -- one statement per call
+
+    async def _get_one(self, key: str) -> bytes | None:
+        async def work(conn: AsyncConnection) -> bytes | None:
+            result = await conn.execute(self._sql_get, {"key": key, "now": _now_ms()})
+            data: bytes | None = result.scalar()
+            return data
+
+        return await self._run(work)
+
+    async def _create_one(self, write: _Write) -> bool:
+        key, data, ttl = write
+        row = {"key": key, "data": data, "expires_at": _now_ms() + ttl * 1000}
+
+        async def insert(conn: AsyncConnection) -> None:
+            await conn.execute(self._sql_insert, row)
+
+        try:
+            await self._run(insert, write=True)
+            return True
+        except _Duplicate:
+            pass
+        # The key exists. A live row wins; an expired one may be replaced. Never seen with
+        # fresh random keys, so the slow path costs nothing in practice.
+        if not await self._delete_expired([key]):
+            return False
+        try:
+            await self._run(insert, write=True)
+            return True
+        except _Duplicate:  # a concurrent create took the key meanwhile
+            return False
+
+    async def _update_one(self, write: _Write) -> bool:
+        key, data, ttl = write
+        now = _now_ms()
+
+        async def work(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                self._sql_update, {"k": key, "d": data, "e": now + ttl * 1000, "now": now}
+            )
+            return result.rowcount == 1
+
+        return await self._run(work, write=True)
+
+    async def _delete_expired(self, keys: list[str]) -> int:
+        async def work(conn: AsyncConnection) -> int:
+            result = await conn.execute(self._sql_delete_expired, {"keys": keys, "now": _now_ms()})
+            return int(result.rowcount)
+
+        return await self._run(work, write=True)
+
+    # -- shared statements: one round trip per batch. A batch of one runs the single-row
+    # statement; a batch whose statement fails on a query error (not an outage) runs again
+    # item by item, so that what one caller sent fails that caller alone.
+
+    async def _get_batch(self, keys: list[str]) -> list[Any]:
+        return await self._batch(keys, self._get_many, self._get_one)
+
+    async def _create_batch(self, writes: list[_Write]) -> list[Any]:
+        return await self._batch(writes, self._create_many, self._create_one)
+
+    async def _update_batch(self, writes: list[_Write]) -> list[Any]:
+        return await self._batch(writes, self._update_many, self._update_one)
+
+    async def _get_many(self, keys: list[str]) -> list[Any]:
+        distinct = list(dict.fromkeys(keys))  # two requests of one session: asked once
+
+        async def work(conn: AsyncConnection) -> dict[str, bytes]:
+            result = await conn.execute(self._sql_get_many, {"keys": distinct, "now": _now_ms()})
+            return {row[0]: row[1] for row in result}
+
+        found = await self._run(work)
+        return [found.get(key) for key in keys]
+
+    async def _create_many(self, writes: list[_Write]) -> list[Any]:
+        # One multi-row INSERT. Fresh random keys never collide; if one does (or a key is
+        # sent twice), the whole INSERT fails and _batch retries item by item, where each
+        # create gets its own create-only answer.
+        now = _now_ms()
+        rows = [
+            {"key": key, "data": data, "expires_at": now + ttl * 1000}
+            for key, data, ttl in sorted(writes)
+        ]
+        if len({row["key"] for row in rows}) != len(rows):
+            raise _Duplicate
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self._sql_insert, rows)
+
+        # All rows or none: a failed batch must leave nothing behind for the retry item by
+        # item to trip over. MySQL's drivers send one multi-row INSERT and asyncpg wraps
+        # executemany in a transaction; SQLite's driver inserts row by row, so it needs one.
+        atomic = self._dialect in ("mysql", "mariadb", "postgresql")
+        await self._run(work, write=True, transaction=not atomic)
+        return [True] * len(writes)
+
+    async def _update_many(self, writes: list[_Write]) -> list[Any]:
+        # Two updates of one key (two concurrent requests of one session): the last one is
+        # written and both report success, as if they had run one after the other.
+        last = {write[0]: write for write in writes}
+        now = _now_ms()
+        done = await self._run(
+            lambda conn: self._update_locked(conn, last, now), write=True, transaction=True
+        )
+        return [key in done for key, _, _ in writes]
+
+    async def _update_locked(
+        self, conn: AsyncConnection, last: dict[str, _Write], now: int
+    ) -> set[str]:
+        """Update several rows in two statements, in one transaction, whatever their number.
+
+        Not every database has UPDATE ... RETURNING to say which rows an update found
+        (MySQL has not). So the live rows are locked first, in key order, which keeps two
+        batches in flight from deadlocking and a concurrent logout from deleting a row
+        meanwhile (SQLite needs no row locks: ``BEGIN IMMEDIATE`` holds its write lock);
+        then one UPDATE writes all of them, picking each row's values by key.
+        """
+        t = self.table.c
+        found = await conn.execute(
+            sa.select(t.key)
+            .where(t.key.in_(sorted(last)), t.expires_at > now)
+            .order_by(t.key)
+            .with_for_update()
+        )
+        live = [row[0] for row in found]
+        if live:
+            await conn.execute(
+                sa.update(self.table)
+                .where(t.key.in_(live), t.expires_at > now)
+                .values(
+                    data=sa.case({k: last[k][1] for k in live}, value=t.key),
+                    expires_at=sa.case({k: now + last[k][2] * 1000 for k in live}, value=t.key),
+                )
+            )
+        return set(live)
+
+    async def _batch(
+        self,
+        items: list[_Item],
+        many: Callable[[list[_Item]], Awaitable[list[Any]]],
+        one: Callable[[_Item], Awaitable[Any]],
+    ) -> list[Any]:
+        if len(items) == 1:
+            return [await one(items[0])]
+        try:
+            return await many(items)
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            pass
+        results: list[Any] = []
+        for item in items:
+            try:
+                results.append(await one(item))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    # -- maintenance
+
+    async def purge_expired(self, batch_size: int = 1000) -> int:
+        """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        total = 0
+        while True:
+
+            async def expired(conn: AsyncConnection) -> list[str]:
+                result = await conn.execute(
+                    self._sql_expired_keys, {"now": _now_ms(), "n": batch_size}
+                )
+                return [row[0] for row in result]
+
+            keys = await self._run(expired)
+            if keys:
+                # Deleted only if still expired: a create may have revived a key meanwhile.
+                total += await self._delete_expired(keys)
+            if len(keys) < batch_size:
+                return total
+
+    # -- running statements
+
+    async def _run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        *,
+        write: bool = False,
+        transaction: bool = False,
+    ) -> _T:
+        """Run ``work`` on a pooled connection; a connection that had died gets one retry.
+
+        After a server restart the pool may hand out a connection whose end it has not yet
+        noticed; SQLAlchemy then invalidates it, and the retry gets a fresh one. Every
+        statement here is safe to repeat. ``transaction`` groups the statements of
+        ``work`` in one transaction (needed for a batch in autocommit mode).
+        """
+        engine = self._ready or await self._prepare()
+        if write and self._write_lock is not None:
+            async with self._write_lock:
+                return await self._attempt(engine, work, transaction)
+        return await self._attempt(engine, work, transaction)
+
+    async def _attempt(
+        self,
+        engine: AsyncEngine,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        dead_retried = False
+        busy_waited = 0.0
+        delay = 0.002
+        while True:
+            try:
+                return await self._on_connection(engine, work, transaction)
+            except _Duplicate:
+                raise
+            except Exception as exc:
+                if not dead_retried and _is_dead_connection(exc):
+                    dead_retried = True
+                    continue
+                if self._sqlite and _is_locked(exc) and busy_waited < _SQLITE_BUSY_TIMEOUT:
+                    # Another process holds SQLite's lock. Nothing was done (a busy statement
+                    # has no effect), so wait here, where cancelling is clean, and retry.
+                    await asyncio.sleep(delay)
+                    busy_waited += delay
+                    delay = min(delay * 2, 0.05)
+                    continue
+                raise self._translate(exc) from exc
+
+    async def _on_connection(
+        self,
+        engine: AsyncEngine,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        async with engine.connect() as conn:
+            return await self._work_on(conn, work, transaction)
+
+    async def _work_on(
+        self,
+        conn: AsyncConnection,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        if not transaction or not self._autocommit:
+            try:
+                result = await work(conn)
+            except sa.exc.IntegrityError as exc:
+                raise _Duplicate from exc
+            if not self._autocommit:
+                await conn.commit()
+            return result
+        # Autocommit mode: SQLAlchemy sends no BEGIN, so we do. IMMEDIATE makes SQLite take
+        # the write lock now, through its busy handler, instead of failing with "database is
+        # locked" when a read turns into a write halfway through.
+        begin = "BEGIN IMMEDIATE" if self._dialect == "sqlite" else "BEGIN"
+        await conn.exec_driver_sql(begin)
+        try:
+            result = await work(conn)
+        except Exception as exc:
+            await conn.exec_driver_sql("ROLLBACK")
+            if isinstance(exc, sa.exc.IntegrityError):
+                raise _Duplicate from exc
+            raise
+        await conn.exec_driver_sql("COMMIT")
+        return result
+
+    async def _prepare(self) -> AsyncEngine:
+        """Check (or create) the table once; concurrent callers share the check."""
+        async with self._lock:
+            if self._ready is not None:
+                return self._ready
+            engine = self.engine
+            try:
+                async with engine.connect() as conn:
+                    exists = await conn.run_sync(self._table_exists)
+                    if not exists:
+                        if not self._create_table:
+                            raise self._missing_table()
+                        await self._run_ddl(conn)
+                    if not self._autocommit:
+                        await conn.commit()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise self._translate(exc) from exc
+            self._ready = engine
+            return engine
+
+    def _table_exists(self, sync_conn: sa.Connection) -> bool:
+        return bool(sa.inspect(sync_conn).has_table(self.table.name, schema=self.table.schema))
+
+    async def _run_ddl(self, conn: AsyncConnection) -> None:
+        # Several app instances starting at once may all find the table missing; one CREATE
+        # wins and the others fail with "already exists" (or a unique violation in the
+        # catalog). A failed CREATE is therefore checked again rather than reported.
+        for attempt in range(3):
+            try:
+                await conn.run_sync(self.table.metadata.create_all, checkfirst=True)
+                return
+            except sa.exc.DBAPIError as exc:
+                # SQLite says "already exists" with an OperationalError, so only a lost
+                # connection is final here.
+                if exc.connection_invalidated or attempt == 2:
+                    raise
+                if not self._autocommit:
+                    await conn.rollback()
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    def _missing_table(self) -> StoreError:
+        return StoreError(
+            f"table {self.table.fullname} does not exist in {self._where}; create it in your "
+            "migrations (sqlalchemy_store.define_table gives its definition) or pass "
+            "create_table=True"
+        )
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        """The store exception for a driver error: StoreUnavailable or StoreError."""
+        if _is_unavailable(exc):
+            detail = str(getattr(exc, "orig", None) or exc) or "no details"
+            return StoreUnavailable(
+                f"{self._where} is unavailable ({type(exc).__name__}: {detail})"
+            )
+        if _is_missing_table(exc):
+            return self._missing_table()
+        detail = str(getattr(exc, "orig", None) or exc)
+        return StoreError(f"{self._where} failed a session query ({type(exc).__name__}: {detail})")
+
+
+class _Duplicate(StoreError):
+    """An INSERT met an existing key (internal: becomes ``create() -> False``)."""
+
+
+# SQLite's "no such table" is an OperationalError like "database is locked"; MySQL and
+# PostgreSQL name a missing table with a code.
+_MISSING_TABLE_TEXT = ("no such table", "doesn't exist", "does not exist", "undefinedtable")
+# What means "the database cannot be used right now" in SQLite's words.
+_SQLITE_UNAVAILABLE_TEXT = ("database is locked", "unable to open", "disk i/o", "readonly")
+
+
+def _is_missing_table(exc: BaseException) -> bool:
+    text = f"{type(getattr(exc, 'orig', exc)).__name__} {getattr(exc, 'orig', exc)}".lower()
+    return any(marker in text for marker in _MISSING_TABLE_TEXT)
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's SQLITE_BUSY: another connection holds the lock."""
+    return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(exc.orig)
+
+
+def _is_dead_connection(exc: BaseException) -> bool:
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError, sa.exc.TimeoutError)):
+        return True  # refused, reset, unreachable; the pool's checkout timeout
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    if isinstance(exc, sa.exc.OperationalError):
+        # OperationalError is the DB-API's class for "not the query's fault": connections
+        # lost, access denied, lock timeouts. SQLite also uses it for a missing table.
+        return not _is_missing_table(exc)
+    return isinstance(exc.orig, (OSError, TimeoutError))

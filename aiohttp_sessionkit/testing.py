@@ -1,0 +1,298 @@
+"""The store contract as a pytest test class: prove that your own store behaves.
+
+A store that keeps sessions on a server subclasses :class:`~aiohttp_sessionkit.ServerStore`
+and implements four record operations. This module checks them the way the session layer
+relies on them, against the real backend your tests provide::
+
+    import pytest
+    from aiohttp_sessionkit.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        async def store(self):
+            store = MyStore("myserver://localhost/test", prefix=unique_prefix())
+            yield store
+            await store.close()
+
+pytest then collects every ``test_*`` method of :class:`StoreContract` for ``TestMyStore``.
+The tests are coroutines: they need pytest-asyncio (they carry its ``asyncio`` mark, so
+both its strict and auto modes run them). The ``store`` fixture must give a fresh store
+with no records, on a backend of its own (a fresh table, key prefix or database).
+
+This module imports pytest; ``import aiohttp_sessionkit`` never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+
+from .abc import ServerStore
+from .ids import is_valid_session_id, new_session_id, record_key
+
+__all__ = ["MALFORMED_TOKENS", "StoreContract"]
+
+#: Tokens a client may send that are not ids we issue; none may reach the backend.
+MALFORMED_TOKENS: tuple[str, ...] = (
+    "",
+    "*",
+    "../../etc/passwd",
+    "' OR '1'='1",
+    "x" * 1000,
+    "\x00" * 43,
+    "é" * 43,
+    new_session_id()[:-1],
+    new_session_id() + "A",
+)
+
+_NS = "AIOHTTP_SESSION"
+
+
+class StoreContract:
+    """The behaviours every server-side store owes the session layer, as pytest tests.
+
+    Subclass it in a class whose name starts with ``Test`` and override the ``store``
+    fixture. Class attributes tune it to your backend:
+    """
+
+    #: The TTL (seconds) of the records the expiry test waits out. Long enough for a save
+    #: and a load to happen before it runs out, on a loaded test machine.
+    short_ttl: ClassVar[int] = 2
+    #: Seconds to wait past ``short_ttl`` before the records must be gone. Raise it for a
+    #: store whose queries do not filter on expiry and whose native expiry lags.
+    expiry_lag: ClassVar[float] = 0.5
+    #: Bytes in the large payload that must round-trip unchanged.
+    large_payload: ClassVar[int] = 256 * 1024
+    #: Concurrent operations in the concurrency tests.
+    concurrency: ClassVar[int] = 50
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+
+    @pytest.fixture
+    def store(self) -> ServerStore:
+        """Override: a fresh, empty store on a real backend (yield it, close it after)."""
+        raise NotImplementedError(
+            "StoreContract needs a `store` fixture: override it in your test class to yield "
+            "a fresh ServerStore on its own table, prefix or database"
+        )
+
+    @staticmethod
+    def _server(store: Any) -> ServerStore:
+        assert isinstance(store, ServerStore), (
+            f"StoreContract checks ServerStore subclasses; the store fixture gave "
+            f"{type(store).__name__}"
+        )
+        return store
+
+    # -- round trips
+
+    async def test_save_load_update_delete_round_trip(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"first", ttl=60, namespace=_NS)
+        assert token is not None and is_valid_session_id(token)
+        assert await store.load(token, namespace=_NS) == b"first"
+        assert await store.save(token, b"second", ttl=60, namespace=_NS) == token
+        assert await store.load(token, namespace=_NS) == b"second"
+        await store.delete(token, namespace=_NS)
+        assert await store.load(token, namespace=_NS) is None
+
+    async def test_delete_is_idempotent(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"x", ttl=60, namespace=_NS)
+        assert token is not None
+        await store.delete(token, namespace=_NS)
+        await store.delete(token, namespace=_NS)
+        await store.remove(record_key(_NS, new_session_id()))  # never existed
+        assert await store.load(token, namespace=_NS) is None
+
+    async def test_new_saves_get_distinct_tokens(self, store: Any) -> None:
+        store = self._server(store)
+        first = await store.save(None, b"a", ttl=60, namespace=_NS)
+        second = await store.save(None, b"b", ttl=60, namespace=_NS)
+        assert first is not None and second is not None and first != second
+        assert await store.load(first, namespace=_NS) == b"a"
+        assert await store.load(second, namespace=_NS) == b"b"
+
+    async def test_binary_and_large_payloads_survive_unchanged(self, store: Any) -> None:
+        store = self._server(store)
+        for payload in (bytes(range(256)) * 16, b"\x00", bytes(self.large_payload)):
+            token = await store.save(None, payload, ttl=60, namespace=_NS)
+            assert token is not None
+            assert await store.load(token, namespace=_NS) == payload
+
+    async def test_the_record_key_is_a_hash_never_the_session_id(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"x", ttl=60, namespace=_NS)
+        assert token is not None
+        assert await store.get(record_key(_NS, token)) == b"x"
+        assert await store.get(token) is None
+
+    # -- namespaces and bad tokens
+
+    async def test_a_token_opens_nothing_under_another_namespace(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"x", ttl=60, namespace="cookie_a")
+        assert token is not None
+        assert await store.load(token, namespace="cookie_b") is None
+        assert await store.save(token, b"y", ttl=60, namespace="cookie_b") is None
+        await store.delete(token, namespace="cookie_b")
+        assert await store.load(token, namespace="cookie_a") == b"x"
+
+    async def test_unknown_tokens_load_nothing_and_an_update_never_creates(
+        self, store: Any
+    ) -> None:
+        store = self._server(store)
+        unknown = new_session_id()
+        assert await store.load(unknown, namespace=_NS) is None
+        assert await store.save(unknown, b"planted", ttl=60, namespace=_NS) is None
+        assert await store.load(unknown, namespace=_NS) is None
+
+    @pytest.mark.parametrize("token", MALFORMED_TOKENS)
+    async def test_malformed_tokens_load_nothing_write_nothing_and_delete_nothing(
+        self, store: Any, token: str
+    ) -> None:
+        store = self._server(store)
+        live = await store.save(None, b"live", ttl=60, namespace=_NS)
+        assert live is not None
+        assert await store.load(token, namespace=_NS) is None
+        assert await store.save(token, b"planted", ttl=60, namespace=_NS) is None
+        await store.delete(token, namespace=_NS)
+        assert await store.load(live, namespace=_NS) == b"live"
+
+    # -- create-only and update-only
+
+    async def test_create_refuses_a_live_key_and_update_refuses_a_missing_one(
+        self, store: Any
+    ) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"original", ttl=60, namespace=_NS)
+        assert token is not None
+        key = record_key(_NS, token)
+        assert await store.create(key, b"overwrite", 60) is False
+        assert await store.load(token, namespace=_NS) == b"original"
+        await store.delete(token, namespace=_NS)
+        assert await store.update(key, b"resurrected", 60) is False
+        assert await store.get(key) is None
+
+    async def test_a_logout_is_never_undone_by_a_late_save(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"logged in", ttl=60, namespace=_NS)
+        assert token is not None
+        await store.delete(token, namespace=_NS)
+        assert await store.save(token, b"late write", ttl=60, namespace=_NS) is None
+        assert await store.load(token, namespace=_NS) is None
+
+    # -- expiry
+
+    async def test_expiry_hides_records_refuses_updates_and_frees_keys_for_the_purge(
+        self, store: Any
+    ) -> None:
+        store = self._server(store)
+        ttl = self.short_ttl
+        short = [await store.save(None, b"short", ttl=ttl, namespace=_NS) for _ in range(3)]
+        refreshed = await store.save(None, b"a", ttl=ttl, namespace=_NS)
+        live = await store.save(None, b"live", ttl=60, namespace=_NS)
+        assert refreshed is not None and live is not None and None not in short
+        assert await store.save(refreshed, b"b", ttl=60, namespace=_NS) == refreshed
+        assert await store.load(short[0] or "", namespace=_NS) == b"short"
+        # Waiting is the behaviour under test here: the TTL has to run out for real.
+        await asyncio.sleep(ttl + self.expiry_lag)
+        for token in short:
+            assert token is not None
+            assert await store.load(token, namespace=_NS) is None
+        # An update never revives an expired record...
+        first = short[0] or ""
+        assert await store.save(first, b"revived", ttl=60, namespace=_NS) is None
+        assert await store.load(first, namespace=_NS) is None
+        # ...the TTL was reset by the update...
+        assert await store.load(refreshed, namespace=_NS) == b"b"
+        # ...the purge leaves live records alone...
+        purged = await store.purge_expired()
+        assert isinstance(purged, int) and 0 <= purged <= len(short)
+        assert await store.load(live, namespace=_NS) == b"live"
+        # ...and a create may take an expired record's key.
+        key = record_key(_NS, short[1] or "")
+        assert await store.create(key, b"fresh", 60) is True
+        assert await store.get(key) == b"fresh"
+
+    # -- concurrency
+
+    async def test_concurrent_creates_all_land_with_distinct_tokens(self, store: Any) -> None:
+        store = self._server(store)
+        payloads = [b"s%d" % i for i in range(self.concurrency)]
+        tokens = await asyncio.gather(
+            *(store.save(None, payload, ttl=60, namespace=_NS) for payload in payloads)
+        )
+        assert None not in tokens and len(set(tokens)) == len(tokens)
+        loaded = await asyncio.gather(
+            *(store.load(token, namespace=_NS) for token in tokens if token is not None)
+        )
+        assert loaded == payloads
+
+    async def test_concurrent_creates_of_one_key_let_exactly_one_win(self, store: Any) -> None:
+        store = self._server(store)
+        key = record_key(_NS, new_session_id())
+        payloads = [b"c%d" % i for i in range(self.concurrency)]
+        results = await asyncio.gather(*(store.create(key, p, 60) for p in payloads))
+        assert results.count(True) == 1
+        assert await store.get(key) == payloads[results.index(True)]
+
+    async def test_concurrent_loads_each_get_their_own_record(self, store: Any) -> None:
+        store = self._server(store)
+        tokens = [await store.save(None, b"r%d" % i, ttl=60, namespace=_NS) for i in range(10)]
+        asked = [t for t in tokens if t is not None] * 3 + [new_session_id() for _ in range(10)]
+        loaded = await asyncio.gather(*(store.load(t, namespace=_NS) for t in asked))
+        expected = [b"r%d" % (i % 10) for i in range(30)] + [None] * 10
+        assert loaded == expected
+
+    async def test_concurrent_updates_of_one_record_leave_one_whole_write(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"start", ttl=60, namespace=_NS)
+        assert token is not None
+        payloads = [b"u%d" % i * 100 for i in range(self.concurrency)]
+        results = await asyncio.gather(
+            *(store.save(token, p, ttl=60, namespace=_NS) for p in payloads)
+        )
+        assert results == [token] * len(payloads)
+        assert await store.load(token, namespace=_NS) in payloads
+
+    async def test_concurrent_updates_of_many_records_each_land(self, store: Any) -> None:
+        store = self._server(store)
+        tokens = [await store.save(None, b"0", ttl=60, namespace=_NS) for _ in range(20)]
+        assert None not in tokens
+        writes = [(t, b"new %d" % i) for i, t in enumerate(tokens) if t is not None]
+        results = await asyncio.gather(
+            *(store.save(t, data, ttl=60, namespace=_NS) for t, data in writes)
+        )
+        assert results == [t for t, _ in writes]
+        for token, data in writes:
+            assert await store.load(token, namespace=_NS) == data
+
+    async def test_updates_racing_a_delete_never_bring_the_record_back(self, store: Any) -> None:
+        store = self._server(store)
+        token = await store.save(None, b"alive", ttl=60, namespace=_NS)
+        assert token is not None
+        half = self.concurrency // 2
+        jobs = [store.save(token, b"w%d" % i, ttl=60, namespace=_NS) for i in range(half)]
+        jobs.append(store.delete(token, namespace=_NS))
+        jobs += [store.save(token, b"w%d" % i, ttl=60, namespace=_NS) for i in range(half)]
+        results = await asyncio.gather(*jobs)
+        assert all(result in (token, None) for result in results)
+        assert await store.load(token, namespace=_NS) is None
+
+    # -- lifecycle
+
+    async def test_open_and_close_are_idempotent_and_the_store_works_after_reopening(
+        self, store: Any
+    ) -> None:
+        store = self._server(store)
+        await store.open()
+        await store.open()
+        token = await store.save(None, b"kept", ttl=60, namespace=_NS)
+        assert token is not None
+        await store.close()
+        await store.close()
+        await store.open()
+        assert await store.load(token, namespace=_NS) == b"kept"
