@@ -18,7 +18,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Batcher"]
+from .exceptions import StoreError, StoreUnavailable
+
+__all__ = ["Batcher", "each_on_failure"]
 
 _Item = TypeVar("_Item")
 
@@ -109,3 +111,32 @@ class Batcher(Generic[_Item]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+
+async def each_on_failure(
+    items: list[_Item],
+    many: Callable[[list[_Item]], Awaitable[list[Any]]],
+    one: Callable[[_Item], Awaitable[Any]],
+) -> list[Any]:
+    """Send ``items`` with ``many`` in one statement; if that fails on a query error, each alone.
+
+    A batch of one goes straight to ``one``. A query error (``StoreError``) in the shared
+    statement is retried item by item with ``one``, so that a bad item fails alone and its
+    neighbours succeed; ``StoreUnavailable`` fails the whole batch (the server is gone for
+    all of them). Used by the SQL stores' batched reads, creates and updates.
+    """
+    if len(items) == 1:
+        return [await one(items[0])]
+    try:
+        return await many(items)
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        pass
+    results: list[Any] = []
+    for item in items:
+        try:
+            results.append(await one(item))
+        except StoreError as exc:
+            results.append(exc)
+    return results

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 try:
@@ -27,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..abc import ServerStore
-from ..batching import Batcher
+from ..batching import Batcher, each_on_failure
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ._startup import open_or_defer
 
@@ -308,13 +307,13 @@ class PostgresStore(ServerStore):
         return await self._query("fetchval", self._sql_update, *write) is not None
 
     async def _get_batch(self, keys: list[str]) -> list[Any]:
-        return await self._batch(keys, self._get_many, self._get_one)
+        return await each_on_failure(keys, self._get_many, self._get_one)
 
     async def _create_batch(self, writes: list[_Write]) -> list[Any]:
-        return await self._batch(writes, self._create_many, self._create_one)
+        return await each_on_failure(writes, self._create_many, self._create_one)
 
     async def _update_batch(self, writes: list[_Write]) -> list[Any]:
-        return await self._batch(writes, self._update_many, self._update_one)
+        return await each_on_failure(writes, self._update_many, self._update_one)
 
     async def _get_many(self, keys: list[str]) -> list[Any]:
         # A key asked twice (two requests of one session) is sent once; both get the row.
@@ -347,28 +346,6 @@ class PostgresStore(ServerStore):
         rows = await self._query("fetch", self._sql_update_many, *_columns(last))
         done = {row[0] for row in rows}
         return [key in done for key, _, _ in writes]
-
-    async def _batch(
-        self,
-        items: list[_Item],
-        many: Callable[[list[_Item]], Awaitable[list[Any]]],
-        one: Callable[[_Item], Awaitable[Any]],
-    ) -> list[Any]:
-        if len(items) == 1:
-            return [await one(items[0])]
-        try:
-            return await many(items)
-        except StoreUnavailable:
-            raise
-        except StoreError:
-            pass
-        results: list[Any] = []
-        for item in items:
-            try:
-                results.append(await one(item))
-            except StoreError as exc:
-                results.append(exc)
-        return results
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""

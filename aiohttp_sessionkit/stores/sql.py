@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..abc import ServerStore
-from ..batching import Batcher
+from ..batching import Batcher, each_on_failure
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ._startup import open_or_defer
 
@@ -397,13 +397,13 @@ class SQLAlchemyStore(ServerStore):
     # item by item, so that what one caller sent fails that caller alone.
 
     async def _get_batch(self, keys: list[str]) -> list[Any]:
-        return await self._batch(keys, self._get_many, self._get_one)
+        return await each_on_failure(keys, self._get_many, self._get_one)
 
     async def _create_batch(self, writes: list[_Write]) -> list[Any]:
-        return await self._batch(writes, self._create_many, self._create_one)
+        return await each_on_failure(writes, self._create_many, self._create_one)
 
     async def _update_batch(self, writes: list[_Write]) -> list[Any]:
-        return await self._batch(writes, self._update_many, self._update_one)
+        return await each_on_failure(writes, self._update_many, self._update_one)
 
     async def _get_many(self, keys: list[str]) -> list[Any]:
         distinct = list(dict.fromkeys(keys))  # two requests of one session: asked once
@@ -476,28 +476,6 @@ class SQLAlchemyStore(ServerStore):
                 )
             )
         return set(live)
-
-    async def _batch(
-        self,
-        items: list[_Item],
-        many: Callable[[list[_Item]], Awaitable[list[Any]]],
-        one: Callable[[_Item], Awaitable[Any]],
-    ) -> list[Any]:
-        if len(items) == 1:
-            return [await one(items[0])]
-        try:
-            return await many(items)
-        except StoreUnavailable:
-            raise
-        except StoreError:
-            pass
-        results: list[Any] = []
-        for item in items:
-            try:
-                results.append(await one(item))
-            except StoreError as exc:
-                results.append(exc)
-        return results
 
     # -- maintenance
 
