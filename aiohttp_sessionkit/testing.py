@@ -15,8 +15,9 @@ relies on them, against the real backend your tests provide::
             await store.close()
 
 pytest then collects every ``test_*`` method of :class:`StoreContract` for ``TestMyStore``.
-The tests are coroutines: they need pytest-asyncio (they carry its ``asyncio`` mark, so
-both its strict and auto modes run them). The ``store`` fixture must give a fresh store
+The tests are coroutines: they need pytest-asyncio, which ``pip install
+"aiohttp-sessionkit[testing]"`` installs with pytest. They carry its ``asyncio`` mark, so
+both its strict and auto modes run them. The ``store`` fixture must give a fresh store
 with no records, on a backend of its own (a fresh table, key prefix or database).
 
 This module imports pytest; ``import aiohttp_sessionkit`` never imports it.
@@ -27,7 +28,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-import pytest
+try:
+    import pytest
+except ImportError as exc:  # a store author's test dependencies, not the library's
+    raise ImportError(
+        "aiohttp_sessionkit.testing runs under pytest with pytest-asyncio: pip install "
+        f'"aiohttp-sessionkit[testing]" ({exc})'
+    ) from exc
 
 from .abc import ServerStore
 from .ids import is_valid_session_id, new_session_id, record_key
