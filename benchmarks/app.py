@@ -80,13 +80,159 @@ def bare_app() -> web.Application:
     return _app(login, read, write)
 
 
+# --------------------------------------------------------------------------- limits
+#
+# The least a session layer can do in aiohttp, as configurations of their own (issue 15).
+# Each is written the cheapest way we know: one middleware, no expiry, no Vary, no prepare
+# hook, no error handling. Handlers read the session from a two-item list on the request:
+# [data or None, changed].
+
+_BOX = web.RequestKey("bench.box", list)
+
+
+def untouched_limit_app() -> web.Application:
+    """bare, plus one no-op middleware and one no-op on_response_prepare handler."""
+    app = bare_app()
+
+    @web.middleware
+    async def noop(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)
+
+    async def noop_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        return None
+
+    app.middlewares.append(noop)
+    app.on_response_prepare.append(noop_prepare)
+    return app
+
+
+def _cookie_value(request: web.Request) -> str | None:
+    """The session cookie's value by a plain string search of the one Cookie header."""
+    raw = request.headers.get("Cookie")
+    if raw is None:
+        return None
+    start = raw.find(_COOKIE_PREFIX)
+    if start < 0:
+        return None
+    start += len(_COOKIE_PREFIX)
+    end = raw.find(";", start)
+    return raw[start:] if end < 0 else raw[start:end]
+
+
+_COOKIE_PREFIX = bc.COOKIE_NAME + "="
+_SET_COOKIE_ATTRS = "; Path=/; HttpOnly; SameSite=Lax"
+
+
+def _limit_app(middleware: Callable[..., Awaitable[web.StreamResponse]]) -> web.Application:
+    async def login(request: web.Request) -> web.Response:
+        request[_BOX][:] = [bc.session_data(next(_LOGINS)), True]
+        return web.Response(text="ok")
+
+    async def read(request: web.Request) -> web.Response:
+        data = request[_BOX][0]
+        if data is None:
+            return _no_session()
+        return web.Response(text=data["name"])
+
+    async def write(request: web.Request) -> web.Response:
+        box = request[_BOX]
+        data = box[0]
+        if data is None or "user_id" not in data:
+            return _no_session()
+        n = data.get("n", 0) + 1
+        data["n"] = n
+        box[1] = True
+        return web.Response(text=str(n))
+
+    app = _app(login, read, write)
+    app.middlewares.append(web.middleware(middleware))
+    return app
+
+
+def cookie_limit_app() -> web.Application:
+    """AES-256-GCM cookie: open + JSON decode when a cookie comes, encode + seal on change."""
+    import binascii
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = _env(bc.ENV_COOKIE_KEY)
+    aes = AESGCM(binascii.a2b_base64((key + "=" * (-len(key) % 4)).translate(_FROM_URLSAFE)))
+    loads, dumps = json.loads, json.JSONEncoder(separators=(",", ":")).encode
+    urandom = os.urandom
+
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        data = None
+        value = _cookie_value(request)
+        if value:
+            try:
+                padded = value + "=" * (-len(value) % 4)
+                raw = binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
+                data = loads(aes.decrypt(raw[:12], raw[12:], None))
+            except (binascii.Error, ValueError, InvalidTag):
+                data = None
+        box = request[_BOX] = [data, False]
+        response = await handler(request)
+        if box[1]:
+            nonce = urandom(12)
+            sealed = binascii.b2a_base64(
+                nonce + aes.encrypt(nonce, dumps(box[0]).encode(), None), newline=False
+            )
+            token = sealed.decode().translate(_TO_URLSAFE).rstrip("=")
+            response.headers.add("Set-Cookie", _COOKIE_PREFIX + token + _SET_COOKIE_ATTRS)
+        return response
+
+    return _limit_app(middleware)
+
+
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+
+
+def memory_limit_app() -> web.Application:
+    """A dict of JSON bytes by cookie value: lookup + decode; encode + store on change."""
+    records: dict[str, bytes] = {}
+    loads, dumps = json.loads, json.JSONEncoder(separators=(",", ":")).encode
+
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        data = None
+        sid = _cookie_value(request)
+        if sid:
+            stored = records.get(sid)
+            if stored is not None:
+                data = loads(stored)
+        box = request[_BOX] = [data, False]
+        response = await handler(request)
+        if box[1]:
+            if sid is None or data is None:  # a new session: a new id and a cookie
+                sid = secrets.token_urlsafe(32)
+                response.headers.add("Set-Cookie", _COOKIE_PREFIX + sid + _SET_COOKIE_ATTRS)
+            records[sid] = dumps(box[0]).encode()
+        return response
+
+    return _limit_app(middleware)
+
+
 # --------------------------------------------------------------------------- ours
 
 
 def ours_app(config: str) -> web.Application:
     bc.use_working_tree()
-    from aiohttp_sessionkit import AbstractStore, EncryptedCookieStore, MemoryStore, get_session
+    from aiohttp_sessionkit import (
+        AbstractStore,
+        AbstractTransport,
+        CookieTransport,
+        EncryptedCookieStore,
+        HeaderTransport,
+        MemoryStore,
+        get_session,
+    )
     from aiohttp_sessionkit import setup as sessionkit_setup
+
+    transport: AbstractTransport = CookieTransport()
+    if bc.CONFIG_BY_NAME[config].transport == "header":
+        transport = HeaderTransport(response_header=bc.TOKEN_RESPONSE_HEADER)
+        config = config.removesuffix("-header")
 
     async def login(request: web.Request) -> web.Response:
         session = await get_session(request)
@@ -132,7 +278,7 @@ def ours_app(config: str) -> web.Application:
         store = MongoStore(url, database="sessionkit_bench", collection="ours")
     else:
         raise SystemExit(f"app.py: unknown configuration {config!r}")
-    sessionkit_setup(app, store, cookie_name=bc.COOKIE_NAME)
+    sessionkit_setup(app, store, cookie_name=bc.COOKIE_NAME, transport=transport)
     return app
 
 
@@ -380,6 +526,13 @@ def build_app(config: str) -> web.Application:
         )
     if spec.family == "bare":
         return bare_app()
+    if spec.family == "limit":
+        limits = {
+            "untouched-limit": untouched_limit_app,
+            "cookie-limit": cookie_limit_app,
+            "memory-limit": memory_limit_app,
+        }
+        return limits[config]()
     if spec.family == "ours":
         return ours_app(config)
     if spec.family == "aiohttp-session":

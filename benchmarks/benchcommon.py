@@ -40,12 +40,40 @@ class Config:
 
     name: str
     backend: str | None  # "redis", "postgres", "mongo" or None
-    family: str  # "bare", "ours", "aiohttp-session", "floor"
+    family: str  # "bare", "limit", "ours", "aiohttp-session", "floor"
     summary: str
+    #: How the load presents the session: "cookie" (a Cookie header) or "header"
+    #: (``Authorization: Bearer``, new tokens in the ``Session-Token`` response header).
+    transport: str = "cookie"
+
+    @property
+    def request_header(self) -> str:
+        """The request header that carries the session token to this configuration."""
+        return "Authorization" if self.transport == "header" else "Cookie"
 
 
 CONFIGS: tuple[Config, ...] = (
     Config("bare", None, "bare", "plain aiohttp handlers, no middleware"),
+    Config(
+        "untouched-limit",
+        None,
+        "limit",
+        "one no-op middleware and one no-op on_response_prepare handler, nothing else",
+    ),
+    Config(
+        "cookie-limit",
+        None,
+        "limit",
+        "one middleware: string search for the cookie, AES-GCM open + JSON decode; on a "
+        "change JSON encode + AES-GCM seal + Set-Cookie; nothing else",
+    ),
+    Config(
+        "memory-limit",
+        None,
+        "limit",
+        "one middleware: dict lookup by cookie value + JSON decode; on a change JSON encode "
+        "+ dict store under the same id, no cookie; nothing else",
+    ),
     Config(
         "aiohttp-session-cookie",
         None,
@@ -60,6 +88,20 @@ CONFIGS: tuple[Config, ...] = (
     ),
     Config("memory", None, "ours", "aiohttp_sessionkit + MemoryStore"),
     Config("cookie", None, "ours", "aiohttp_sessionkit + EncryptedCookieStore (AES-GCM)"),
+    Config(
+        "memory-header",
+        None,
+        "ours",
+        "aiohttp_sessionkit + MemoryStore, HeaderTransport (Authorization: Bearer)",
+        "header",
+    ),
+    Config(
+        "cookie-header",
+        None,
+        "ours",
+        "aiohttp_sessionkit + EncryptedCookieStore, HeaderTransport (Authorization: Bearer)",
+        "header",
+    ),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
     Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),
     Config("mongo", "mongo", "ours", "aiohttp_sessionkit + MongoStore (PyMongo async)"),
@@ -71,6 +113,8 @@ CONFIGS: tuple[Config, ...] = (
 )
 CONFIG_BY_NAME = {config.name: config for config in CONFIGS}
 OURS = tuple(config.name for config in CONFIGS if config.family == "ours")
+#: The response header that hands a header-transport client its token.
+TOKEN_RESPONSE_HEADER = "Session-Token"  # noqa: S105 - a header name
 
 
 def session_data(seed: int) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Fallback load generator when ``wrk`` is not installed (run.py picks it automatically).
 
-``python benchmarks/loadgen.py URL --connections 32 --duration 5 [--cookies-file FILE]``
-keeps CONNECTIONS keep-alive requests in flight for DURATION seconds, each carrying the next
-Cookie value of FILE (one ``NAME=VALUE`` per line, round robin), and prints one JSON
-object: requests, seconds, rps, non2xx (status >= 400, as wrk counts them), errors.
+``python benchmarks/loadgen.py URL --connections 32 --duration 5 [--cookies-file FILE]
+[--header NAME]`` keeps CONNECTIONS keep-alive requests in flight for DURATION seconds, each
+carrying the next value of FILE (one a line, round robin) in the request header NAME
+(``Cookie`` with ``NAME=VALUE`` lines by default; ``Authorization`` with ``Bearer TOKEN``
+lines for the header transport), and prints one JSON object: requests, seconds, rps,
+non2xx (status >= 400, as wrk counts them), errors.
 
 It is far slower than wrk (it is Python too), so on a small machine it competes with the
 server for CPU: treat its figures as relative, and prefer wrk.
@@ -39,9 +41,11 @@ async def _worker(
             counts["errors"] += 1
 
 
-async def run(url: str, connections: int, duration: float, cookies: list[str]) -> dict[str, float]:
+async def run(
+    url: str, connections: int, duration: float, cookies: list[str], header: str = "Cookie"
+) -> dict[str, float]:
     # Request i carries cookies[i % len(cookies)], as the wrk script does.
-    headers = itertools.cycle([{"Cookie": c} for c in cookies] or [{}])
+    headers = itertools.cycle([{header: c} for c in cookies] or [{}])
     counts = {"requests": 0, "non2xx": 0, "errors": 0}
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=10)
@@ -72,12 +76,13 @@ def main() -> None:
     parser.add_argument(
         "--cookies-file", default=None, help='Cookie header values ("NAME=VALUE"), one per line'
     )
+    parser.add_argument("--header", default="Cookie", help="the request header to send them in")
     args = parser.parse_args()
     cookies = []
     if args.cookies_file:
         with open(args.cookies_file, encoding="ascii") as lines:
             cookies = [line.strip() for line in lines if line.strip()]
-    result = asyncio.run(run(args.url, args.connections, args.duration, cookies))
+    result = asyncio.run(run(args.url, args.connections, args.duration, cookies, args.header))
     print(json.dumps(result))
 
 

@@ -54,30 +54,50 @@ class Target:
     reference: str
     threshold: float
     beside: str | None = None  # a configuration whose ratio to the same reference is shown too
+    #: Reported, but no longer a target (MongoDB while FerretDB is the only server here).
+    retired: bool = False
 
 
 def _targets() -> list[Target]:
-    targets = [Target(f"{c}, /untouched", "untouched", c, "bare", 0.97) for c in bc.OURS]
-    targets += [
-        Target("cookie, /read", "read", "cookie", "bare", 0.70, "aiohttp-session-cookie"),
-        Target("cookie, /write", "write", "cookie", "bare", 0.50, "aiohttp-session-cookie"),
-        Target("memory, /read", "read", "memory", "bare", 0.80),
-        Target("memory, /write", "write", "memory", "bare", 0.70),
-    ]
+    """The targets of issue 15: ratios to the measured limits, floors and transports."""
+    targets = [Target(f"{c}, /untouched", "untouched", c, "untouched-limit", 0.97) for c in bc.OURS]
+    for store in ("cookie", "memory"):
+        beside = "aiohttp-session-cookie" if store == "cookie" else None
+        for route in ("read", "write"):
+            label = f"{store}, /{route}"
+            targets.append(Target(label, route, store, f"{store}-limit", 0.90, beside))
+    # The header transport: no slower than the cookie transport on the same store and route.
+    for store in ("memory", "cookie"):
+        for route in ("read", "write"):
+            label = f"{store}-header, /{route}"
+            targets.append(Target(label, route, f"{store}-header", store, 1.0))
     for route in ("read", "write"):
         targets.append(Target(f"redis, /{route}", route, "redis", "redis-floor", 0.95))
         targets.append(Target(f"redis, /{route}", route, "redis", "aiohttp-session-redis", 1.2))
     for backend in ("postgres", "mongo"):
         for route in ("read", "write"):
-            targets.append(Target(f"{backend}, /{route}", route, backend, f"{backend}-floor", 0.90))
+            targets.append(
+                Target(
+                    f"{backend}, /{route}", route, backend, f"{backend}-floor", 0.90,
+                    retired=backend == "mongo",
+                )
+            )  # fmt: skip
     return targets
 
 
-#: The reference each configuration's ratio is printed against in the per-route tables.
-def _reference_for(config: str) -> str:
+def _reference_for(config: str, route: str) -> str:
+    """The configuration each one's ratio is printed against in the per-route tables."""
     spec = bc.CONFIG_BY_NAME[config]
-    if spec.backend is not None and spec.family != "floor":
+    if spec.family in ("bare", "limit", "floor"):
+        return "bare"
+    if route == "untouched":
+        return "untouched-limit"
+    if spec.transport == "header":
+        return config.removesuffix("-header")
+    if spec.backend is not None:
         return f"{spec.backend}-floor"
+    if config in ("memory", "cookie"):
+        return f"{config}-limit"
     return "bare"
 
 
@@ -223,41 +243,58 @@ class AppProcess:
         self._log.close()
 
 
-def http_get(url: str, cookie: str | None = None) -> tuple[int, str, list[str]]:
+def http_get(url: str, header: str = "Cookie", value: str | None = None) -> tuple[int, str, Any]:
+    """GET ``url`` with ``header: value``; return the status, body and response headers."""
     # S310: only ever the http:// URLs of our own app processes.
-    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})  # noqa: S310
+    request = urllib.request.Request(url, headers={header: value} if value else {})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             body = response.read().decode(errors="replace")
-            return response.status, body, response.headers.get_all("Set-Cookie") or []
+            return response.status, body, response.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace"), []
+        return exc.code, exc.read().decode(errors="replace"), exc.headers
 
 
 def login(app: AppProcess) -> str:
-    """Log in once; return the ``NAME=VALUE`` session cookie the response set."""
-    status, _, set_cookies = http_get(app.url("login"))
+    """Log in once; return the request header value that presents the new session.
+
+    ``NAME=VALUE`` from the Set-Cookie for the cookie transport, ``Bearer TOKEN`` from the
+    ``Session-Token`` response header for the header transport.
+    """
+    status, _, headers = http_get(app.url("login"))
     if status != 200:
         raise RuntimeError(f"/login answered {status}")
+    if bc.CONFIG_BY_NAME[app.config].transport == "header":
+        token = headers.get(bc.TOKEN_RESPONSE_HEADER)
+        if not token:
+            raise RuntimeError(f"/login sent no {bc.TOKEN_RESPONSE_HEADER} header")
+        return f"Bearer {token}"
+    set_cookies = headers.get_all("Set-Cookie") or []
     for header in set_cookies:
         pair = header.split(";", 1)[0].strip()
         if pair.startswith(bc.COOKIE_NAME + "="):
-            return pair
+            return str(pair)
     raise RuntimeError(f"/login set no {bc.COOKIE_NAME} cookie (got {set_cookies!r})")
 
 
 def login_many(app: AppProcess, sessions: int) -> list[str]:
-    """Log in ``sessions`` times; return the distinct cookies the load will cycle through."""
-    cookies = [login(app) for _ in range(sessions)]
-    if len(set(cookies)) != len(cookies):
-        raise RuntimeError("/login handed out the same cookie twice")
-    # A cookie that does not open would measure the "no session" path: check they do.
-    for cookie in {cookies[0], cookies[-1]}:
+    """Log in ``sessions`` times; return the distinct credentials the load will cycle through."""
+    credentials = [login(app) for _ in range(sessions)]
+    if len(set(credentials)) != len(credentials):
+        raise RuntimeError("/login handed out the same token twice")
+    header = bc.CONFIG_BY_NAME[app.config].request_header
+    # A token that does not open would measure the "no session" path: check they do.
+    for credential in {credentials[0], credentials[-1]}:
         for route in ("read", "write"):
-            status, body, _ = http_get(app.url(route), cookie)
+            status, body, _ = http_get(app.url(route), header, credential)
             if status != 200:
-                raise RuntimeError(f"/{route} with a login cookie answered {status}: {body!r}")
-    return cookies
+                raise RuntimeError(f"/{route} with a login token answered {status}: {body!r}")
+    return credentials
+
+
+def token_length(credential: str) -> int:
+    """Characters in the token itself (a cookie's value, a bearer token)."""
+    return len(credential.split("=", 1)[1] if "=" in credential[:40] else credential.split()[-1])
 
 
 # --------------------------------------------------------------------------- load
@@ -321,13 +358,24 @@ class Load:
         self.wrk = None if force_python else shutil.which("wrk")
         self.tool = "wrk" if self.wrk else "loadgen.py"
 
-    def run(self, url: str, cookies: list[str], duration: int, scratch: Path) -> dict[str, Any]:
-        """Load ``url`` for ``duration`` seconds; request i carries ``cookies[i % len]``."""
+    def run(
+        self,
+        url: str,
+        cookies: list[str],
+        duration: int,
+        scratch: Path,
+        header: str = "Cookie",
+    ) -> dict[str, Any]:
+        """Load ``url`` for ``duration`` seconds; request i carries ``header: cookies[i % len]``."""
         cookie_file = scratch / "cookies.txt"
         cookie_file.write_text("\n".join(cookies) + "\n")
         if self.wrk:
             script = scratch / "cookies.lua"
-            script.write_text(_WRK_SCRIPT.replace("COOKIE_FILE", json.dumps(str(cookie_file))))
+            script.write_text(
+                _WRK_SCRIPT.replace("COOKIE_FILE", json.dumps(str(cookie_file))).replace(
+                    "HEADER_NAME", json.dumps(header)
+                )
+            )
             command = [
                 self.wrk, "-t1", f"-c{self.connections}", f"-d{duration}s", "--timeout", "5s",
                 "-s", str(script), url,
@@ -336,6 +384,7 @@ class Load:
             command = [
                 sys.executable, str(LOADGEN), url, "--connections", str(self.connections),
                 "--duration", str(duration), "--cookies-file", str(cookie_file),
+                "--header", header,
             ]  # fmt: skip
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=duration + 60, check=False
@@ -348,8 +397,8 @@ class Load:
         return result
 
 
-# Each request carries the next cookie of the list, round robin, so concurrent requests
-# belong to different sessions, as on a real site.
+# Each request carries the next cookie (or bearer token) of the list, round robin, so
+# concurrent requests belong to different sessions, as on a real site.
 _WRK_SCRIPT = """
 local cookies = {}
 for line in io.lines(COOKIE_FILE) do
@@ -358,7 +407,7 @@ end
 local requests = {}
 init = function(args)  -- wrk.format needs the Host header, known from here on
   for i, cookie in ipairs(cookies) do
-    requests[i] = wrk.format(nil, nil, { ["Cookie"] = cookie })
+    requests[i] = wrk.format(nil, nil, { [HEADER_NAME] = cookie })
   end
 end
 local next_one = 0
@@ -499,7 +548,7 @@ def cpu_ratio(cpu: Medians, route: str, a: str, b: str) -> float | None:
     return ratio(cpu, route, b, a)
 
 
-def evaluate(med: Medians, cpu: Medians) -> list[dict[str, Any]]:
+def evaluate(med: Medians, cpu: Medians, measurements: list[Measurement]) -> list[dict[str, Any]]:
     rows = []
     for target in _targets():
         value = ratio(med, target.route, target.config, target.reference)
@@ -510,16 +559,27 @@ def evaluate(med: Medians, cpu: Medians) -> list[dict[str, Any]]:
             result = "n/a"
         else:
             result = "PASS" if value >= target.threshold else "MISS"
+            if target.retired:
+                result = "retired"  # reported, not judged (see the README)
+        rounds = per_round_ratios(measurements, target.route, target.config, target.reference)
         rows.append(
             {
                 **asdict(target),
                 "ratio": value,
+                "range": [min(rounds), max(rounds)] if rounds else None,
                 "cpu_ratio": cpu_ratio(cpu, target.route, target.config, target.reference),
                 "beside_ratio": beside,
                 "result": result,
             }
         )
     return rows
+
+
+def _fmt_range(row: dict[str, Any]) -> str:
+    low_high = row.get("range")
+    if not low_high or low_high[0] == low_high[1]:
+        return ""
+    return f" [{low_high[0]:.2f}-{low_high[1]:.2f}]"
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -539,7 +599,7 @@ def print_route_tables(
                 continue
             figures = [m.rps for m in measurements if m.config == config and m.route == route]
             cpu_text = f"{cpu[config][route]:6.1f}" if route in cpu.get(config, {}) else "   n/a"
-            reference = _reference_for(config)
+            reference = _reference_for(config, route)
             extra = ""
             rel = ratio(med, route, config, reference)
             if rel is not None and config != reference:
@@ -604,11 +664,13 @@ def markdown(
         lines.append(f"| {config} | " + " | ".join(cells) + f" | {cpu_cells} |")
     lines += [
         "",
-        "| target | req/s ratio | CPU-time ratio | needs | result |",
+        "| target | req/s ratio [per-round range] | CPU-time ratio | needs | result |",
         "|---|---:|---:|---:|---|",
     ]
     for row in targets:
-        measured = _fmt_ratio(row["ratio"])
+        if row["ratio"] is None:  # a configuration left out of this run (--only)
+            continue
+        measured = _fmt_ratio(row["ratio"]) + _fmt_range(row)
         if row["beside"]:
             measured += f" (aiohttp-session: {_fmt_ratio(row['beside_ratio'])})"
         lines.append(
@@ -722,13 +784,14 @@ def measure_round(
                     # and a cookie-store cookie older than the touch interval would turn
                     # every read into a re-seal.
                     cookies = login_many(app, args.sessions)
-                    login_cookies[config] = len(cookies[0].split("=", 1)[1])
+                    login_cookies[config] = token_length(cookies[0])
+                    header = bc.CONFIG_BY_NAME[config].request_header
                     scratch = log_dir / f"{config}-{route}"
                     scratch.mkdir(exist_ok=True)
                     if args.warmup:
-                        load.run(app.url(route), cookies, args.warmup, scratch)
+                        load.run(app.url(route), cookies, args.warmup, scratch, header)
                     cpu_before = app.cpu_seconds()
-                    r = load.run(app.url(route), cookies, args.duration, scratch)
+                    r = load.run(app.url(route), cookies, args.duration, scratch, header)
                     cpu = app.cpu_seconds() - cpu_before
                 except Exception as exc:
                     failed[config] = f"{type(exc).__name__}: {exc}"
@@ -824,14 +887,16 @@ def main(argv: list[str] | None = None) -> int:
 
     med = medians(measurements)
     cpu = medians(measurements, "cpu")
-    targets = evaluate(med, cpu)
+    targets = evaluate(med, cpu, measurements)
     print_route_tables(measurements, med, cpu, configs)
     print("\ntargets:")
     for row in targets:
+        if row["ratio"] is None:
+            continue
         beside = f"  (aiohttp-session {_fmt_ratio(row['beside_ratio'])})" if row["beside"] else ""
         print(
-            f"  {row['result']:4s}  {row['label']:18s} {_fmt_ratio(row['ratio']):>5s} x "
-            f"{row['reference']:22s} needs >= {row['threshold']:.2f}  "
+            f"  {row['result']:7s}  {row['label']:24s} {_fmt_ratio(row['ratio']):>5s}"
+            f"{_fmt_range(row):12s} x {row['reference']:22s} needs >= {row['threshold']:.2f}  "
             f"(CPU-time ratio {_fmt_ratio(row['cpu_ratio'])}){beside}"
         )
     print(
