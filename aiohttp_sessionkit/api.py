@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import difflib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypedDict, Unpack
 
 from aiohttp import web
@@ -18,7 +18,6 @@ from .exceptions import ConfigurationError
 from .middleware import (
     STATE_KEY,
     Registry,
-    RequestState,
     SessionConfig,
     Slot,
     make_middleware,
@@ -306,35 +305,35 @@ def session_middleware(store: AbstractStore | str, **options: Unpack[SessionOpti
 
 
 def _slot(request: web.Request, name: str | None) -> Slot:
-    state: RequestState | None = request.get(STATE_KEY)
-    if state is None:
+    try:
+        state = request[STATE_KEY]
+    except KeyError:
         raise RuntimeError(
             "sessions are not set up for this request: call aiohttp_sessionkit.setup(app, "
             "store) before the application starts"
-        )
+        ) from None
     config = state.registry.get(name)
     slots = state.slots
     if slots is None:
-        slots = {}
-        state.slots = slots
-    slot = slots.get(config.namespace)
-    if slot is None:
-        slot = slots[config.namespace] = Slot(config)
-    return slot
+        slot = Slot(config)
+        state.slots = {config.namespace: slot}
+        return slot
+    found = slots.get(config.namespace)
+    if found is None:
+        found = slots[config.namespace] = Slot(config)
+    return found
 
 
-async def get_session(request: web.Request, name: str | None = None) -> Session:
+def get_session(request: web.Request, name: str | None = None) -> Coroutine[Any, Any, Session]:
     """This request's session (the one set up first, or the one with cookie name ``name``).
 
-    Loaded from the store at most once per request, on the first call; concurrent calls
-    share one load. Raises :class:`~aiohttp_sessionkit.StoreUnavailable` if the store
-    cannot be reached (the middleware answers 503).
+    Use it as ``session = await get_session(request)``. Loaded from the store at most once
+    per request, on the first call; concurrent calls share one load. Raises
+    :class:`~aiohttp_sessionkit.StoreUnavailable` if the store cannot be reached (the
+    middleware answers 503).
     """
-    slot = _slot(request, name)
-    session = slot.session
-    if session is not None:
-        return session
-    return await slot.load(request)
+    # A plain function returning the load coroutine: one coroutine per call, not two.
+    return _slot(request, name).load(request)
 
 
 async def new_session(request: web.Request, name: str | None = None) -> Session:

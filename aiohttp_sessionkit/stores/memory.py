@@ -45,6 +45,10 @@ class MemoryStore(ServerStore):
     # ServerStore's load/save, without the await of get/create/update that a driver with
     # I/O needs: here a load is a dict lookup, and the coroutine hop cost more than it.
     async def load(self, token: str, *, namespace: str) -> bytes | None:
+        return self._load_now(token, namespace)
+
+    def _load_now(self, token: str, namespace: str) -> bytes | None:
+        # The session layer calls this directly, without a coroutine (see SessionConfig).
         key = key_for_token(namespace, token)
         return None if key is None else self._get(key)
 
