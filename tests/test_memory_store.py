@@ -251,3 +251,43 @@ async def test_store_never_exceeds_max_entries() -> None:
 def test_max_entries_must_be_a_positive_int(bad: Any) -> None:
     with pytest.raises(ConfigurationError, match="max_entries"):
         MemoryStore(max_entries=bad)
+
+
+# -- the session layer's synchronous load ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("override", ["load", "_load_now"])
+async def test_a_subclass_that_overrides_loading_is_never_bypassed(
+    aiohttp_client: AiohttpClient, override: str
+) -> None:
+    # The session layer calls _load_now directly, without load's coroutine: only when the
+    # class whose load would run defines _load_now too, so an overridden load still runs.
+    calls: list[str] = []
+
+    class Spy(MemoryStore):
+        async def load(self, token: str, *, namespace: str) -> bytes | None:
+            calls.append("load")
+            return await super().load(token, namespace=namespace)
+
+    class NowSpy(MemoryStore):
+        def _load_now(self, token: str, namespace: str) -> bytes | None:
+            calls.append("_load_now")
+            return super()._load_now(token, namespace)
+
+    async def write(request: web.Request) -> web.Response:
+        (await get_session(request))["n"] = 1
+        return web.Response(text="ok")
+
+    async def read(request: web.Request) -> web.Response:
+        return web.json_response((await get_session(request)).get("n"))
+
+    app = web.Application()
+    setup(app, Spy() if override == "load" else NowSpy())
+    app.router.add_get("/write", write)
+    app.router.add_get("/read", read)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
+    cookie = (await client.get("/write")).cookies["AIOHTTP_SESSION"].value
+    calls.clear()
+    response = await client.get("/read", headers={"Cookie": f"AIOHTTP_SESSION={cookie}"})
+    assert await response.json() == 1
+    assert calls == [override]
