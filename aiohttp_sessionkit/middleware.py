@@ -50,13 +50,16 @@ class SessionConfig:
     #: ``store.load`` without its coroutine, for the built-in local stores: their load is a
     #: dict lookup or an AES open, cheaper than creating and running a coroutine.
     load_now: Callable[[str, str], Any] | None = field(init=False)
+    #: ``store.save`` without its coroutine, likewise: ``save_now(token, data, ttl, namespace)``.
+    save_now: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
     #: True when the only transport is the stock cookie one: its token is then read with
     #: presented_cookie() directly, two calls less on every request that loads a session.
     cookie_only: bool = field(init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "load_now", _load_now_of(self.store))
+        set_(self, "load_now", _twin_of(self.store, "load"))
+        set_(self, "save_now", _twin_of(self.store, "save"))
         set_(
             self,
             "cookie_only",
@@ -95,19 +98,18 @@ class SessionConfig:
             raise StoreUnavailable(f"{type(self.store).__name__} is unreachable: {exc}") from exc
 
 
-def _load_now_of(store: AbstractStore) -> Callable[[str, str], Any] | None:
-    """The store's synchronous twin of ``load``, if the class whose ``load`` runs has one.
+def _twin_of(store: AbstractStore, method: str) -> Any:
+    """The store's synchronous twin ``_load_now``/``_save_now`` of ``load``/``save``, if the
+    class whose ``load``/``save`` runs defines one (the built-in local stores do).
 
     A subclass that overrides ``load`` (a wrapper that counts calls, say) without its own
     ``_load_now`` gets no fast path, so its ``load`` is never bypassed.
     """
+    twin = f"_{method}_now"
     for klass in type(store).__mro__:
         attrs = vars(klass)
-        if "load" in attrs:
-            if "_load_now" in attrs and store.local:
-                fast: Callable[[str, str], Any] = getattr(store, "_load_now")  # noqa: B009
-                return fast
-            return None
+        if method in attrs:
+            return getattr(store, twin) if twin in attrs and store.local else None
     return None
 
 
@@ -315,17 +317,53 @@ class Slot:
             self.token if self.live else None, payload, ttl=ttl, namespace=namespace
         )
         token = await (operation if store.local else config.guarded(operation))  # call(), inlined
+        self._saved(request, session, token, t, ttl)
+        if self.legacy is not None:
+            await self._drop_legacy()
+
+    def commit_now(self, request: web.Request) -> bool:
+        """:meth:`commit` without a coroutine, for a due change that is one plain save to a
+        built-in local store (the common write); False, doing nothing, for anything else.
+
+        A server-side store's new session is left to :meth:`commit`: it goes through the
+        store's create loop (``ServerStore.save``), which a subclass may have customised.
+        """
+        config = self.config
+        save_now = config.save_now
+        session = self.session
+        if (
+            save_now is None
+            or session is None
+            or session._discard_old
+            or self.legacy is not None
+            or not (session._data or session._flashes)  # session.empty: a deletion
+            or not (self.live or config.store.client_side)
+        ):
+            return False
+        t = now()
+        payload = config.store.dump(session, config.serializer, t)
+        idle = config.idle_timeout if session._max_age is None else session._max_age
+        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
+        token = save_now(self.token if self.live else None, payload, ttl, config.namespace)
+        self._saved(request, session, token, t, ttl)
+        return True
+
+    def _saved(
+        self, request: web.Request, session: Session, token: str | None, t: int, ttl: int
+    ) -> None:
+        """Record the outcome of a save: the new token, and the header that hands it out."""
+        config = self.config
         session._dirty = False
         session._accessed = t
         if token is None:
             # The record went away while this request ran (a logout, or expiry): never
             # resurrect it. The client's cookie now points at nothing, so expire it.
-            log.debug("session %r was deleted during the request; not saved", namespace)
+            log.debug("session %r was deleted during the request; not saved", config.namespace)
             self.live = False
             session._identity = None
             self._expire_cookie(request)
             return
-        if not store.client_side:
+        if not config.store.client_side:
             session._identity = token
         max_age = config.cookie.max_age if session._max_age is None else session._max_age
         transport = self.transport
@@ -339,8 +377,6 @@ class Slot:
             self.applied = False
         self.token = token
         self.live = True
-        if self.legacy is not None:
-            await self._drop_legacy()
 
     async def _drop_legacy(self) -> None:
         """Delete the record a legacy reader opened: the session moved over, or logged out."""
@@ -452,9 +488,9 @@ def make_middleware(registry: Registry) -> Middleware:
             status = response.status
             if not prepared and status < 500:
                 for slot in slots.values():
-                    if slot.due():
-                        break
-                else:  # nothing to write (the common read): no coroutine to create and run
+                    if slot.due() and not slot.commit_now(request):
+                        break  # a write that needs the store's coroutine: _finish below
+                else:  # nothing left to write (a read, a write to a local store): no coroutine
                     for slot in slots.values():
                         slot.apply(response)
                     state.finished = True

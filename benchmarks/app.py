@@ -123,7 +123,21 @@ _COOKIE_PREFIX = bc.COOKIE_NAME + "="
 _SET_COOKIE_ATTRS = "; Path=/; HttpOnly; SameSite=Lax"
 
 
-def _limit_app(middleware: Callable[..., Awaitable[web.StreamResponse]]) -> web.Application:
+async def _noop_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    return None
+
+
+def _limit_app(
+    middleware: Callable[..., Awaitable[web.StreamResponse]], *, adjusted: bool
+) -> web.Application:
+    """The login/read/write routes over ``middleware``.
+
+    ``adjusted`` adds what a correct session library cannot leave out in aiohttp 3.14 (the
+    middleware then adds ``Vary``/``Cache-Control`` itself): a no-op ``on_response_prepare``
+    handler, because a session changed by a handler that streams its response can only be
+    saved from that signal.
+    """
+
     async def login(request: web.Request) -> web.Response:
         request[_BOX][:] = [bc.session_data(next(_LOGINS)), True]
         return web.Response(text="ok")
@@ -146,10 +160,12 @@ def _limit_app(middleware: Callable[..., Awaitable[web.StreamResponse]]) -> web.
 
     app = _app(login, read, write)
     app.middlewares.append(web.middleware(middleware))
+    if adjusted:
+        app.on_response_prepare.append(_noop_prepare)
     return app
 
 
-def cookie_limit_app() -> web.Application:
+def cookie_limit_app(*, adjusted: bool = False) -> web.Application:
     """AES-256-GCM cookie: open + JSON decode when a cookie comes, encode + seal on change."""
     import binascii
 
@@ -180,16 +196,20 @@ def cookie_limit_app() -> web.Application:
             )
             token = sealed.decode().translate(_TO_URLSAFE).rstrip("=")
             response.headers.add("Set-Cookie", _COOKIE_PREFIX + token + _SET_COOKIE_ATTRS)
+            if adjusted:  # a response that hands out a session must not be cached shared
+                response.headers["Cache-Control"] = "private"
+        if adjusted and (data is not None or box[1]):
+            response.headers["Vary"] = "Cookie"  # the answer depends on the cookie
         return response
 
-    return _limit_app(middleware)
+    return _limit_app(middleware, adjusted=adjusted)
 
 
 _FROM_URLSAFE = str.maketrans("-_", "+/")
 _TO_URLSAFE = str.maketrans("+/", "-_")
 
 
-def memory_limit_app() -> web.Application:
+def memory_limit_app(*, adjusted: bool = False) -> web.Application:
     """A dict of JSON bytes by cookie value: lookup + decode; encode + store on change."""
     records: dict[str, bytes] = {}
     loads, dumps = json.loads, json.JSONEncoder(separators=(",", ":")).encode
@@ -207,10 +227,14 @@ def memory_limit_app() -> web.Application:
             if sid is None or data is None:  # a new session: a new id and a cookie
                 sid = secrets.token_urlsafe(32)
                 response.headers.add("Set-Cookie", _COOKIE_PREFIX + sid + _SET_COOKIE_ATTRS)
+                if adjusted:
+                    response.headers["Cache-Control"] = "private"
             records[sid] = dumps(box[0]).encode()
+        if adjusted and (data is not None or box[1]):
+            response.headers["Vary"] = "Cookie"
         return response
 
-    return _limit_app(middleware)
+    return _limit_app(middleware, adjusted=adjusted)
 
 
 # --------------------------------------------------------------------------- ours
@@ -527,10 +551,12 @@ def build_app(config: str) -> web.Application:
     if spec.family == "bare":
         return bare_app()
     if spec.family == "limit":
-        limits = {
+        limits: dict[str, Callable[[], web.Application]] = {
             "untouched-limit": untouched_limit_app,
             "cookie-limit": cookie_limit_app,
             "memory-limit": memory_limit_app,
+            "cookie-limit-adj": lambda: cookie_limit_app(adjusted=True),
+            "memory-limit-adj": lambda: memory_limit_app(adjusted=True),
         }
         return limits[config]()
     if spec.family == "ours":

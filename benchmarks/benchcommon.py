@@ -86,6 +86,20 @@ CONFIGS: tuple[Config, ...] = (
         "aiohttp-session",
         "aiohttp_session + RedisStorage (redis.asyncio)",
     ),
+    Config(
+        "cookie-limit-adj",
+        None,
+        "limit",
+        "cookie-limit plus what a correct library cannot avoid in aiohttp 3.14: a no-op "
+        "on_response_prepare handler, Vary: Cookie, Cache-Control: private with a Set-Cookie",
+    ),
+    Config(
+        "memory-limit-adj",
+        None,
+        "limit",
+        "memory-limit plus the same: a no-op on_response_prepare handler, Vary: Cookie, "
+        "Cache-Control: private with a Set-Cookie",
+    ),
     Config("memory", None, "ours", "aiohttp_sessionkit + MemoryStore"),
     Config("cookie", None, "ours", "aiohttp_sessionkit + EncryptedCookieStore (AES-GCM)"),
     Config(

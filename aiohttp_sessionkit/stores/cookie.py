@@ -69,6 +69,10 @@ class EncryptedCookieStore(AbstractStore):
         return opened[0]
 
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
+        return self._save_now(token, data, ttl, namespace)
+
+    def _save_now(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str:
+        # The session layer calls this directly, without a coroutine (see SessionConfig).
         sealed = self._ring.seal(data, namespace.encode())
         size = len(namespace) + 1 + len(sealed)
         if size > MAX_COOKIE_BYTES:

@@ -60,8 +60,14 @@ class MemoryStore(ServerStore):
         return record[_EXPIRY.size :]
 
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
-        if token is None:
+        if token is None:  # ServerStore's create-only loop (through self.create)
             return await super().save(None, data, ttl=ttl, namespace=namespace)
+        return self._save_now(token, data, ttl, namespace)
+
+    def _save_now(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
+        # The session layer calls this directly, without a coroutine (see SessionConfig), for
+        # updates only: a new session goes through save() and ServerStore's create loop.
+        assert token is not None, "MemoryStore._save_now updates; create with save()"
         key = key_for_token(namespace, token)
         if key is None:
             return None
