@@ -29,14 +29,48 @@ def record_key(namespace: str, session_id: str) -> str:
 
     A leaked store dump or a store-side timing difference then yields nothing that works as
     a cookie. The namespace (the cookie name) is hashed in, so an id issued for one cookie
-    name opens nothing under another.
+    name opens nothing under another. The key is SHA-256 of ``namespace NUL id``, as hex.
     """
-    return hashlib.sha256(f"{namespace}\x00{session_id}".encode()).hexdigest()
+    hasher = _prefixed(namespace)
+    hasher.update(session_id.encode())
+    return hasher.hexdigest()
 
 
 def key_for_token(namespace: str, token: str) -> str | None:
     """The record key for a presented ``token``, or None when it is not an id we issue."""
+    global _LAST
+    last = _LAST
+    if token is last[0] and namespace is last[1]:  # a write: the same token as its load's
+        return last[2]
     # is_valid_session_id and record_key, inlined: this runs on every request with a session.
     if len(token) != _ID_LENGTH or _ID_SHAPE.fullmatch(token) is None:
         return None
-    return hashlib.sha256(f"{namespace}\x00{token}".encode()).hexdigest()
+    hasher = _prefixed(namespace)
+    hasher.update(token.encode())
+    key = hasher.hexdigest()
+    _LAST = (token, namespace, key)
+    return key
+
+
+# The last (token, namespace, key) computed: a request that writes its session asks for the
+# key of the same token object twice (load, then save). One immutable tuple, replaced as a
+# whole, so that a reader never sees a token paired with another token's key; matched by
+# identity, so both objects are alive and the same strings.
+_LAST: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+# A SHA-256 state that has hashed "namespace NUL", per namespace (the configured cookie
+# names: a handful). Copying it is about a quarter cheaper than a new hashlib.sha256(),
+# which with OpenSSL 3 looks the algorithm up on every call; the digests are the same.
+_PREFIXES: dict[str, hashlib._Hash] = {}
+_MAX_PREFIXES = 64
+
+
+def _prefixed(namespace: str) -> hashlib._Hash:
+    base = _PREFIXES.get(namespace)
+    if base is None:
+        base = hashlib.sha256(f"{namespace}\x00".encode())
+        if len(_PREFIXES) < _MAX_PREFIXES:
+            _PREFIXES[namespace] = base
+        return base.copy()  # never hand out the kept state itself
+    return base.copy()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from aiohttp_sessionkit import ConfigurationError, JSONSerializer, Session, generate_key
 from aiohttp_sessionkit.crypto import KeyRing, parse_key
-from aiohttp_sessionkit.ids import is_valid_session_id, new_session_id, record_key
+from aiohttp_sessionkit.ids import is_valid_session_id, key_for_token, new_session_id, record_key
 from aiohttp_sessionkit.session import encode_payload
 from aiohttp_sessionkit.stores.cookie import EncryptedCookieStore
 
@@ -323,3 +323,16 @@ def test_json_serializer_refuses_nan_on_load_as_on_dump() -> None:
             serializer.loads(constant)
     with pytest.raises(ValueError):
         serializer.dumps(float("nan"))
+
+
+def test_key_for_token_is_record_key_however_calls_repeat_and_interleave() -> None:
+    # key_for_token remembers its last answer (a write asks twice for one token): repeated,
+    # interleaved and cross-namespace calls must still each get their own record key.
+    first, second = new_session_id(), new_session_id()
+    names = ["A", "B", "".join(["A"])]  # the last: equal to "A", another object
+    for name in names:
+        for token in (first, second, first, first, second, "".join([second])):
+            assert key_for_token(name, token) == record_key(name, token)
+    assert key_for_token("A", first) != key_for_token("B", first)
+    assert key_for_token("A", first) is not None
+    assert key_for_token("A", first[:-1] + "!") is None
