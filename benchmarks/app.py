@@ -284,6 +284,10 @@ def ours_app(config: str) -> web.Application:
         store = MemoryStore()
     elif config == "cookie":
         store = EncryptedCookieStore(_env(bc.ENV_COOKIE_KEY))
+    elif config == "jwt":
+        from aiohttp_sessionkit import JWTStore
+
+        store = JWTStore(_env(bc.ENV_JWT_SECRET))
     elif config == "redis":
         from aiohttp_sessionkit.stores.redis import RedisStore
 
@@ -405,6 +409,52 @@ def _floor_app(
         data["n"] = n
         await update(sid, bc.compact_json(data))
         return web.Response(text=str(n))
+
+    return _app(login, read, write)
+
+
+def jwt_floor_app() -> web.Application:
+    """The session as JWT claims, with PyJWT called in the handlers and nothing else."""
+    import time
+
+    import jwt
+
+    secret = _env(bc.ENV_JWT_SECRET)
+    encode, decode = jwt.encode, jwt.decode
+    algorithms = ["HS256"]
+
+    def claims_of(request: web.Request) -> dict[str, Any] | None:
+        token = _cookie_value(request)
+        if not token:
+            return None
+        try:
+            claims: dict[str, Any] = decode(token, secret, algorithms=algorithms)
+        except jwt.InvalidTokenError:
+            return None
+        return claims
+
+    def with_token(response: web.Response, claims: dict[str, Any]) -> web.Response:
+        claims["exp"] = int(time.time()) + bc.FLOOR_TTL
+        token = encode(claims, secret, algorithm="HS256")
+        response.headers.add("Set-Cookie", _COOKIE_PREFIX + token + _SET_COOKIE_ATTRS)
+        return response
+
+    async def login(request: web.Request) -> web.Response:
+        return with_token(web.Response(text="ok"), bc.session_data(next(_LOGINS)))
+
+    async def read(request: web.Request) -> web.Response:
+        claims = claims_of(request)
+        if claims is None:
+            return _no_session()
+        return web.Response(text=claims["name"])
+
+    async def write(request: web.Request) -> web.Response:
+        claims = claims_of(request)
+        if claims is None or "user_id" not in claims:
+            return _no_session()
+        n = claims.get("n", 0) + 1
+        claims["n"] = n
+        return with_token(web.Response(text=str(n)), claims)
 
     return _app(login, read, write)
 
@@ -564,6 +614,7 @@ def build_app(config: str) -> web.Application:
     if spec.family == "aiohttp-session":
         return aiohttp_session_app(config)
     builders = {
+        "jwt-floor": jwt_floor_app,
         "redis-floor": redis_floor_app,
         "postgres-floor": postgres_floor_app,
         "mongo-floor": mongo_floor_app,

@@ -32,6 +32,7 @@ ENV_REDIS_URL = "SESSIONKIT_BENCH_REDIS_URL"
 ENV_POSTGRES_DSN = "SESSIONKIT_BENCH_POSTGRES_DSN"
 ENV_MONGO_URL = "SESSIONKIT_BENCH_MONGO_URL"
 ENV_COOKIE_KEY = "SESSIONKIT_BENCH_COOKIE_KEY"
+ENV_JWT_SECRET = "SESSIONKIT_BENCH_JWT_SECRET"  # noqa: S105 - the variable's name
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,17 @@ CONFIGS: tuple[Config, ...] = (
         "aiohttp_sessionkit + EncryptedCookieStore, HeaderTransport (Authorization: Bearer)",
         "header",
     ),
+    Config("jwt", None, "ours", "aiohttp_sessionkit + JWTStore (HS256, PyJWT), cookie transport"),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
     Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),
     Config("mongo", "mongo", "ours", "aiohttp_sessionkit + MongoStore (PyMongo async)"),
+    Config(
+        "jwt-floor",
+        None,
+        "floor",
+        "PyJWT in the handler, no library: read = jwt.decode of the cookie (HS256, exp "
+        "checked); write = decode + jwt.encode + Set-Cookie",
+    ),
     Config("redis-floor", "redis", "floor", "raw redis.asyncio GET / GET+SET EX, no library"),
     Config("postgres-floor", "postgres", "floor", "raw asyncpg SELECT / SELECT+UPDATE, no library"),
     Config(

@@ -157,14 +157,19 @@ def main(argv: list[str] | None = None) -> int:
                         result = load.run(workers.url(route), cookies, args.duration, scratch)
                         used = workers.cpu_seconds() - before
                         if result["non2xx"] or result["errors"]:
-                            print(f"  ! {count} proc /{route}: {result['non2xx']} non-2xx, "
-                                  f"{result['errors']} socket errors")
+                            print(
+                                f"  ! {count} proc /{route}: {result['non2xx']} non-2xx, "
+                                f"{result['errors']} socket errors"
+                            )
                         rps.setdefault((count, route), []).append(result["rps"])
                         cpu.setdefault((count, route), []).append(
                             used / max(1, result["requests"]) * 1e6
                         )
-                        print(f"  round {round_no}: {count} process(es) /{route}: "
-                              f"{result['rps']:,.0f} req/s", flush=True)
+                        print(
+                            f"  round {round_no}: {count} process(es) /{route}: "
+                            f"{result['rps']:,.0f} req/s",
+                            flush=True,
+                        )
                 finally:
                     workers.stop()
     base = counts[0]

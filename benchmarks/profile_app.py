@@ -21,6 +21,7 @@ import argparse
 import collections
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,7 @@ def main() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(bc.BENCH_DIR), str(bc.REPO_ROOT)])
     env.setdefault(bc.ENV_COOKIE_KEY, run._cookie_key())
+    env.setdefault(bc.ENV_JWT_SECRET, secrets.token_urlsafe(48))
     run.RESULTS_DIR.mkdir(exist_ok=True)
     if args.tool == "py-spy":
         profile_with_py_spy(args, env)
