@@ -254,6 +254,14 @@ def ours_app(config: str) -> web.Application:
     from aiohttp_sessionkit import setup as sessionkit_setup
 
     transport: AbstractTransport = CookieTransport()
+    options: dict[str, Any] = {}
+    if config == "cookie-legacy":
+        from cryptography.fernet import Fernet
+
+        from aiohttp_sessionkit.legacy import AiohttpSessionCookie
+
+        options["legacy"] = AiohttpSessionCookie(Fernet.generate_key().decode())
+        config = "cookie"
     if bc.CONFIG_BY_NAME[config].transport == "header":
         transport = HeaderTransport(response_header=bc.TOKEN_RESPONSE_HEADER)
         config = config.removesuffix("-header")
@@ -306,7 +314,7 @@ def ours_app(config: str) -> web.Application:
         store = MongoStore(url, database="sessionkit_bench", collection="ours")
     else:
         raise SystemExit(f"app.py: unknown configuration {config!r}")
-    sessionkit_setup(app, store, cookie_name=bc.COOKIE_NAME, transport=transport)
+    sessionkit_setup(app, store, cookie_name=bc.COOKIE_NAME, transport=transport, **options)
     return app
 
 

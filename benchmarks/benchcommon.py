@@ -117,6 +117,13 @@ CONFIGS: tuple[Config, ...] = (
         "aiohttp_sessionkit + EncryptedCookieStore, HeaderTransport (Authorization: Bearer)",
         "header",
     ),
+    Config(
+        "cookie-legacy",
+        None,
+        "ours",
+        "cookie, with an aiohttp-session cookie reader configured (setup(legacy=...)); our "
+        "cookies open, so the reader is never consulted",
+    ),
     Config("jwt", None, "ours", "aiohttp_sessionkit + JWTStore (HS256, PyJWT), cookie transport"),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
     Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),

@@ -76,6 +76,10 @@ def _targets() -> list[Target]:
         for route in ("read", "write"):
             label = f"{store}-header, /{route}"
             targets.append(Target(label, route, f"{store}-header", store, 1.0))
+    # A legacy reader configured: costs nothing while our own cookies open (for reference).
+    for route in ("read", "write"):
+        label = f"cookie-legacy, /{route}"
+        targets.append(Target(label, route, "cookie-legacy", "cookie", 1.0, note="info"))
     # The JWT store: no slower than the cookie store; and, for reference, against PyJWT
     # called in a handler.
     for route in ("read", "write"):
@@ -108,6 +112,8 @@ def _reference_for(config: str, route: str) -> str:
         return f"{spec.backend}-floor"
     if config == "jwt":
         return "jwt-floor"
+    if config == "cookie-legacy":
+        return "cookie"
     if config in ("memory", "cookie"):
         return f"{config}-limit"
     return "bare"
