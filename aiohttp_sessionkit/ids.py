@@ -45,7 +45,8 @@ def key_for_token(namespace: str, token: str) -> str | None:
     # is_valid_session_id and record_key, inlined: this runs on every request with a session.
     if len(token) != _ID_LENGTH or _ID_SHAPE.fullmatch(token) is None:
         return None
-    hasher = _prefixed(namespace)
+    base = _PREFIXES.get(namespace)  # _prefixed(), inlined for the common case
+    hasher = _prefixed(namespace) if base is None else base.copy()
     hasher.update(token.encode())
     key = hasher.hexdigest()
     _LAST = (token, namespace, key)

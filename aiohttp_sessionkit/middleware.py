@@ -15,7 +15,7 @@ from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
 from .serializers import Serializer
-from .session import Session, now
+from .session import Session, decode_payload, encode_payload, now
 from .transports import CookieTransport, presented_cookie
 
 __all__ = ["SessionConfig"]
@@ -56,8 +56,19 @@ class SessionConfig:
     #: presented_cookie() directly, two calls less on every request that loads a session.
     cookie_only: bool = field(init=False)
 
+    #: ``store.dump`` and ``store.restore``, or the payload functions they call when the
+    #: store keeps AbstractStore's (one call less per save and per load).
+    dump: Callable[[Session, Serializer, int], Any] = field(init=False)
+    restore: Callable[..., Session | None] = field(init=False)
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        store = self.store
+        own = getattr(store, "__dict__", {})
+        keeps_dump = type(store).dump is AbstractStore.dump and "dump" not in own
+        keeps_restore = type(store).restore is AbstractStore.restore and "restore" not in own
+        set_(self, "dump", encode_payload if keeps_dump else store.dump)
+        set_(self, "restore", decode_payload if keeps_restore else store.restore)
         set_(self, "load_now", _twin_of(self.store, "load"))
         set_(self, "save_now", _twin_of(self.store, "save"))
         set_(
@@ -199,7 +210,7 @@ class Slot:
                     operation = store.load(token, namespace=config.namespace)
                     payload = await (operation if store.local else config.guarded(operation))
                 if payload is not None:
-                    session = store.restore(
+                    session = config.restore(
                         payload,
                         config.serializer,
                         identity=None if store.client_side else token,
@@ -310,7 +321,7 @@ class Slot:
                     self._expire_cookie(request)
             return
         t = now()  # due(): the session changed, or it is live and its refresh is due
-        payload = store.dump(session, config.serializer, t)
+        payload = config.dump(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
         ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
         operation = store.save(
@@ -341,7 +352,7 @@ class Slot:
         ):
             return False
         t = now()
-        payload = config.store.dump(session, config.serializer, t)
+        payload = config.dump(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
         ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
         token = save_now(self.token if self.live else None, payload, ttl, config.namespace)

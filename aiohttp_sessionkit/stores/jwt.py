@@ -610,9 +610,7 @@ class JWTStore(AbstractStore):
         session._sid = payload.sid
         return session  # type: ignore[no-any-return]
 
-    def dump(
-        self, session: Session, serializer: Serializer, accessed: int
-    ) -> _Draft:
+    def dump(self, session: Session, serializer: Serializer, accessed: int) -> _Draft:
         data = session._data
         for key in data:
             _check_claim_name(key)  # again: a subclass or a direct _data edit skips __setitem__
