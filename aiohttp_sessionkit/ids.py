@@ -38,10 +38,10 @@ def record_key(namespace: str, session_id: str) -> str:
 
 def key_for_token(namespace: str, token: str) -> str | None:
     """The record key for a presented ``token``, or None when it is not an id we issue."""
-    global _LAST
-    last = _LAST
-    if token is last[0] and namespace is last[1]:  # a write: the same token as its load's
-        return last[2]
+    memo = _KEYS
+    key = memo.get((namespace, token))
+    if key is not None:
+        return key
     # is_valid_session_id and record_key, inlined: this runs on every request with a session.
     if len(token) != _ID_LENGTH or _ID_SHAPE.fullmatch(token) is None:
         return None
@@ -49,15 +49,19 @@ def key_for_token(namespace: str, token: str) -> str | None:
     hasher = _prefixed(namespace) if base is None else base.copy()
     hasher.update(token.encode())
     key = hasher.hexdigest()
-    _LAST = (token, namespace, key)
+    if len(memo) >= _MAX_KEYS:
+        memo.clear()  # bounded; clear() is one atomic step, safe with threads too
+    memo[(namespace, token)] = key
     return key
 
 
-# The last (token, namespace, key) computed: a request that writes its session asks for the
-# key of the same token object twice (load, then save). One immutable tuple, replaced as a
-# whole, so that a reader never sees a token paired with another token's key; matched by
-# identity, so both objects are alive and the same strings.
-_LAST: tuple[str | None, str | None, str | None] = (None, None, None)
+# Record keys of recently presented ids, by (namespace, id): a browser presents the same id
+# on every request, and a write asks for it twice (load, then save). A pure function's
+# memo: a hit is the hash itself, and only well-formed ids are remembered. Bounded (about
+# 1.5 MB when full); it holds live ids in process memory, as request handling does anyway,
+# never in a store.
+_KEYS: dict[tuple[str, str], str] = {}
+_MAX_KEYS = 4096
 
 
 # A SHA-256 state that has hashed "namespace NUL", per namespace (the configured cookie

@@ -326,7 +326,7 @@ def test_json_serializer_refuses_nan_on_load_as_on_dump() -> None:
 
 
 def test_key_for_token_is_record_key_however_calls_repeat_and_interleave() -> None:
-    # key_for_token remembers its last answer (a write asks twice for one token): repeated,
+    # key_for_token remembers recent answers (a write asks twice for one token): repeated,
     # interleaved and cross-namespace calls must still each get their own record key.
     first, second = new_session_id(), new_session_id()
     names = ["A", "B", "".join(["A"])]  # the last: equal to "A", another object
@@ -336,3 +336,16 @@ def test_key_for_token_is_record_key_however_calls_repeat_and_interleave() -> No
     assert key_for_token("A", first) != key_for_token("B", first)
     assert key_for_token("A", first) is not None
     assert key_for_token("A", first[:-1] + "!") is None
+
+
+def test_key_for_token_memo_stays_bounded_and_correct() -> None:
+    import aiohttp_sessionkit.ids as ids
+
+    tokens = [new_session_id() for _ in range(ids._MAX_KEYS + 10)]
+    for token in tokens:
+        assert key_for_token("A", token) == record_key("A", token)
+        assert len(ids._KEYS) <= ids._MAX_KEYS
+    for token in tokens[:5] + tokens[-5:]:  # after a clear and still remembered ones
+        assert key_for_token("A", token) == record_key("A", token)
+    assert key_for_token("A", "x" * 42) is None
+    assert ("A", "x" * 42) not in ids._KEYS  # malformed ids are never remembered
