@@ -296,6 +296,10 @@ def ours_app(config: str) -> web.Application:
         from aiohttp_sessionkit import JWTStore
 
         store = JWTStore(_env(bc.ENV_JWT_SECRET))
+    elif config == "sql-sqlite":
+        from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
+
+        store = SQLAlchemyStore(_sqlite_url("ours"), table="bench_ours")
     elif config == "redis":
         from aiohttp_sessionkit.stores.redis import RedisStore
 
@@ -467,6 +471,65 @@ def jwt_floor_app() -> web.Application:
     return _app(login, read, write)
 
 
+def _sqlite_url(name: str) -> str:
+    """A fresh SQLite file for this server process (the last round's is removed)."""
+    path = os.path.join(_env(bc.ENV_SQLITE_DIR), f"{name}-{os.getpid()}.db")
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def sql_sqlite_floor_app() -> web.Application:
+    """The same table shape as SQLAlchemyStore, with the Core calls a handler would make."""
+    import time
+
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "bench_floor",
+        metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False, index=True),
+    )
+    engines: list[AsyncEngine] = []
+
+    def expires_ms() -> int:
+        return int((time.time() + bc.FLOOR_TTL) * 1000)
+
+    async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = create_async_engine(_sqlite_url("floor"))
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        engines.append(engine)
+        yield
+        await engine.dispose()
+
+    async def create(sid: str, data: bytes) -> object:
+        async with engines[0].begin() as connection:
+            return await connection.execute(
+                table.insert().values(key=sid, data=data, expires_at=expires_ms())
+            )
+
+    async def fetch(sid: str) -> bytes | None:
+        now_ms = int(time.time() * 1000)
+        query = sa.select(table.c.data).where(table.c.key == sid, table.c.expires_at > now_ms)
+        async with engines[0].connect() as connection:
+            raw: bytes | None = (await connection.execute(query)).scalar()
+        return raw
+
+    async def update(sid: str, data: bytes) -> object:
+        statement = (
+            table.update().where(table.c.key == sid).values(data=data, expires_at=expires_ms())
+        )
+        async with engines[0].begin() as connection:
+            return await connection.execute(statement)
+
+    app = _floor_app(create, fetch, update)
+    app.cleanup_ctx.append(engine_ctx)
+    return app
+
+
 def redis_floor_app() -> web.Application:
     import redis.asyncio as aioredis
 
@@ -623,6 +686,7 @@ def build_app(config: str) -> web.Application:
         return aiohttp_session_app(config)
     builders = {
         "jwt-floor": jwt_floor_app,
+        "sql-sqlite-floor": sql_sqlite_floor_app,
         "redis-floor": redis_floor_app,
         "postgres-floor": postgres_floor_app,
         "mongo-floor": mongo_floor_app,

@@ -32,6 +32,7 @@ ENV_REDIS_URL = "SESSIONKIT_BENCH_REDIS_URL"
 ENV_POSTGRES_DSN = "SESSIONKIT_BENCH_POSTGRES_DSN"
 ENV_MONGO_URL = "SESSIONKIT_BENCH_MONGO_URL"
 ENV_COOKIE_KEY = "SESSIONKIT_BENCH_COOKIE_KEY"
+ENV_SQLITE_DIR = "SESSIONKIT_BENCH_SQLITE_DIR"
 ENV_JWT_SECRET = "SESSIONKIT_BENCH_JWT_SECRET"  # noqa: S105 - the variable's name
 
 
@@ -126,6 +127,9 @@ CONFIGS: tuple[Config, ...] = (
     ),
     Config("jwt", None, "ours", "aiohttp_sessionkit + JWTStore (HS256, PyJWT), cookie transport"),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
+    Config(
+        "sql-sqlite", None, "ours", "aiohttp_sessionkit + SQLAlchemyStore on SQLite (aiosqlite)"
+    ),
     Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),
     Config("mongo", "mongo", "ours", "aiohttp_sessionkit + MongoStore (PyMongo async)"),
     Config(
@@ -136,6 +140,12 @@ CONFIGS: tuple[Config, ...] = (
         "checked); write = decode + jwt.encode + Set-Cookie",
     ),
     Config("redis-floor", "redis", "floor", "raw redis.asyncio GET / GET+SET EX, no library"),
+    Config(
+        "sql-sqlite-floor",
+        None,
+        "floor",
+        "raw SQLAlchemy Core on SQLite (aiosqlite), same table shape: SELECT / SELECT+UPDATE",
+    ),
     Config("postgres-floor", "postgres", "floor", "raw asyncpg SELECT / SELECT+UPDATE, no library"),
     Config(
         "mongo-floor", "mongo", "floor", "raw PyMongo find_one / find_one+update_one, no library"

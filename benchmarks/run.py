@@ -88,6 +88,9 @@ def _targets() -> list[Target]:
     for route in ("read", "write"):
         targets.append(Target(f"redis, /{route}", route, "redis", "redis-floor", 0.95))
         targets.append(Target(f"redis, /{route}", route, "redis", "aiohttp-session-redis", 1.2))
+    for route in ("read", "write"):
+        label = f"sql-sqlite, /{route}"
+        targets.append(Target(label, route, "sql-sqlite", "sql-sqlite-floor", 0.90))
     for backend in ("postgres", "mongo"):
         for route in ("read", "write"):
             targets.append(
@@ -112,6 +115,8 @@ def _reference_for(config: str, route: str) -> str:
         return f"{spec.backend}-floor"
     if config == "jwt":
         return "jwt-floor"
+    if config == "sql-sqlite":
+        return "sql-sqlite-floor"
     if config == "cookie-legacy":
         return "cookie"
     if config in ("memory", "cookie"):
@@ -882,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         ).rstrip(os.pathsep)
         env[bc.ENV_COOKIE_KEY] = _cookie_key()
         env[bc.ENV_JWT_SECRET] = secrets.token_urlsafe(48)
+        env[bc.ENV_SQLITE_DIR] = tmp
         for backend, url in urls.items():
             env[_SERVER_ENV[backend]] = url
         for config in configs:
