@@ -300,6 +300,10 @@ def ours_app(config: str) -> web.Application:
         from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
 
         store = SQLAlchemyStore(_sqlite_url("ours"), table="bench_ours")
+    elif config == "sql-mariadb":
+        from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
+
+        store = SQLAlchemyStore(_env(bc.ENV_MYSQL_URL), table=f"bench_ours_{os.getpid()}")
     elif config == "redis":
         from aiohttp_sessionkit.stores.redis import RedisStore
 
@@ -479,6 +483,15 @@ def _sqlite_url(name: str) -> str:
 
 def sql_sqlite_floor_app() -> web.Application:
     """The same table shape as SQLAlchemyStore, with the Core calls a handler would make."""
+    return _sql_floor_app(_sqlite_url("floor"), "bench_floor")
+
+
+def sql_mariadb_floor_app() -> web.Application:
+    """The SQLite floor's calls on MariaDB (asyncmy), with a pool like the store's."""
+    return _sql_floor_app(_env(bc.ENV_MYSQL_URL), f"bench_floor_{os.getpid()}")
+
+
+def _sql_floor_app(url: str, name: str) -> web.Application:
     import time
 
     import sqlalchemy as sa
@@ -486,7 +499,7 @@ def sql_sqlite_floor_app() -> web.Application:
 
     metadata = sa.MetaData()
     table = sa.Table(
-        "bench_floor",
+        name,
         metadata,
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("data", sa.LargeBinary(), nullable=False),
@@ -498,7 +511,7 @@ def sql_sqlite_floor_app() -> web.Application:
         return int((time.time() + bc.FLOOR_TTL) * 1000)
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
-        engine = create_async_engine(_sqlite_url("floor"))
+        engine = create_async_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
         engines.append(engine)
@@ -687,6 +700,7 @@ def build_app(config: str) -> web.Application:
     builders = {
         "jwt-floor": jwt_floor_app,
         "sql-sqlite-floor": sql_sqlite_floor_app,
+        "sql-mariadb-floor": sql_mariadb_floor_app,
         "redis-floor": redis_floor_app,
         "postgres-floor": postgres_floor_app,
         "mongo-floor": mongo_floor_app,

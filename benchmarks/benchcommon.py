@@ -31,6 +31,7 @@ FLOOR_TTL = 14 * 24 * 3600
 ENV_REDIS_URL = "SESSIONKIT_BENCH_REDIS_URL"
 ENV_POSTGRES_DSN = "SESSIONKIT_BENCH_POSTGRES_DSN"
 ENV_MONGO_URL = "SESSIONKIT_BENCH_MONGO_URL"
+ENV_MYSQL_URL = "SESSIONKIT_BENCH_MYSQL_URL"
 ENV_COOKIE_KEY = "SESSIONKIT_BENCH_COOKIE_KEY"
 ENV_SQLITE_DIR = "SESSIONKIT_BENCH_SQLITE_DIR"
 ENV_JWT_SECRET = "SESSIONKIT_BENCH_JWT_SECRET"  # noqa: S105 - the variable's name
@@ -130,6 +131,12 @@ CONFIGS: tuple[Config, ...] = (
     Config(
         "sql-sqlite", None, "ours", "aiohttp_sessionkit + SQLAlchemyStore on SQLite (aiosqlite)"
     ),
+    Config(
+        "sql-mariadb",
+        "mysql",
+        "ours",
+        "aiohttp_sessionkit + SQLAlchemyStore on MariaDB (asyncmy)",
+    ),
     Config("postgres", "postgres", "ours", "aiohttp_sessionkit + PostgresStore (asyncpg)"),
     Config("mongo", "mongo", "ours", "aiohttp_sessionkit + MongoStore (PyMongo async)"),
     Config(
@@ -145,6 +152,12 @@ CONFIGS: tuple[Config, ...] = (
         None,
         "floor",
         "raw SQLAlchemy Core on SQLite (aiosqlite), same table shape: SELECT / SELECT+UPDATE",
+    ),
+    Config(
+        "sql-mariadb-floor",
+        "mysql",
+        "floor",
+        "raw SQLAlchemy Core on MariaDB (asyncmy), same table shape: SELECT / SELECT+UPDATE",
     ),
     Config("postgres-floor", "postgres", "floor", "raw asyncpg SELECT / SELECT+UPDATE, no library"),
     Config(

@@ -89,8 +89,8 @@ def _targets() -> list[Target]:
         targets.append(Target(f"redis, /{route}", route, "redis", "redis-floor", 0.95))
         targets.append(Target(f"redis, /{route}", route, "redis", "aiohttp-session-redis", 1.2))
     for route in ("read", "write"):
-        label = f"sql-sqlite, /{route}"
-        targets.append(Target(label, route, "sql-sqlite", "sql-sqlite-floor", 0.90))
+        for sql in ("sql-sqlite", "sql-mariadb"):
+            targets.append(Target(f"{sql}, /{route}", route, sql, f"{sql}-floor", 0.90))
     for backend in ("postgres", "mongo"):
         for route in ("read", "write"):
             targets.append(
@@ -111,6 +111,8 @@ def _reference_for(config: str, route: str) -> str:
         return "untouched-limit"
     if spec.transport == "header":
         return config.removesuffix("-header")
+    if config == "sql-mariadb":
+        return "sql-mariadb-floor"
     if spec.backend is not None:
         return f"{spec.backend}-floor"
     if config == "jwt":
@@ -140,11 +142,17 @@ class ServerHandle(Protocol):
     def stop(self) -> None: ...
 
 
-_SERVER_CLASSES = {"redis": "RedisServer", "postgres": "PostgresServer", "mongo": "FerretServer"}
+_SERVER_CLASSES = {
+    "redis": "RedisServer",
+    "postgres": "PostgresServer",
+    "mongo": "FerretServer",
+    "mysql": "MariaDBServer",
+}
 _SERVER_ENV = {
     "redis": bc.ENV_REDIS_URL,
     "postgres": bc.ENV_POSTGRES_DSN,
     "mongo": bc.ENV_MONGO_URL,
+    "mysql": bc.ENV_MYSQL_URL,
 }
 
 
