@@ -449,3 +449,51 @@ async def test_aiomysql_works_or_is_refused_at_setup_when_its_pymysql_breaks_it(
         assert await store.load(token, namespace=NS) == bytes(range(256))
     finally:
         await store.close()
+
+
+async def test_a_batch_that_loses_a_deadlock_on_mariadb_is_run_again(mariadb_server: Any) -> None:
+    # InnoDB breaks a lock cycle by rolling back the lighter transaction; the server's
+    # advice ("try restarting transaction") is what the store follows, so concurrent
+    # requests see their writes succeed instead of a 503.
+    store = SQLAlchemyStore(mariadb_server.url, table=unique_table())
+    other = create_async_engine(mariadb_server.url)
+    try:
+        await store.open()
+        first = await store.save(None, b"one", ttl=600, namespace=NS)
+        second = await store.save(None, b"two", ttl=600, namespace=NS)
+        assert first is not None and second is not None
+        table = store.table
+        async with other.connect() as conn:
+            await conn.execute(sa.text("BEGIN"))
+            # Heavier than the store's transaction, so InnoDB picks the store's as the victim.
+            await conn.execute(
+                table.insert(),
+                [
+                    {"key": record_key(NS, new_session_id()), "data": b"x", "expires_at": 2**62}
+                    for _ in range(50)
+                ],
+            )
+            await conn.execute(
+                sa.select(table.c.key)
+                .where(table.c.key == record_key(NS, second))
+                .with_for_update()
+            )
+            # One batch updates both rows, locking in key order; it waits for the row held here.
+            saves = asyncio.gather(
+                store.save(first, b"one-b", ttl=600, namespace=NS),
+                store.save(second, b"two-b", ttl=600, namespace=NS),
+            )
+            await asyncio.sleep(0.5)
+            # Now this transaction waits for the row the batch holds: a lock cycle.
+            await conn.execute(
+                sa.select(table.c.key)
+                .where(table.c.key == record_key(NS, first))
+                .with_for_update()
+            )
+            await conn.execute(sa.text("COMMIT"))
+        assert list(await saves) == [first, second]
+        assert await store.load(first, namespace=NS) == b"one-b"
+        assert await store.load(second, namespace=NS) == b"two-b"
+    finally:
+        await other.dispose()
+        await store.close()

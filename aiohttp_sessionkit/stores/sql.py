@@ -19,6 +19,7 @@ updates as one locking ``SELECT`` and one ``UPDATE`` in a transaction.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -530,6 +531,7 @@ class SQLAlchemyStore(ServerStore):
         dead_retried = False
         busy_waited = 0.0
         delay = 0.002
+        conflicts = 0
         while True:
             try:
                 return await self._on_connection(engine, work, transaction)
@@ -538,6 +540,13 @@ class SQLAlchemyStore(ServerStore):
             except Exception as exc:
                 if not dead_retried and _is_dead_connection(exc):
                     dead_retried = True
+                    continue
+                if _is_conflict(exc) and conflicts < _CONFLICT_RETRIES:
+                    # The server chose this transaction as a deadlock victim (InnoDB's gap
+                    # locks can order concurrent batches against each other) and rolled it
+                    # back whole: the work is safe to repeat, as the server advises.
+                    conflicts += 1
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**conflicts))
                     continue
                 if self._sqlite and _is_locked(exc) and busy_waited < _SQLITE_BUSY_TIMEOUT:
                     # Another process holds SQLite's lock. Nothing was done (a busy statement
@@ -662,6 +671,26 @@ _SQLITE_UNAVAILABLE_TEXT = ("database is locked", "unable to open", "disk i/o", 
 def _is_missing_table(exc: BaseException) -> bool:
     text = f"{type(getattr(exc, 'orig', exc)).__name__} {getattr(exc, 'orig', exc)}".lower()
     return any(marker in text for marker in _MISSING_TABLE_TEXT)
+
+
+#: How often a transaction that lost a deadlock (or a lock wait) is run again.
+_CONFLICT_RETRIES = 5
+#: MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT. PostgreSQL: deadlock_detected,
+#: serialization_failure.
+_CONFLICT_CODES = (1213, 1205)
+_CONFLICT_STATES = ("40P01", "40001")
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """The server rolled the transaction back to break a lock conflict: run it again."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and args[0] in _CONFLICT_CODES:
+        return True
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in _CONFLICT_STATES or "deadlock detected" in str(orig).lower()
 
 
 def _is_locked(exc: BaseException) -> bool:
