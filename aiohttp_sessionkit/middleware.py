@@ -47,11 +47,10 @@ class SessionConfig:
     #: Request headers the response varies on, as one ``Vary`` value and lowercased.
     vary: str = field(init=False)
     vary_lower: tuple[str, ...] = field(init=False)
-    #: ``store.load`` without its coroutine, for the built-in local stores: their load is a
-    #: dict lookup or an AES open, cheaper than creating and running a coroutine.
-    load_now: Callable[[str, str], Any] | None = field(init=False)
-    #: ``store.save`` without its coroutine, likewise: ``save_now(token, data, ttl, namespace)``.
-    save_now: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
+    #: ``store.load_nowait`` / ``store.save_nowait`` when the store offers them (the optional
+    #: hook described in abc.AbstractStore): ``load`` and ``save`` without a coroutine.
+    load_nowait: Callable[[str, str], Any] | None = field(init=False)
+    save_nowait: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
     #: True when the only transport is the stock cookie one: its token is then read with
     #: presented_cookie() directly, two calls less on every request that loads a session.
     cookie_only: bool = field(init=False)
@@ -69,8 +68,8 @@ class SessionConfig:
         keeps_restore = type(store).restore is AbstractStore.restore and "restore" not in own
         set_(self, "dump", encode_payload if keeps_dump else store.dump)
         set_(self, "restore", decode_payload if keeps_restore else store.restore)
-        set_(self, "load_now", _twin_of(self.store, "load"))
-        set_(self, "save_now", _twin_of(self.store, "save"))
+        set_(self, "load_nowait", _nowait_twin(self.store, "load"))
+        set_(self, "save_nowait", _nowait_twin(self.store, "save"))
         set_(
             self,
             "cookie_only",
@@ -109,14 +108,15 @@ class SessionConfig:
             raise StoreUnavailable(f"{type(self.store).__name__} is unreachable: {exc}") from exc
 
 
-def _twin_of(store: AbstractStore, method: str) -> Any:
-    """The store's synchronous twin ``_load_now``/``_save_now`` of ``load``/``save``, if the
-    class whose ``load``/``save`` runs defines one (the built-in local stores do).
+def _nowait_twin(store: AbstractStore, method: str) -> Any:
+    """``store.load_nowait`` / ``store.save_nowait`` if the session layer may call it instead
+    of ``load`` / ``save``: the store is ``local`` and the class whose ``load`` / ``save``
+    runs defines the twin too (see AbstractStore).
 
     A subclass that overrides ``load`` (a wrapper that counts calls, say) without its own
-    ``_load_now`` gets no fast path, so its ``load`` is never bypassed.
+    ``load_nowait`` gets no fast path, so its ``load`` is never bypassed.
     """
-    twin = f"_{method}_now"
+    twin = f"{method}_nowait"
     for klass in type(store).__mro__:
         attrs = vars(klass)
         if method in attrs:
@@ -203,9 +203,9 @@ class Slot:
             if token:
                 self.token = token
                 store = config.store
-                load_now = config.load_now
-                if load_now is not None:
-                    payload = load_now(token, config.namespace)
+                load_nowait = config.load_nowait
+                if load_nowait is not None:
+                    payload = load_nowait(token, config.namespace)
                 else:
                     operation = store.load(token, namespace=config.namespace)
                     payload = await (operation if store.local else config.guarded(operation))
@@ -340,10 +340,10 @@ class Slot:
         store's create loop (``ServerStore.save``), which a subclass may have customised.
         """
         config = self.config
-        save_now = config.save_now
+        save_nowait = config.save_nowait
         session = self.session
         if (
-            save_now is None
+            save_nowait is None
             or session is None
             or session._discard_old
             or self.legacy is not None
@@ -355,7 +355,7 @@ class Slot:
         payload = config.dump(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
         ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
-        token = save_now(self.token if self.live else None, payload, ttl, config.namespace)
+        token = save_nowait(self.token if self.live else None, payload, ttl, config.namespace)
         self._saved(request, session, token, t, ttl)
         return True
 

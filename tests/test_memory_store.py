@@ -256,12 +256,12 @@ def test_max_entries_must_be_a_positive_int(bad: Any) -> None:
 # -- the session layer's synchronous load ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("override", ["load", "_load_now"])
+@pytest.mark.parametrize("override", ["load", "load_nowait"])
 async def test_a_subclass_that_overrides_loading_is_never_bypassed(
     aiohttp_client: AiohttpClient, override: str
 ) -> None:
-    # The session layer calls _load_now directly, without load's coroutine: only when the
-    # class whose load would run defines _load_now too, so an overridden load still runs.
+    # The session layer calls load_nowait directly, without load's coroutine: only when the
+    # class whose load would run defines load_nowait too, so an overridden load still runs.
     calls: list[str] = []
 
     class Spy(MemoryStore):
@@ -270,9 +270,9 @@ async def test_a_subclass_that_overrides_loading_is_never_bypassed(
             return await super().load(token, namespace=namespace)
 
     class NowSpy(MemoryStore):
-        def _load_now(self, token: str, namespace: str) -> bytes | None:
-            calls.append("_load_now")
-            return super()._load_now(token, namespace)
+        def load_nowait(self, token: str, namespace: str) -> bytes | None:
+            calls.append("load_nowait")
+            return super().load_nowait(token, namespace)
 
     async def write(request: web.Request) -> web.Response:
         (await get_session(request))["n"] = 1

@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from aiohttp import web
 
 from .. import session as session_module
+from .._cache import VerifiedCache
 from ..abc import AbstractStore, ServerStore
 from ..cookies import DEFAULT_COOKIE_NAME
 from ..exceptions import ConfigurationError, SerializationError, SessionError
@@ -253,7 +254,7 @@ class ReadOnlySession(JWTSession):
 # -- what load() and dump() hand over ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class _Opened:
     """A verified token: what ``load`` returns and ``restore`` turns into a session."""
 
@@ -315,7 +316,11 @@ class JWTStore(AbstractStore):
         audience: str | None = None,
         leeway: int = 0,
         revocation: ServerStore | None = None,
+        cache_size: int = 4096,
     ) -> None:
+        # (session name, token) -> the payload JSON of a token whose signature and shape
+        # were verified (or that this store signed): see _open.
+        self._verified: VerifiedCache[bytes] = VerifiedCache(cache_size)
         if algorithm not in ALGORITHMS:
             raise ConfigurationError(
                 f"algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)}"
@@ -357,8 +362,10 @@ class JWTStore(AbstractStore):
         if audience is not None:
             fixed += f',"aud":{_dumps(audience)}'
         self._fixed_claims = fixed
-        # The session layer reads these per store; they depend on the configuration.
-        object.__setattr__(self, "local", revocation is None or revocation.local)
+        # The session layer reads these per store; they depend on the configuration. With a
+        # deny list every load and update asks a server store, so the store is not local
+        # (and load_nowait/save_nowait are not used).
+        object.__setattr__(self, "local", revocation is None)
         object.__setattr__(
             self, "session_class", JWTSession if self._signer is not None else ReadOnlySession
         )
@@ -469,7 +476,30 @@ class JWTStore(AbstractStore):
 
     # -- verification ---------------------------------------------------------------------------
     def _open(self, token: str, namespace: str) -> _Opened | None:
-        """Verify ``token`` (no I/O): signature, header and claims; None when anything is off."""
+        """Verify ``token`` (no I/O): signature, header and claims; None when anything is off.
+
+        A token that verified before (or that this store signed) is found in the cache of
+        verified tokens, which skips the signature check and the strict parse; the claims,
+        expiry included, are checked again on every call.
+        """
+        cached = self._verified.get((namespace, token))
+        if cached is not None:
+            # Parsed strictly when it was first verified (no duplicate members, no NaN, an
+            # object): the plain parser reads the same bytes the same way.
+            return self._check_claims(json.loads(cached), token, namespace)
+        raw_payload = self._verify(token)
+        if raw_payload is None:
+            return None
+        claims = _json_object(raw_payload)
+        if claims is None:
+            return None
+        opened = self._check_claims(claims, token, namespace)
+        if opened is not None:
+            self._verified.remember((namespace, token), raw_payload)
+        return opened
+
+    def _verify(self, token: str) -> bytes | None:
+        """The payload of ``token`` if its header and signature check out, else None."""
         if len(token) > MAX_TOKEN_BYTES or not token.isascii():
             return None
         parts = token.split(".")
@@ -492,8 +522,7 @@ class JWTStore(AbstractStore):
                 return None
         except (ValueError, TypeError):  # a signature of an impossible length or shape
             return None
-        claims = _json_object(raw_payload)
-        return None if claims is None else self._check_claims(claims, token, namespace)
+        return raw_payload
 
     def _key_for(self, header_b64: str) -> _Key | None:
         raw = _b64decode(header_b64)
@@ -568,6 +597,13 @@ class JWTStore(AbstractStore):
             return None
         return opened
 
+    def load_nowait(self, token: str, namespace: str) -> _Opened | None:
+        """:meth:`load` without a coroutine; the session layer calls it when there is no deny
+        list to ask (the store is then ``local``; see AbstractStore)."""
+        if self.revocation is not None:
+            raise RuntimeError("load_nowait: this JWTStore checks a deny list; await load()")
+        return self._open(token, namespace)
+
     # abc.py types the defaults (staticmethods over the binary payload) as taking and giving
     # bytes; the contract is "whatever load returned" and "whatever save takes".
     def restore(
@@ -632,25 +668,43 @@ class JWTStore(AbstractStore):
         return _Draft(body=body, private=private_json, sid=getattr(session, "_sid", None))
 
     async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
+        sid = self._lineage(token, data, namespace)
+        if sid is None or self._signer is None:
+            return token if sid is not None else None
+        revocation = self.revocation
+        if token is not None and revocation is not None and await self._denied(revocation, sid):
+            return None  # logged out while this request ran: never resurrect it
+        return self._issue(sid, data, ttl, namespace)
+
+    def save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None:
+        """:meth:`save` without a coroutine; the session layer calls it when there is no deny
+        list to ask (the store is then ``local``; see AbstractStore)."""
+        if self.revocation is not None:
+            raise RuntimeError("save_nowait: this JWTStore checks a deny list; await save()")
+        sid = self._lineage(token, data, namespace)
+        if sid is None or self._signer is None:
+            return token if sid is not None else None
+        return self._issue(sid, data, ttl, namespace)
+
+    def _lineage(self, token: str | None, data: Any, namespace: str) -> str | None:
+        """The lineage id the token to issue carries (a new one for a new session); None when
+        the presented token no longer verifies. A read-only store returns the lineage too
+        (save then keeps the client's token) but refuses to start a session."""
         if not isinstance(data, _Draft):
             raise TypeError(f"JWTStore.save takes what JWTStore.dump returns, not {type(data)}")
-        signer = self._signer
-        if signer is None:
-            if token is None:
-                _read_only("issue a token")
-            return token  # a refresh of a token we cannot re-sign: keep the client's copy
-        sid = data.sid
         if token is None:
-            sid = secrets.token_urlsafe(16)  # a new session: a new lineage
-        else:
-            if sid is None:
-                opened = self._open(token, namespace)
-                if opened is None:
-                    return None
-                sid = opened.sid
-            revocation = self.revocation
-            if revocation is not None and await self._denied(revocation, sid):
-                return None  # logged out while this request ran: never resurrect it
+            if self._signer is None:
+                _read_only("issue a token")
+            return secrets.token_urlsafe(16)  # a new session: a new lineage
+        if data.sid is not None:
+            return data.sid
+        opened = self._open(token, namespace)
+        return None if opened is None else opened.sid
+
+    def _issue(self, sid: str, data: _Draft, ttl: int, namespace: str) -> str:
+        """Sign a new token for lineage ``sid`` carrying ``data``, valid ``ttl`` seconds."""
+        signer = self._signer
+        assert signer is not None
         t = session_module.now()
         # The default cookie name is implied, so most tokens carry no namespace at all.
         bound = "" if namespace == DEFAULT_COOKIE_NAME else f'"n":{_dumps(namespace)},'
@@ -669,6 +723,8 @@ class JWTStore(AbstractStore):
                 "byte limit of a request header; keep less in the session (the token carries "
                 "all of it); nothing was saved"
             )
+        # The client presents this token next: remembering it saves that request's check.
+        self._verified.remember((namespace, issued), payload.encode("ascii"))
         return issued
 
     async def delete(self, token: str, *, namespace: str) -> None:

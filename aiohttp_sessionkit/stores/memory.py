@@ -45,10 +45,10 @@ class MemoryStore(ServerStore):
     # ServerStore's load/save, without the await of get/create/update that a driver with
     # I/O needs: here a load is a dict lookup, and the coroutine hop cost more than it.
     async def load(self, token: str, *, namespace: str) -> bytes | None:
-        return self._load_now(token, namespace)
+        return self.load_nowait(token, namespace)
 
-    def _load_now(self, token: str, namespace: str) -> bytes | None:
-        # The session layer calls this directly, without a coroutine (see SessionConfig).
+    def load_nowait(self, token: str, namespace: str) -> bytes | None:
+        # load() without its coroutine: the session layer calls this one (see AbstractStore).
         key = key_for_token(namespace, token)
         if key is None:
             return None
@@ -62,12 +62,12 @@ class MemoryStore(ServerStore):
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         if token is None:  # ServerStore's create-only loop (through self.create)
             return await super().save(None, data, ttl=ttl, namespace=namespace)
-        return self._save_now(token, data, ttl, namespace)
+        return self.save_nowait(token, data, ttl, namespace)
 
-    def _save_now(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
+    def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
         # The session layer calls this directly, without a coroutine (see SessionConfig), for
         # updates only: a new session goes through save() and ServerStore's create loop.
-        assert token is not None, "MemoryStore._save_now updates; create with save()"
+        assert token is not None, "MemoryStore.save_nowait updates; create with save()"
         key = key_for_token(namespace, token)
         if key is None:
             return None
