@@ -16,7 +16,6 @@ from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
 from .serializers import Serializer
 from .session import Session, decode_payload, encode_payload, now
-from .transports import CookieTransport, presented_cookie
 
 __all__ = ["SessionConfig"]
 
@@ -51,9 +50,11 @@ class SessionConfig:
     #: hook described in abc.AbstractStore): ``load`` and ``save`` without a coroutine.
     load_nowait: Callable[[str, str], Any] | None = field(init=False)
     save_nowait: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
-    #: True when the only transport is the stock cookie one: its token is then read with
-    #: presented_cookie() directly, two calls less on every request that loads a session.
-    cookie_only: bool = field(init=False)
+    #: The ``read`` of the only transport, when there is one (the common case): called
+    #: directly, without the loop over transports that several need.
+    read_only_transport: Callable[[web.Request, CookieParams], str | None] | None = field(
+        init=False
+    )
 
     #: ``store.dump`` and ``store.restore``, or the payload functions they call when the
     #: store keeps AbstractStore's (one call less per save and per load).
@@ -72,8 +73,8 @@ class SessionConfig:
         set_(self, "save_nowait", _nowait_twin(self.store, "save"))
         set_(
             self,
-            "cookie_only",
-            len(self.transports) == 1 and type(self.transports[0]) is CookieTransport,
+            "read_only_transport",
+            self.transports[0].read if len(self.transports) == 1 else None,
         )
         set_(self, "namespace", self.cookie.name)
         set_(self, "readers", tuple(sorted(self.transports, key=lambda t: not t.explicit)))
@@ -196,10 +197,8 @@ class Slot:
         config = self.config
         session = None
         try:
-            if config.cookie_only:
-                token = presented_cookie(request, config.namespace)
-            else:
-                token = self.presented(request)
+            read = config.read_only_transport
+            token = self.presented(request) if read is None else read(request, config.cookie)
             if token:
                 self.token = token
                 store = config.store

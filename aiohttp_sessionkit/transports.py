@@ -38,7 +38,37 @@ class CookieTransport(AbstractTransport):
         return "Cookie"
 
     def read(self, request: web.Request, params: CookieParams) -> str | None:
-        return presented_cookie(request, params.name)
+        """The value of the one cookie called ``params.name``; None if absent, empty or
+        ambiguous.
+
+        Two cookies of one name (cookie tossing from a sibling subdomain, or a stale cookie
+        on another Path) are ambiguous: neither is trusted. A ``__Host-`` name rules out
+        tossing. Reads only this cookie instead of parsing every cookie in the header.
+        """
+        headers = request.headers.getall(hdrs.COOKIE, ())
+        if not headers:
+            return None
+        prefix = params.name + "="
+        if len(headers) == 1:  # the common case, decided without splitting the header
+            raw = headers[0]
+            start = raw.find(prefix)
+            if start < 0:
+                return None
+            if raw.find(prefix, start + 1) < 0 and (start == 0 or raw[start - 1] in "; \t"):
+                end = raw.find(";", start)
+                return raw[start + len(prefix) : None if end < 0 else end].strip() or None
+        values = [
+            part[len(prefix) :]
+            for header in headers
+            for part in (p.strip() for p in header.split(";"))
+            if part.startswith(prefix)
+        ]
+        if len(values) > 1:
+            log.info(
+                "%d %r cookies in one request; starting a new session", len(values), params.name
+            )
+            return None
+        return values[0].strip() or None if values else None
 
     def issue(
         self, request: web.Request, params: CookieParams, token: str, *, max_age: int | None
@@ -142,31 +172,8 @@ class HeaderTransport(AbstractTransport):
 
 
 def presented_cookie(request: web.Request, name: str) -> str | None:
-    """The value of the one cookie called ``name``, or None if absent, empty or ambiguous.
+    """The value of the one cookie called ``name`` (see :meth:`CookieTransport.read`)."""
+    return _COOKIE.read(request, CookieParams(name=name))
 
-    Two cookies of one name (cookie tossing from a sibling subdomain, or a stale cookie on
-    another Path) are ambiguous: neither is trusted. A ``__Host-`` name rules out tossing.
-    Reads only this cookie instead of parsing every cookie in the header.
-    """
-    headers = request.headers.getall(hdrs.COOKIE, ())
-    if not headers:
-        return None
-    prefix = name + "="
-    if len(headers) == 1:  # the common case, decided without splitting the header
-        raw = headers[0]
-        start = raw.find(prefix)
-        if start < 0:
-            return None
-        if raw.find(prefix, start + 1) < 0 and (start == 0 or raw[start - 1] in "; \t"):
-            end = raw.find(";", start)
-            return raw[start + len(prefix) : None if end < 0 else end].strip() or None
-    values = [
-        part[len(prefix) :]
-        for header in headers
-        for part in (p.strip() for p in header.split(";"))
-        if part.startswith(prefix)
-    ]
-    if len(values) > 1:
-        log.info("%d %r cookies in one request; starting a new session", len(values), name)
-        return None
-    return values[0].strip() or None if values else None
+
+_COOKIE = CookieTransport()

@@ -223,13 +223,16 @@ class AppProcess:
         self.log_path = log_dir / f"{config}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, str(APP), config, str(self.port)],
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=bc.REPO_ROOT,
         )
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(APP), self.config, str(self.port)]
 
     def url(self, route: str) -> str:
         return f"http://{HOST}:{self.port}/{route}"

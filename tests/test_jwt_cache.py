@@ -7,6 +7,7 @@ session name a token is bound to and the deny list are checked on every request.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.serializers import JSONSerializer
-from aiohttp_sessionkit.stores.jwt import JWTSession
+from aiohttp_sessionkit.stores.jwt import JWTSession, _hmac_signer
 
 NS = "AIOHTTP_SESSION"
 SECRET = secrets.token_bytes(32)
@@ -302,3 +303,35 @@ async def test_the_session_layer_reads_and_writes_through_the_nowait_path(
     assert response.headers["Session-Token"] != token
     # The class overriding load and save also defines the twins, so they are what ran.
     assert store.calls == ["load_nowait", "save_nowait"]
+
+
+# -- the HMAC signer with prepared hash states ------------------------------------------------
+
+
+@pytest.mark.parametrize("hash_name", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("key_length", [32, 48, 63, 64, 65, 127, 128, 129, 300])
+def test_the_hmac_signer_matches_the_standard_library(hash_name: str, key_length: int) -> None:
+    # Key lengths around both block sizes (64 and 128 bytes): shorter keys are padded,
+    # longer ones hashed first.
+    key = secrets.token_bytes(key_length)
+    sign = _hmac_signer(key, hash_name)
+    for message in (b"", b"a", secrets.token_bytes(55), secrets.token_bytes(1000)):
+        assert sign(message) == hmac.digest(key, message, hash_name)
+    assert sign(b"one") != sign(b"two")
+    assert sign(b"again") == sign(b"again")  # the prepared states are copied, never consumed
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
+def test_tokens_signed_with_prepared_states_verify_in_pyjwt(algorithm: str) -> None:
+    import jwt as pyjwt
+
+    key = secrets.token_bytes({"HS256": 32, "HS384": 48, "HS512": 64}[algorithm] + 100)
+    store = JWTStore(key, algorithm=algorithm)
+    session = JWTSession()
+    session["sub"] = "alice"
+    token = store.save_nowait(None, store.dump(session, JSON, int(time.time())), 600, NS)
+    assert token is not None
+    claims = pyjwt.decode(token, key, algorithms=[algorithm])
+    assert claims["sub"] == "alice"
+    with pytest.raises(pyjwt.InvalidSignatureError):
+        pyjwt.decode(token, key[:-1] + bytes([key[-1] ^ 1]), algorithms=[algorithm])
