@@ -136,7 +136,9 @@ async def drive(url: str, header: str, credentials: list[str], count: int, conns
         await asyncio.gather(*(worker() for _ in range(conns)))
 
 
-def measure(config: str, args: argparse.Namespace, env: dict[str, str], tmp: Path) -> dict[str, float]:
+def measure(
+    config: str, args: argparse.Namespace, env: dict[str, str], tmp: Path
+) -> dict[str, float]:
     app = ValgrindApp(config, env, tmp)
     header = bc.CONFIG_BY_NAME[config].request_header
     per_request: dict[str, float] = {}
