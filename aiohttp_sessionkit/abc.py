@@ -317,6 +317,16 @@ class AbstractTransport(abc.ABC):
     def clear(self, request: web.Request, params: CookieParams) -> tuple[str, str]:
         """The response header ``(name, value)`` that tells the client to drop its token."""
 
+    def clash(self, other: AbstractTransport) -> str | None:
+        """Why this transport cannot carry one session while ``other`` carries another
+        session of the same application, or ``None`` when they can.
+
+        ``setup()`` asks this of every pair of transports of two sessions and refuses a
+        clash. The default: none. A cookie transport is told apart by the session's cookie
+        name; a transport whose header does not depend on the session's name overrides this.
+        """
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class LegacySession:

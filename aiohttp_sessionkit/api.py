@@ -249,6 +249,7 @@ def setup(
             "second one another cookie_name"
         )
     else:
+        _refuse_clashes(config, registry)
         registry.by_name[config.namespace] = config
     opened = app[_APP_STORES]
     resources: list[AbstractStore | AbstractLegacyReader] = [config.store, *config.legacy]
@@ -290,6 +291,21 @@ async def _purge_forever(store: AbstractStore, interval: float) -> None:
             log.exception("purging expired sessions from %s failed", type(store).__name__)
         else:
             log.debug("purged %d expired sessions from %s", removed, type(store).__name__)
+
+
+def _refuse_clashes(config: SessionConfig, registry: Registry) -> None:
+    """A ConfigurationError if a transport of ``config`` clashes with one of a session that
+    is already set up (AbstractTransport.clash)."""
+    for other in registry.by_name.values():
+        for ours in config.transports:
+            for theirs in other.transports:
+                reason = ours.clash(theirs) or theirs.clash(ours)
+                if reason is not None:
+                    raise ConfigurationError(
+                        f"the sessions {other.namespace!r} and {config.namespace!r} cannot use "
+                        f"{theirs!r} and {ours!r}: {reason}; give the second one its own "
+                        "header= (or scheme=) and response_header="
+                    )
 
 
 def session_middleware(store: AbstractStore | str, **options: Unpack[SessionOptions]) -> Middleware:

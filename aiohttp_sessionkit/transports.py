@@ -164,6 +164,19 @@ class HeaderTransport(AbstractTransport):
     def clear(self, request: web.Request, params: CookieParams) -> tuple[str, str]:
         return self.response_header, ""
 
+    def clash(self, other: AbstractTransport) -> str | None:
+        """Two sessions cannot read tokens from the same header with the same scheme (each
+        would be handed the other's token), nor hand out tokens in the same response
+        header (the client could not tell them apart)."""
+        if not isinstance(other, HeaderTransport):
+            return None
+        if self.header.lower() == other.header.lower() and self._prefix == other._prefix:
+            scheme = "no scheme" if self.scheme is None else f"scheme {self.scheme!r}"
+            return f"both read their token from the {self.header} header with {scheme}"
+        if self.response_header.lower() == other.response_header.lower():
+            return f"both send new tokens in the {self.response_header} response header"
+        return None
+
     def __repr__(self) -> str:
         return (
             f"HeaderTransport(header={self.header!r}, scheme={self.scheme!r}, "

@@ -77,6 +77,95 @@ def test_transport_option_rejects_what_is_not_a_transport() -> None:
         setup(app, MemoryStore(), transport=[])
 
 
+# -- several sessions on header transports ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "reason"),
+    [
+        ({}, {}, "from the Authorization header with scheme 'Bearer'"),
+        ({}, {"response_header": "Other-Token"}, "from the Authorization header"),
+        ({}, {"scheme": "BEARER", "response_header": "Other-Token"}, "Authorization header"),
+        ({"header": "X-Token", "scheme": None}, {"header": "x-token", "scheme": None,
+         "response_header": "Other-Token"}, "x-token header with no scheme"),
+        ({}, {"header": "X-Token", "response_header": "session-token"}, "session-token response"),
+    ],
+)  # fmt: skip
+def test_two_sessions_whose_header_transports_clash_fail_at_setup(
+    first: dict[str, Any], second: dict[str, Any], reason: str
+) -> None:
+    app = web.Application()
+    setup(app, MemoryStore(), transport=HeaderTransport(**first))
+    with pytest.raises(ConfigurationError, match=reason) as caught:
+        setup(app, MemoryStore(), cookie_name="api2", transport=HeaderTransport(**second))
+    assert "'AIOHTTP_SESSION' and 'api2'" in str(caught.value)
+    assert "response_header=" in str(caught.value)  # says how to fix it
+    # A list that holds the clashing transport is refused too, whichever comes first.
+    with pytest.raises(ConfigurationError, match=reason):
+        setup(
+            app,
+            MemoryStore(),
+            cookie_name="api3",
+            transport=[CookieTransport(), HeaderTransport(**second)],
+        )
+
+
+async def test_two_sessions_on_their_own_headers_keep_their_own_tokens(
+    aiohttp_client: Any,
+) -> None:
+    app = web.Application()
+    setup(app, MemoryStore(), transport=HeaderTransport())
+    setup(
+        app,
+        MemoryStore(),
+        cookie_name="device",
+        transport=HeaderTransport(header="X-Device", scheme=None, response_header="Device-Token"),
+    )
+    # The same Authorization header with another scheme is a third, separate token.
+    setup(
+        app,
+        EncryptedCookieStore(generate_key()),
+        cookie_name="partner",
+        transport=HeaderTransport(scheme="Partner", response_header="Partner-Token"),
+    )
+
+    async def put(request: web.Request) -> web.Response:
+        for name in (None, "device", "partner"):
+            session = await get_session(request, name)
+            session["who"] = name or "user"
+        return web.Response(text="ok")
+
+    async def who(request: web.Request) -> web.Response:
+        found = {}
+        for name in (None, "device", "partner"):
+            found[name or "user"] = (await get_session(request, name)).get("who")
+        return web.json_response(found)
+
+    app.router.add_post("/put", put)
+    app.router.add_get("/who", who)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
+    response = await client.post("/put")
+    tokens = {
+        name: response.headers[name] for name in ("Session-Token", "Device-Token", "Partner-Token")
+    }
+    assert len(set(tokens.values())) == 3
+    each = [
+        ({"Authorization": f"Bearer {tokens['Session-Token']}"}, {"user": "user"}),
+        ({"X-Device": tokens["Device-Token"]}, {"device": "device"}),
+        ({"Authorization": f"Partner {tokens['Partner-Token']}"}, {"partner": "partner"}),
+    ]
+    for headers, expected in each:
+        found = await (await client.get("/who", headers=headers)).json()
+        assert {k: v for k, v in found.items() if v is not None} == expected
+    # Another session's token in the user's header opens nothing.
+    wrong = {"Authorization": f"Bearer {tokens['Device-Token']}"}
+    assert await (await client.get("/who", headers=wrong)).json() == {
+        "user": None,
+        "device": None,
+        "partner": None,
+    }
+
+
 def test_unknown_option_names_the_closest_one() -> None:
     with pytest.raises(TypeError, match="did you mean 'transport'"):
         setup(web.Application(), MemoryStore(), transprt=HeaderTransport())  # type: ignore[call-arg]
