@@ -209,6 +209,58 @@ _FROM_URLSAFE = str.maketrans("-_", "+/")
 _TO_URLSAFE = str.maketrans("+/", "-_")
 
 
+def jwt_limit_app(*, adjusted: bool = False) -> web.Application:
+    """HS256 JWT: split, HMAC check, JSON decode, exp check on a read; JSON encode with a new
+    exp, HMAC sign, Set-Cookie on a change. No kid, iat, jti or private claim; no cache."""
+    import binascii
+    import hmac
+    import time
+
+    secret = _env(bc.ENV_JWT_SECRET).encode()
+    loads, dumps = json.loads, json.JSONEncoder(separators=(",", ":")).encode
+    digest, same = hmac.digest, hmac.compare_digest
+    clock = time.time
+
+    def b64(raw: bytes) -> str:
+        return binascii.b2a_base64(raw, newline=False).decode().translate(_TO_URLSAFE).rstrip("=")
+
+    def unb64(text: str) -> bytes:
+        return binascii.a2b_base64((text + "=" * (-len(text) % 4)).translate(_FROM_URLSAFE))
+
+    header = b64(b'{"alg":"HS256","typ":"JWT"}')
+
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        data = None
+        token = _cookie_value(request)
+        if token:
+            try:
+                head, body, signature = token.split(".")
+                signed = digest(secret, f"{head}.{body}".encode(), "sha256")
+                if head == header and same(signed, unb64(signature)):
+                    claims = loads(unb64(body))
+                    if claims["exp"] > clock():
+                        data = claims
+            except (ValueError, KeyError, binascii.Error):
+                data = None
+        box = request[_BOX] = [data, False]
+        response = await handler(request)
+        if box[1]:
+            claims = box[0]
+            claims["exp"] = int(clock()) + bc.FLOOR_TTL
+            signing_input = f"{header}.{b64(dumps(claims).encode())}"
+            signature = b64(digest(secret, signing_input.encode(), "sha256"))
+            response.headers.add(
+                "Set-Cookie", f"{_COOKIE_PREFIX}{signing_input}.{signature}{_SET_COOKIE_ATTRS}"
+            )
+            if adjusted:
+                response.headers["Cache-Control"] = "private"
+        if adjusted and (data is not None or box[1]):
+            response.headers["Vary"] = "Cookie"
+        return response
+
+    return _limit_app(middleware, adjusted=adjusted)
+
+
 def memory_limit_app(*, adjusted: bool = False) -> web.Application:
     """A dict of JSON bytes by cookie value: lookup + decode; encode + store on change."""
     records: dict[str, bytes] = {}
@@ -691,6 +743,8 @@ def build_app(config: str) -> web.Application:
             "memory-limit": memory_limit_app,
             "cookie-limit-adj": lambda: cookie_limit_app(adjusted=True),
             "memory-limit-adj": lambda: memory_limit_app(adjusted=True),
+            "jwt-limit": jwt_limit_app,
+            "jwt-limit-adj": lambda: jwt_limit_app(adjusted=True),
         }
         return limits[config]()
     if spec.family == "ours":

@@ -103,6 +103,20 @@ CONFIGS: tuple[Config, ...] = (
         "memory-limit plus the same: a no-op on_response_prepare handler, Vary: Cookie, "
         "Cache-Control: private with a Set-Cookie",
     ),
+    Config(
+        "jwt-limit",
+        None,
+        "limit",
+        "one middleware: string search for the cookie, HS256 check + JSON decode + exp "
+        "check; on a change JSON encode with a new exp + HS256 sign + Set-Cookie; nothing else",
+    ),
+    Config(
+        "jwt-limit-adj",
+        None,
+        "limit",
+        "jwt-limit plus the same as cookie-limit-adj: a no-op on_response_prepare handler, "
+        "Vary: Cookie, Cache-Control: private with a Set-Cookie",
+    ),
     Config("memory", None, "ours", "aiohttp_sessionkit + MemoryStore"),
     Config("cookie", None, "ours", "aiohttp_sessionkit + EncryptedCookieStore (AES-GCM)"),
     Config(

@@ -51,6 +51,7 @@ DEFAULT_CONFIGS = (
     "cookie-limit-adj",
     "memory-limit",
     "memory-limit-adj",
+    "jwt-limit-adj",
     "cookie",
     "memory",
     "cookie-header",
@@ -76,6 +77,10 @@ TARGETS = (
     ("header vs cookie transport", "write", "memory-header", "memory", 1.00),
     ("jwt vs cookie store", "read", "jwt", "cookie", 1.00),
     ("jwt vs cookie store", "write", "jwt", "cookie", 1.00),
+    ("jwt vs jwt limit", "read", "jwt", "jwt-limit-adj", None),
+    ("jwt vs jwt limit", "write", "jwt", "jwt-limit-adj", None),
+    ("jwt limit vs cookie limit", "read", "jwt-limit-adj", "cookie-limit-adj", None),
+    ("jwt limit vs cookie limit", "write", "jwt-limit-adj", "cookie-limit-adj", None),
 )
 _TOTALS = re.compile(r"^totals:\s*(\d+)", re.MULTILINE)
 

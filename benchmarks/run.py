@@ -107,6 +107,15 @@ def _targets() -> list[Target]:
     for route in ("read", "write"):
         targets.append(Target(f"jwt, /{route}", route, "jwt", "cookie", 1.0))
         targets.append(Target(f"jwt, /{route}", route, "jwt", "jwt-floor", 0.90, note="info"))
+        # The same comparison between the formats' own limits: what the JWT format costs
+        # against AES-GCM cookies whoever implements it.
+        targets.append(Target(f"jwt, /{route}", route, "jwt", "jwt-limit-adj", 0.90, note="info"))
+        targets.append(
+            Target(
+                f"jwt-limit-adj, /{route}", route, "jwt-limit-adj", "cookie-limit-adj", 1.0,
+                note="info",
+            )
+        )  # fmt: skip
     for route in ("read", "write"):
         targets.append(Target(f"redis, /{route}", route, "redis", "redis-floor", 0.95))
         targets.append(Target(f"redis, /{route}", route, "redis", "aiohttp-session-redis", 1.2))
