@@ -221,7 +221,7 @@ def main() -> None:
         ratio = results[reference][route] / results[ours][route]
         verdict = "info" if target is None else ("PASS" if ratio >= target else "MISS")
         need = "" if target is None else f"  needs >= {target:.2f}"
-        print(f"  {verdict:5} {label:28} /{route:9} {ours:14} {ratio:5.2f} x {reference}{need}")
+        print(f"  {verdict:5} {label:28} /{route:9} {ours:14} {ratio:6.3f} x {reference}{need}")
 
 
 if __name__ == "__main__":

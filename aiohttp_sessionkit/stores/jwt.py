@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NamedTuple, NoReturn
 
 try:
     from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -189,7 +189,9 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 # on every call. ASCII output: lone surrogates and the like travel as escapes every decoder
 # accepts.
 _dumps = json.JSONEncoder(separators=_JSON_SEPARATORS, allow_nan=False).encode
-_loads = json.JSONDecoder().decode
+# The decoder's C scanner, for JSON this module wrote itself (a verified token's data, kept
+# in the cache): JSONDecoder.decode wraps it in two Python calls and a regular expression.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 # A str as a JSON string, the C function JSONEncoder.encode calls for one.
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
@@ -316,15 +318,18 @@ class _Verified:
     max_age: int | None
 
 
-@dataclass(slots=True)
-class _Opened:
+class _Opened(NamedTuple):
     """A token valid now: what ``load`` returns and ``restore`` turns into a session. The
     data and flashes are fresh objects on every load, so a session changed in place never
-    changes the cache."""
+    changes the cache. Built with ``tuple.__new__`` (see _open): no Python call."""
 
     data: dict[str, Any]
     flashes: list[Any]
     verified: _Verified
+    now: int  # the clock when the token was checked; restore() uses the same reading
+
+
+_new_tuple = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -433,6 +438,10 @@ class JWTStore(AbstractStore):
         # deny list every load and update asks a server store, so the store is not local
         # (and load_nowait/save_nowait are not used).
         object.__setattr__(self, "local", revocation is None)
+        if revocation is None and type(self).load_nowait is JWTStore.load_nowait:
+            # load_nowait without its check for a deny list: one call less per request (not
+            # when a subclass overrides load_nowait: its override must run).
+            object.__setattr__(self, "load_nowait", self._open)
         object.__setattr__(
             self, "session_class", JWTSession if self._signer is not None else ReadOnlySession
         )
@@ -562,29 +571,17 @@ class JWTStore(AbstractStore):
         """Verify ``token`` (no I/O): signature, header and claims; None when anything is off.
 
         A token that verified before (or that this store signed) is found in the cache of
-        verified tokens, which skips the signature check and the strict parse; the claims,
-        expiry included, are checked again on every call.
+        verified tokens, which skips the signature check, the strict parse and the claim
+        checks that cannot change; the clock-dependent checks (``exp``, ``nbf``, ``iat``
+        with the leeway) run on every call. The data come back as fresh objects.
         """
-        verified = self._verified.get((namespace, token))
+        key = (namespace, token)
+        verified = self._verified.get(key)
+        fresh = verified is None
         if verified is None:
-            raw_payload = self._verify(token)
-            if raw_payload is None:
-                return None
-            claims = _json_object(raw_payload)
-            if claims is None:
-                return None
-            verified = self._check_claims(claims, token, namespace)
+            verified = self._verify_claims(token, namespace)
             if verified is None:
                 return None
-            opened = self._now_valid(verified)
-            if opened is not None:  # an expired token is not worth a place in the cache
-                self._verified.remember((namespace, token), verified)
-            return opened
-        return self._now_valid(verified)
-
-    def _now_valid(self, verified: _Verified) -> _Opened | None:
-        """The clock-dependent checks (``exp``, ``nbf``, ``iat`` with the leeway), run on
-        every load; the session's data as fresh objects when they pass."""
         t = session_module.now()
         leeway = self.leeway
         if verified.exp + leeway <= t:
@@ -593,8 +590,18 @@ class JWTStore(AbstractStore):
             return None
         if verified.iat is not None and verified.iat > t + leeway:
             return None
-        flashes = [] if verified.flashes_json is None else _loads(verified.flashes_json)
-        return _Opened(_loads(verified.data_json), flashes, verified)
+        if fresh:  # an expired token is not worth a place in the cache: cached only now
+            self._verified.remember(key, verified)
+        flashes = [] if verified.flashes_json is None else _scan(verified.flashes_json, 0)[0]
+        return _new_tuple(_Opened, (_scan(verified.data_json, 0)[0], flashes, verified, t))
+
+    def _verify_claims(self, token: str, namespace: str) -> _Verified | None:
+        """Signature, header, strict parse and the claim checks that do not use the clock."""
+        raw_payload = self._verify(token)
+        if raw_payload is None:
+            return None
+        claims = _json_object(raw_payload)
+        return None if claims is None else self._check_claims(claims, token, namespace)
 
     def _verify(self, token: str) -> bytes | None:
         """The payload of ``token`` if its header and signature check out, else None."""
@@ -636,7 +643,7 @@ class JWTStore(AbstractStore):
         return self._by_kid.get(kid) if isinstance(kid, str) else None
 
     def _check_claims(self, claims: dict[str, Any], token: str, namespace: str) -> _Verified | None:
-        """Every check of the claims that does not depend on the clock (see _now_valid)."""
+        """Every check of the claims that does not depend on the clock (see _open)."""
         exp = claims.pop("exp", None)
         # A token without exp would never expire: a session always has one.
         if not _is_number(exp):
@@ -718,7 +725,7 @@ class JWTStore(AbstractStore):
     ) -> Session | None:
         if not isinstance(payload, _Opened):
             return None
-        t = session_module.now()
+        t = payload.now
         verified = payload.verified
         created, accessed = verified.created, verified.accessed
         max_age = verified.max_age
