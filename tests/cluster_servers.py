@@ -131,6 +131,23 @@ class ClusterNode(_KillableRedis):
             admin.close()
 
 
+class OneNodeCluster(ClusterNode):
+    """A Redis Cluster of one node that owns all 16384 slots: the real cluster protocol,
+    for tests of the store's cluster code paths that need no failover."""
+
+    name = "redis-cluster"
+
+    def after_first_start(self) -> None:
+        admin = self.admin()
+        try:
+            _command(admin, "CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            _wait_until(
+                "cluster_state ok", lambda: admin.cluster("INFO").get("cluster_state") == "ok", 10
+            )
+        finally:
+            admin.close()
+
+
 @dataclass(frozen=True)
 class Shard:
     """One primary, its replicas and its slot ranges, as the cluster sees them now."""
@@ -527,29 +544,19 @@ class PostgresReplica(PostgresServer):
     def initialize(self) -> None:
         if self.account is not None:
             os.chown(self.base_dir, self.account.pw_uid, self.account.pw_gid)
-        with open(self.log_path, "ab") as log:
-            result = subprocess.run(
-                [
-                    str(self.executable.parent / "pg_basebackup"),
-                    f"--host={HOST}",
-                    f"--port={self.primary.port}",
-                    f"--username={self.primary.user}",
-                    f"--pgdata={self.data_dir}",
-                    "--write-recovery-conf",  # -R: standby.signal + primary_conninfo
-                    "--wal-method=stream",
-                    "--checkpoint=fast",
-                    "--no-sync",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                timeout=120,
-                check=False,
-                **self.popen_kwargs(),
-            )
-        if result.returncode != 0:
-            raise self.start_error(f"pg_basebackup exited with code {result.returncode}")
+        self.run_tool(
+            [
+                str(self.executable.parent / "pg_basebackup"),
+                f"--host={HOST}",
+                f"--port={self.primary.port}",
+                f"--username={self.primary.user}",
+                f"--pgdata={self.data_dir}",
+                "--write-recovery-conf",  # -R: standby.signal + primary_conninfo
+                "--wal-method=stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ]
+        )
         # Set in the file, not on the command line, so that ALTER SYSTEM can change it
         # later (cut_replication); application_name is what synchronous_standby_names
         # refers to. The last setting in the file wins over the one -R wrote.

@@ -346,6 +346,23 @@ class LocalServer(abc.ABC):
             return f"(no log: {exc})"
         return "\n".join(text.splitlines()[-lines:])
 
+    def run_tool(self, argv: list[str], *, timeout: float = 120) -> None:
+        """Run a setup tool (initdb, pg_basebackup, ...) as the server runs, its output in the
+        server's log; a ServerStartError with the log's tail if it fails."""
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                timeout=timeout,
+                check=False,
+                **self.popen_kwargs(),
+            )
+        if result.returncode != 0:
+            raise self.start_error(f"{Path(argv[0]).name} exited with code {result.returncode}")
+
     def start_error(
         self, message: str, error: type[ServerStartError] = ServerStartError
     ) -> ServerStartError:
@@ -483,27 +500,17 @@ class PostgresServer(LocalServer):
     def initialize(self) -> None:
         if self.account is not None:
             os.chown(self.base_dir, self.account.pw_uid, self.account.pw_gid)
-        with open(self.log_path, "ab") as log:
-            result = subprocess.run(
-                [
-                    str(self.executable.parent / "initdb"),
-                    f"--pgdata={self.data_dir}",
-                    f"--username={self.user}",
-                    "--auth=trust",
-                    "--no-sync",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                timeout=120,
-                check=False,
-                **self.popen_kwargs(),
-            )
-        if result.returncode != 0:
-            raise self.start_error(f"initdb exited with code {result.returncode}")
+        self.run_tool(
+            [
+                str(self.executable.parent / "initdb"),
+                f"--pgdata={self.data_dir}",
+                f"--username={self.user}",
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+            ]
+        )
 
     def command(self) -> list[str]:
         return [
@@ -569,25 +576,17 @@ class MariaDBServer(LocalServer):
             raise ServerBinaryMissing(
                 "mariadb-install-db not found (Debian package mariadb-server)"
             )
-        with open(self.log_path, "ab") as log:
-            result = subprocess.run(
-                [
-                    install_db,
-                    "--no-defaults",
-                    f"--datadir={self.data_dir}",
-                    "--user=root",
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                timeout=180,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise self.start_error(f"mariadb-install-db exited with code {result.returncode}")
+        self.run_tool(
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            timeout=180,
+        )
 
     def command(self) -> list[str]:
         return [

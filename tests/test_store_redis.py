@@ -16,7 +16,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 import redis
 import redis.asyncio as aioredis
-from servers import RedisServer, ServerBinaryMissing, ServerHandle, free_port
+from cluster_servers import OneNodeCluster, _build
+from servers import ServerHandle
 
 from aiohttp_sessionkit.exceptions import ConfigurationError, StoreUnavailable
 from aiohttp_sessionkit.ids import new_session_id, record_key
@@ -485,42 +486,9 @@ def test_repr_does_not_show_the_url_password() -> None:
 # -- Redis Cluster -------------------------------------------------------------------------------
 
 
-class _OneNodeCluster(RedisServer):
-    """A Redis Cluster of one node that owns all 16384 slots: the real cluster protocol."""
-
-    name = "redis-cluster"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bus_port = free_port()
-
-    def command(self) -> list[str]:
-        return [
-            *super().command(),
-            "--cluster-enabled", "yes",
-            "--cluster-port", str(self.bus_port),
-            "--cluster-config-file", str(self.base_dir / "nodes.conf"),
-        ]  # fmt: skip
-
-    def after_first_start(self) -> None:
-        admin = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-        try:
-            admin.cluster("ADDSLOTSRANGE", 0, 16383)
-            deadline = time.monotonic() + 10
-            while admin.cluster("INFO").get("cluster_state") != "ok":
-                if time.monotonic() > deadline:
-                    raise self.start_error("cluster_state did not become ok")
-                time.sleep(0.02)
-        finally:
-            admin.close()
-
-
 @pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[_OneNodeCluster]:
-    try:
-        server = _OneNodeCluster()
-    except ServerBinaryMissing as exc:
-        pytest.skip(str(exc))
+def redis_cluster() -> Iterator[OneNodeCluster]:
+    server: OneNodeCluster = _build(OneNodeCluster)  # a missing redis-server fails the test
     try:
         server.start()
         yield server
@@ -539,7 +507,7 @@ async def test_cluster_client_is_accepted_without_connecting() -> None:
         await cluster.aclose()
 
 
-async def test_round_trip_on_redis_cluster(redis_cluster: _OneNodeCluster) -> None:
+async def test_round_trip_on_redis_cluster(redis_cluster: OneNodeCluster) -> None:
     cluster = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.port)
     try:
         s = RedisStore(cluster, key_prefix="c:")
@@ -558,7 +526,7 @@ async def test_round_trip_on_redis_cluster(redis_cluster: _OneNodeCluster) -> No
 
 
 async def test_concurrent_calls_on_redis_cluster_keep_their_semantics(
-    redis_cluster: _OneNodeCluster,
+    redis_cluster: OneNodeCluster,
 ) -> None:
     # On a cluster each call is its own command (no batch: see RedisStore._on_cluster), sent
     # concurrently. Twenty sessions hash to many slots.
