@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .exceptions import ConfigurationError
 
-__all__ = ["KEY_BYTES", "KeyRing", "generate_key", "parse_key"]
+__all__ = ["KEY_BYTES", "KeyRing", "b64url_encode", "generate_key", "parse_key"]
 
 KEY_BYTES = 32
 _VERSION = b"\x01"
@@ -42,6 +42,15 @@ _HOW_TO = (
 )
 
 KeyLike = str | bytes | bytearray
+
+
+def b64url_encode(data: bytes) -> str:
+    """URL-safe base64 without padding (sealed cookies, JWT segments).
+
+    binascii directly: base64.urlsafe_b64encode is two Python calls around it.
+    """
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
+    return encoded.rstrip(b"=").decode("ascii")
 
 
 def generate_key() -> str:
@@ -123,8 +132,7 @@ class KeyRing:
         nonce = os.urandom(_NONCE_BYTES)
         prefix = self._current_id
         sealed = self._current.encrypt(nonce, plaintext, prefix + context)
-        encoded = binascii.b2a_base64(prefix + nonce + sealed, newline=False)
-        return encoded.translate(_TO_URLSAFE).rstrip(b"=").decode()
+        return b64url_encode(prefix + nonce + sealed)
 
     def open(self, token: str, context: bytes) -> tuple[bytes, bool] | None:
         """Return (plaintext, sealed with a retired key) or None if the token does not open."""

@@ -55,6 +55,7 @@ from .. import session as session_module
 from .._cache import VerifiedCache
 from ..abc import AbstractStore, ServerStore
 from ..cookies import DEFAULT_COOKIE_NAME
+from ..crypto import b64url_encode
 from ..exceptions import ConfigurationError, SerializationError, SessionError
 from ..ids import record_key
 from ..serializers import Serializer
@@ -102,15 +103,6 @@ class ReadOnlySessionError(SessionError, RuntimeError):
     """A session of a store that holds only public keys was asked to change."""
 
 
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64encode(data: bytes) -> str:
-    # binascii directly: base64.urlsafe_b64encode is two Python calls around it.
-    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
-    return encoded.rstrip(b"=").decode("ascii")
-
-
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
@@ -143,7 +135,7 @@ def _hmac_signer(secret: bytes, hash_name: str) -> Callable[[bytes], bytes]:
 
 def _random_id() -> str:
     """128 random bits, base64url: a lineage id or a ``jti``."""
-    return _b64encode(os.urandom(16))
+    return b64url_encode(os.urandom(16))
 
 
 def _b64decode(segment: str) -> bytes | None:
@@ -156,7 +148,7 @@ def _b64decode(segment: str) -> bytes | None:
         return None
     # Unused low bits of the last character must be zero: otherwise several encodings map to
     # one value, and a "tampered" token would still verify.
-    return raw if _b64encode(raw) == segment else None
+    return raw if b64url_encode(raw) == segment else None
 
 
 class _Duplicate(ValueError):
@@ -213,7 +205,7 @@ def _thumbprint(jwk: dict[str, Any]) -> str:
     }
     members = {name: jwk[name] for name in required.get(jwk["kty"], ("k", "kty"))}
     canonical = json.dumps(members, separators=_JSON_SEPARATORS, sort_keys=True)
-    return _b64encode(hashlib.sha256(canonical.encode()).digest())
+    return b64url_encode(hashlib.sha256(canonical.encode()).digest())
 
 
 # -- the session classes the store hands to the session layer ----------------------------------
@@ -425,7 +417,7 @@ class JWTStore(AbstractStore):
         self._sign = self._signing_function()
         # The protected header and the issuer/audience members never change: encode once.
         first = self._keys[0]
-        self._header = _b64encode(
+        self._header = b64url_encode(
             _dumps({"alg": algorithm, "kid": first.kid, "typ": "JWT"}).encode()
         )
         fixed = ""
@@ -539,7 +531,7 @@ class JWTStore(AbstractStore):
                 f"{where}: this looks like an asymmetric key, not an HMAC secret; use "
                 "algorithm='EdDSA', 'ES256' or 'RS256' with it"
             ) from exc
-        kid = _thumbprint({"kty": "oct", "k": _b64encode(secret)})
+        kid = _thumbprint({"kty": "oct", "k": b64url_encode(secret)})
         return _Key(kid=kid, verify=secret, sign=secret, jwk=None)
 
     def jwks(self) -> dict[str, Any]:
@@ -670,7 +662,7 @@ class JWTStore(AbstractStore):
         private = claims.pop(PRIVATE_CLAIM, None)
         if private is None:
             # Minted elsewhere: its jti names it on the deny list, else its own hash does.
-            sid = jti if jti else _b64encode(hashlib.sha256(token.encode()).digest()[:16])
+            sid = jti if jti else b64url_encode(hashlib.sha256(token.encode()).digest()[:16])
             return _Verified(_dumps(claims), None, sid, exp, nbf, iat, None, None, None)
         # A token we issued opens only under the name it was issued for.
         if not _valid_private(private) or private.get("n", DEFAULT_COOKIE_NAME) != namespace:
@@ -824,8 +816,8 @@ class JWTStore(AbstractStore):
             f"{data.private[1:]}"
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
-        signing_input = f"{self._header}.{_b64encode(payload.encode('ascii'))}"
-        issued = f"{signing_input}.{_b64encode(sign(signing_input.encode('ascii')))}"
+        signing_input = f"{self._header}.{b64url_encode(payload.encode('ascii'))}"
+        issued = f"{signing_input}.{b64url_encode(sign(signing_input.encode('ascii')))}"
         if len(issued) > MAX_TOKEN_BYTES:
             raise SerializationError(
                 f"the session's JWT would be {len(issued)} bytes, over the {MAX_TOKEN_BYTES}-"
