@@ -319,10 +319,8 @@ class Slot:
                 if self.token is not None:
                     self._expire_cookie(request)
             return
-        t = now()  # due(): the session changed, or it is live and its refresh is due
-        payload = config.dump(session, config.serializer, t)
-        idle = config.idle_timeout if session._max_age is None else session._max_age
-        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
+        # due(): the session changed, or it is live and its refresh is due
+        payload, t, ttl = self._payload(session)
         operation = store.save(
             self.token if self.live else None, payload, ttl=ttl, namespace=namespace
         )
@@ -350,13 +348,20 @@ class Slot:
             or not (self.live or config.store.client_side)
         ):
             return False
-        t = now()
-        payload = config.dump(session, config.serializer, t)
-        idle = config.idle_timeout if session._max_age is None else session._max_age
-        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
+        payload, t, ttl = self._payload(session)
         token = save_nowait(self.token if self.live else None, payload, ttl, config.namespace)
         self._saved(request, session, token, t, ttl)
         return True
+
+    def _payload(self, session: Session) -> tuple[Any, int, int]:
+        """What a save of ``session`` now writes: the payload, the time it records as the
+        last access, and the record's lifetime (idle timeout or the session's ``max_age``,
+        never past the absolute timeout)."""
+        config = self.config
+        t = now()
+        payload = config.dump(session, config.serializer, t)
+        idle = config.idle_timeout if session._max_age is None else session._max_age
+        return payload, t, max(1, min(idle, session._created + config.absolute_timeout - t))
 
     def _saved(
         self, request: web.Request, session: Session, token: str | None, t: int, ttl: int

@@ -67,7 +67,7 @@ class EncryptedCookieStore(AbstractStore):
         return self.save_nowait(token, data, ttl, namespace)
 
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str:
-        # load() without its coroutine: the session layer calls this one (see AbstractStore).
+        # save() without its coroutine: the session layer calls this one (see AbstractStore).
         sealed = self._ring.seal(data, namespace.encode())
         size = len(namespace) + 1 + len(sealed)
         if size > MAX_COOKIE_BYTES:

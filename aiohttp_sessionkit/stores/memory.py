@@ -50,14 +50,7 @@ class MemoryStore(ServerStore):
     def load_nowait(self, token: str, namespace: str) -> bytes | None:
         # load() without its coroutine: the session layer calls this one (see AbstractStore).
         key = key_for_token(namespace, token)
-        if key is None:
-            return None
-        records = self._records  # _get, inlined: one call less on every read
-        record = records.pop(key, None)
-        if record is None or _EXPIRY.unpack_from(record)[0] <= time.monotonic():
-            return None
-        records[key] = record  # re-inserting moves it to the most recently used end
-        return record[_EXPIRY.size :]
+        return None if key is None else self._get(key)
 
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         if token is None:  # ServerStore's create-only loop (through self.create)
@@ -65,21 +58,12 @@ class MemoryStore(ServerStore):
         return self.save_nowait(token, data, ttl, namespace)
 
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
-        # The session layer calls this directly, without a coroutine (see SessionConfig), for
-        # updates only: a new session goes through save() and ServerStore's create loop.
-        assert token is not None, "MemoryStore.save_nowait updates; create with save()"
+        # save() without its coroutine, for updates only (see AbstractStore): a new session
+        # goes through save() and ServerStore's create loop.
+        if token is None:
+            raise ValueError("MemoryStore.save_nowait updates a record; create one with save()")
         key = key_for_token(namespace, token)
-        if key is None:
-            return None
-        records = self._records  # _update, inlined: one call less on every write
-        existing = records.pop(key, None)
-        if existing is None:
-            return None
-        now = time.monotonic()
-        if _EXPIRY.unpack_from(existing)[0] <= now:
-            return None
-        records[key] = _EXPIRY.pack(now + ttl) + data
-        return token
+        return token if key is not None and self._update(key, data, ttl) else None
 
     async def get(self, key: str) -> bytes | None:
         return self._get(key)
