@@ -1,4 +1,5 @@
-"""A bounded cache of tokens that already passed verification (cookie and JWT stores)."""
+"""A bounded cache of what checking a presented token produced (cookie and JWT stores, and
+the record keys of session ids)."""
 
 from __future__ import annotations
 

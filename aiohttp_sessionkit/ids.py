@@ -6,6 +6,8 @@ import hashlib
 import re
 import secrets
 
+from ._cache import VerifiedCache
+
 __all__ = ["ID_BYTES", "is_valid_session_id", "key_for_token", "new_session_id", "record_key"]
 
 #: Random bytes in a session id: 256 bits from ``secrets``.
@@ -49,9 +51,7 @@ def key_for_token(namespace: str, token: str) -> str | None:
     hasher = _prefixed(namespace) if base is None else base.copy()
     hasher.update(token.encode())
     key = hasher.hexdigest()
-    if len(memo) >= _MAX_KEYS:
-        memo.clear()  # bounded; clear() is one atomic step, safe with threads too
-    memo[(namespace, token)] = key
+    memo.remember((namespace, token), key)
     return key
 
 
@@ -60,8 +60,7 @@ def key_for_token(namespace: str, token: str) -> str | None:
 # memo: a hit is the hash itself, and only well-formed ids are remembered. Bounded (about
 # 1.5 MB when full); it holds live ids in process memory, as request handling does anyway,
 # never in a store.
-_KEYS: dict[tuple[str, str], str] = {}
-_MAX_KEYS = 4096
+_KEYS: VerifiedCache[str] = VerifiedCache(4096)
 
 
 # A SHA-256 state that has hashed "namespace NUL", per namespace (the configured cookie

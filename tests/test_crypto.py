@@ -341,10 +341,10 @@ def test_key_for_token_is_record_key_however_calls_repeat_and_interleave() -> No
 def test_key_for_token_memo_stays_bounded_and_correct() -> None:
     import aiohttp_sessionkit.ids as ids
 
-    tokens = [new_session_id() for _ in range(ids._MAX_KEYS + 10)]
+    tokens = [new_session_id() for _ in range(ids._KEYS.limit + 10)]
     for token in tokens:
         assert key_for_token("A", token) == record_key("A", token)
-        assert len(ids._KEYS) <= ids._MAX_KEYS
+        assert len(ids._KEYS) <= ids._KEYS.limit
     for token in tokens[:5] + tokens[-5:]:  # after a clear and still remembered ones
         assert key_for_token("A", token) == record_key("A", token)
     assert key_for_token("A", "x" * 42) is None
