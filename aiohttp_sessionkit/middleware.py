@@ -348,7 +348,13 @@ class Slot:
             or not (self.live or config.store.client_side)
         ):
             return False
-        payload, t, ttl = self._payload(session)
+        # _payload(), inlined on purpose: this is the write of every request to a local
+        # store, and the call measured 0.6% of a memory-store write under Valgrind, enough
+        # to put it under its target (0.90 x the adjusted memory limit).
+        t = now()
+        payload = config.dump(session, config.serializer, t)
+        idle = config.idle_timeout if session._max_age is None else session._max_age
+        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
         token = save_nowait(self.token if self.live else None, payload, ttl, config.namespace)
         self._saved(request, session, token, t, ttl)
         return True
