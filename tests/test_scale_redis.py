@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -274,8 +275,9 @@ async def test_manual_cluster_failover_under_load_loses_nothing(
 async def test_an_unreachable_cluster_gives_503_not_500(
     aiohttp_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # redis-py raises RedisClusterException ("Redis Cluster cannot be connected"), which is
-    # not a RedisError: it used to escape as a 500.
+    # redis-py raises an exception outside RedisError here (RedisClusterException "cannot
+    # be connected" up to 8.1, RedisClusterUnreachableError from 8.2): it used to escape
+    # as a 500. What counts is the answer, whatever the driver release calls the error.
     dead = aioredis.RedisCluster(host=HOST, port=free_port(), socket_timeout=SOCKET_TIMEOUT)
     try:
         client = await app_client(aiohttp_client, RedisStore(dead))
@@ -287,7 +289,7 @@ async def test_an_unreachable_cluster_gives_503_not_500(
             assert response.status == 503
             assert response.headers["Retry-After"].isdigit()
             assert "Set-Cookie" not in response.headers
-        assert set(causes(caplog)) == {"RedisClusterException"}
+        assert causes(caplog), "the 503s were not logged for the operator"
         assert (await client.get("/untouched")).status == 200
     finally:
         await dead.aclose()
@@ -389,7 +391,8 @@ async def test_a_sentinel_master_for_client_is_accepted(
     from redis.asyncio.sentinel import Sentinel
 
     addresses = redis_sentinel_servers.sentinel_addresses
-    sentinel = Sentinel(addresses, socket_timeout=0.5)  # type: ignore[no-untyped-call]
+    make_sentinel: Callable[..., Sentinel] = Sentinel  # typed from redis-py 8.2, not in 8.1
+    sentinel = make_sentinel(addresses, socket_timeout=0.5)
     client = sentinel.master_for("mymaster", socket_timeout=SOCKET_TIMEOUT)
     try:
         store = RedisStore(client, key_prefix="mf:")
@@ -456,25 +459,31 @@ async def test_sentinel_failover_under_load_gives_503s_then_recovers(
 async def test_the_writelines_race_is_unavailable_and_other_errors_are_not(
     redis_server: Any,
 ) -> None:
-    """The mapping of driver errors is narrow: only the failover states become 503s."""
+    """The mapping of driver errors is narrow: only outages and failover states become 503s."""
     from redis.asyncio.connection import Connection
 
-    from aiohttp_sessionkit.stores.redis import _failover_error
+    from aiohttp_sessionkit.stores.redis import _is_outage
 
     # The state the race leaves a connection in: closed by another task (its writer is
-    # None) while this one goes on to send. Provoked on a real connection.
+    # None) while this one goes on to send. Provoked on a real connection. redis-py 8.1
+    # raised AttributeError ('NoneType' ... 'writelines') here, 8.2 raises ConnectionError:
+    # either way it is an outage, which is what the store must conclude.
     port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
     connection = Connection(host=HOST, port=port)
     await connection.connect()  # type: ignore[no-untyped-call]
     await connection.disconnect()
-    with pytest.raises(AttributeError, match="writelines") as race:
+    race: BaseException | None = None
+    try:
         await connection._send_packed_command([b"PING\r\n"])
-    assert _failover_error(race.value)
+    except Exception as exc:
+        race = exc
+    assert race is not None, "a send on a disconnected connection did not fail"
+    assert _is_outage(race)
 
     # An AttributeError of anyone else's code is a bug, not an outage.
     with pytest.raises(AttributeError) as ours:
         None.writelines  # type: ignore[attr-defined]  # noqa: B018
-    assert not _failover_error(ours.value)
+    assert not _is_outage(ours.value)
 
     # RedisClusterException for a programming error stays what it is...
     cluster = aioredis.RedisCluster(host=HOST, port=free_port())
@@ -483,10 +492,10 @@ async def test_the_writelines_race_is_unavailable_and_other_errors_are_not(
 
         with pytest.raises(RedisClusterException) as misuse:
             cluster.pipeline().multi()  # type: ignore[no-untyped-call]
-        assert not _failover_error(misuse.value)
-        # ...while "cannot be connected", raised by the slot-map refresh, is an outage.
+        assert not _is_outage(misuse.value)
+        # ...while a slot-map refresh that reaches no node is an outage.
         with pytest.raises(RedisClusterException) as unreachable:
             await cluster.initialize()
-        assert _failover_error(unreachable.value)
+        assert _is_outage(unreachable.value)
     finally:
         await cluster.aclose()

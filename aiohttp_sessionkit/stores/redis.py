@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,12 +47,20 @@ _MAX_CONNECTIONS = 100
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
 # what escapes redis-py's wrapping (and the builtin TimeoutError). CLUSTERDOWN means no node
 # can serve the slot right now, which is the same situation for a caller.
+# redis-py 8.2 added RedisClusterUnreachableError (a RedisClusterException, not a RedisError)
+# for a slot-map refresh that reached no node; older releases in our range lack the class.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.ClusterDownError,
     OSError,
+    *filter(None, [getattr(redis_errors, "RedisClusterUnreachableError", None)]),
 )
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means the server cannot serve us now (a 503), not a bug of ours."""
+    return isinstance(exc, _UNAVAILABLE) or _failover_error(exc)
 
 
 def _failover_error(exc: BaseException) -> bool:
@@ -216,7 +224,10 @@ class RedisStore(ServerStore):
             )
             target = self._sentinel_target
             if target is not None:
-                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                # Through a Callable: redis-py 8.1 leaves Sentinel.__init__ untyped, 8.2 types
+                # it, and strict mypy must pass with both.
+                make_sentinel: Callable[..., Sentinel] = Sentinel
+                self._sentinel = make_sentinel(
                     target.sentinels,
                     sentinel_kwargs={
                         "socket_timeout": _SENTINEL_SOCKET_TIMEOUT,
@@ -284,11 +295,10 @@ class RedisStore(ServerStore):
             if isinstance(client, aioredis.RedisCluster):
                 return await self._on_cluster(client, item)
             return await batcher.call(item)
-        except _UNAVAILABLE as exc:
-            raise _unavailable(command, exc) from exc
         except Exception as exc:
-            # Failover states of a cluster or a Sentinel-managed primary: see _failover_error.
-            if _failover_error(exc):
+            # Outages, and the failover states of a cluster or a Sentinel-managed primary
+            # (see _failover_error), are a 503; anything else is a bug and stays itself.
+            if _is_outage(exc):
                 raise _unavailable(command, exc) from exc
             raise
 
