@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,6 +59,40 @@ SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie" and k not in JWT_S
 #: Stores whose logout kills every copy of the token.
 REVOCABLE_STORE_KINDS = [*SERVER_STORE_KINDS, "jwt-revoke", "jwt-revoke-redis"]
 _unique = itertools.count()
+
+#: SESSIONKIT_TEST_SERVERS=none runs only what needs no server process of its own: the
+#: memory, cookie, JWT (in-process deny list) and SQLite stores. scripts/test.sh runs the
+#: suites of the other supported Python versions so; the main run always has every server.
+SERVER_FREE_STORE_KINDS = frozenset({"memory", "cookie", "jwt", "jwt-revoke", "sql-sqlite"})
+_SERVER_FIXTURES = frozenset({
+    "redis_server", "postgres_server", "mariadb_server", "mongo_server", "memcached_server",
+    "redis_cluster_servers", "redis_sentinel_servers", "postgres_pair_factory",
+})  # fmt: skip
+
+
+def _needs_a_server(item: pytest.Item) -> bool:
+    if item.get_closest_marker("servers") or _SERVER_FIXTURES & set(
+        getattr(item, "fixturenames", ())
+    ):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return any(
+        name.endswith("store_factory") and kind not in SERVER_FREE_STORE_KINDS
+        for name, kind in params.items()
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mode = os.environ.get("SESSIONKIT_TEST_SERVERS", "all")
+    if mode not in ("all", "none"):
+        raise pytest.UsageError(f'SESSIONKIT_TEST_SERVERS must be "all" or "none", not {mode!r}')
+    if mode == "all":
+        return
+    dropped = [item for item in items if _needs_a_server(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not _needs_a_server(item)]
 
 
 class CountingStore(AbstractStore):

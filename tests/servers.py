@@ -717,6 +717,14 @@ def serve(env_var: str, server_class: type[LocalServer]) -> Iterator[ServerHandl
     if url := os.environ.get(env_var):
         yield ExternalServer(url)
         return
+    if os.environ.get("SESSIONKIT_TEST_SERVERS") == "none":
+        # conftest.py deselects the tests that name a server fixture; one that asks for a
+        # server some other way must be made visible to it, not start one here.
+        pytest.fail(
+            f"{server_class.name} requested with SESSIONKIT_TEST_SERVERS=none: make the "
+            "test's need for a server visible in its fixtures (see tests/conftest.py)",
+            pytrace=False,
+        )
     try:
         server = server_class()
     except ServerBinaryMissing as exc:

@@ -389,6 +389,12 @@ def test_the_api_reference_documents_every_public_name() -> None:
     assert documented == set(aiohttp_sessionkit.__all__)
 
 
+def _servers_of(example: Example) -> dict[str, str]:
+    """The test servers an example's check needs (url in the example -> fixture name)."""
+    checker = CHECKS.get(example.name or "")
+    return checker.servers if checker is not None else {}
+
+
 def run_app_capture(captured: list[web.Application]) -> Callable[..., None]:
     def run_app(app: web.Application, **_: Any) -> None:
         captured.append(app)
@@ -409,7 +415,13 @@ def test_doctest_example(example: Example) -> None:
 
 
 @pytest.mark.parametrize(
-    "example", [e for e in EXAMPLES if e.lang == "python"], ids=lambda e: e.name or e.where
+    "example",
+    [
+        pytest.param(e, marks=[pytest.mark.servers] if _servers_of(e) else [])
+        for e in EXAMPLES
+        if e.lang == "python"
+    ],
+    ids=lambda e: e.name or e.where,
 )
 async def test_program_example(
     example: Example, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest

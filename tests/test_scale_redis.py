@@ -296,6 +296,39 @@ async def test_an_unreachable_cluster_gives_503_not_500(
 
 
 @pytest.mark.slow
+async def test_a_whole_cluster_outage_after_connecting_gives_503_on_every_route(
+    aiohttp_client: Any, redis_cluster_servers: RedisClusterServers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # The client knew the cluster (slot map loaded) before every node went away: redis-py
+    # 8.2 then raises RedisClusterUnreachableError from a refresh, which used to be a 500.
+    servers = redis_cluster_servers
+    await asyncio.to_thread(servers.wait_healthy)
+    cluster = cluster_client(servers, socket_timeout=SOCKET_TIMEOUT)
+    try:
+        client = await app_client(aiohttp_client, RedisStore(cluster, key_prefix="all-down:"))
+        written = await write_sessions(client, 4)
+        cookie = next(iter(written))
+        for node in servers.nodes:
+            await asyncio.to_thread(node.kill)
+        for response in (
+            await client.get("/read", headers=with_cookie(cookie)),
+            await client.post("/incr", headers=with_cookie(cookie)),
+            await client.post("/logout", headers=with_cookie(cookie)),
+            await client.post("/set/v/login"),
+        ):
+            assert response.status == 503
+            assert response.headers["Retry-After"].isdigit()
+            assert "Set-Cookie" not in response.headers
+        assert causes(caplog), "the 503s were not logged for the operator"
+    finally:
+        await cluster.aclose()
+        for node in servers.nodes:
+            await asyncio.to_thread(node.start)
+        await asyncio.to_thread(servers.wait_healthy)
+
+
+@pytest.mark.slow
 async def test_a_whole_shard_down_gives_503_for_its_sessions_and_the_others_keep_serving(
     aiohttp_client: Any, redis_cluster_servers: RedisClusterServers,
     caplog: pytest.LogCaptureFixture,

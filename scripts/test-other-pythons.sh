@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The suites that need no server process (the store contract on the memory, cookie, JWT and
+# SQLite stores, the hostile-input families, sessions, crypto, JWT, transports, config, the
+# docs' examples) on the supported Python versions other than the main run's, each in a venv
+# of its own (.venv-pyX.Y) at the same locked versions. The library leans on CPython details
+# (the json module's C scanner, recursion limits), so a version it claims is a version it runs.
+#
+# Environment:
+#   SESSIONKIT_OTHER_PYTHONS  versions to run (default "3.12 3.13"); each is found as
+#                             pythonX.Y on PATH or under pyenv's versions directory
+#   SESSIONKIT_DEPS, CI       as for scripts/test.sh; with CI set, a missing version fails
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+
+find_python() {
+    local version="$1" found
+    found="$(command -v "python$version" || true)"
+    if [[ -z "$found" ]]; then
+        found="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/"python$version" \
+            2>/dev/null | sort -V | tail -n 1 || true)"
+    fi
+    printf '%s' "$found"
+}
+
+ci=false
+case "${CI:-}" in "" | 0 | false | no | off) ;; *) ci=true ;; esac
+suites=(
+    tests/test_contract.py tests/test_hostile.py tests/test_session.py tests/test_crypto.py
+    tests/test_store_jwt.py tests/test_jwt_cache.py tests/test_transports.py
+    tests/test_cookie_store_cache.py tests/test_memory_store.py tests/test_config.py
+    tests/test_security.py tests/test_batching.py tests/test_docs.py
+)
+status=0
+for version in ${SESSIONKIT_OTHER_PYTHONS-3.12 3.13}; do
+    python="$(find_python "$version")"
+    if [[ -z "$python" ]]; then
+        message="Python $version not found (pythonX.Y on PATH or pyenv): its suites did not run"
+        if $ci; then
+            printf 'test-other-pythons: FAIL: %s\n' "$message" >&2
+            exit 1
+        fi
+        printf 'test-other-pythons: WARNING: %s\n' "$message" >&2
+        continue
+    fi
+    printf 'test-other-pythons: Python %s (%s), the suites that need no server\n' \
+        "$version" "$python"
+    venv_name=".venv-py$version"
+    [[ "${SESSIONKIT_DEPS:-locked}" == latest ]] && venv_name=".venv-latest-py$version"
+    SESSIONKIT_VENV="$PWD/$venv_name" PYTHON="$python" sessionkit_venv all test
+    SESSIONKIT_TEST_SERVERS=none "$VENV_PYTHON" -m pytest -n auto --dist worksteal -q \
+        -p no:cacheprovider "${suites[@]}" || status=1
+done
+exit "$status"
