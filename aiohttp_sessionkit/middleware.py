@@ -436,15 +436,22 @@ class Slot:
         vary = headers.get(hdrs.VARY)
         if vary is None:
             headers[hdrs.VARY] = config.vary
-        elif vary.strip() != "*":
-            lowered = vary.lower()
-            missing = [
-                n
-                for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
-                if low not in lowered
+        else:
+            # Whole field names, case-insensitively (RFC 9110 section 12.5.5): a handler's
+            # "X-Cookie-Consent" or "Proxy-Authorization" must not hide our "Cookie" or
+            # "Authorization" from a shared cache. Vary may come in several header lines.
+            listed = [
+                name.strip() for line in headers.getall(hdrs.VARY) for name in line.split(",")
             ]
-            if missing:
-                headers[hdrs.VARY] = ", ".join([vary, *missing])
+            lowered = {name.lower() for name in listed}
+            if "*" not in lowered:  # "*" already varies on everything
+                missing = [
+                    n
+                    for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
+                    if low not in lowered
+                ]
+                if missing:
+                    headers[hdrs.VARY] = ", ".join([*filter(None, listed), *missing])
 
 
 class RequestState:
