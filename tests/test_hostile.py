@@ -367,6 +367,26 @@ def flip_bit(byte: int, bit: int) -> Callable[[str], str]:
     return change
 
 
+def has_unused_bits(token: str) -> bool:
+    # Base64 of a length that is not a multiple of 4 ends in a character whose low 2 or 4
+    # bits encode nothing (for a JWT: its signature segment).
+    return len(token.rpartition(".")[2]) % 4 != 0
+
+
+async def respelled(ctx: Ctx) -> Presented:
+    """A genuine token spelled another way: one unused low bit of its last character set.
+
+    Same bytes, so a lenient decoder opens it; RFC 4648 section 3.5 wants those bits zero.
+    """
+    token = ctx.issued
+    padding = 0
+    while not has_unused_bits(token):  # a genuine token of a length that has unused bits
+        padding += 1
+        token = await ctx.plant(header(created=-60) + b'[{"pad":"%s"}]' % (b"x" * padding))
+        assert (await read(ctx.client, COOKIE_WIRE, token))["new"] is False  # control: opens
+    return Presented(((token[:-1] + B64[B64.index(token[-1]) ^ 1]).encode(),))
+
+
 def header_safe(value: bytes) -> bytes:
     """Drop the bytes HTTP forbids in a field value (controls) and the cookie separator."""
     return bytes(b for b in value if b >= 0x20 and b != 0x7F and b != ord(";"))
@@ -417,6 +437,7 @@ DERIVED_CASES = [
         for byte, bit in ((0, 0), (1, 7), (5, 3), (17, 1), (-17, 4), (-1, 0))
     ],
     Case("other-cookie-name", other_name),
+    Case("other-spelling-of-the-last-character", respelled),
 ]
 
 PAYLOAD_CASES = [
