@@ -349,6 +349,12 @@ class AbstractLegacyReader(abc.ABC):
 
     #: True when the reader does no network or disk I/O (a cookie format): no time budget.
     local: ClassVar[bool] = False
+    #: True when :meth:`delete` makes the token worthless (the old record is gone, so a
+    #: replayed copy finds nothing). False (the default, and a cookie format that holds the
+    #: session itself): the session layer remembers a hash of each migrated token in the
+    #: store (a server-side store, or a JWT store's deny list) until the token could no
+    #: longer migrate, so that each token migrates at most once.
+    revocable: ClassVar[bool] = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Prepare connections; called once on application startup. Idempotent."""

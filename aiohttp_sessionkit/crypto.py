@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .exceptions import ConfigurationError
 
-__all__ = ["KEY_BYTES", "KeyRing", "b64url_encode", "generate_key", "parse_key"]
+__all__ = [
+    "KEY_BYTES",
+    "KeyRing",
+    "b64url_decode_canonical",
+    "b64url_encode",
+    "generate_key",
+    "parse_key",
+]
 
 KEY_BYTES = 32
 _VERSION = b"\x01"
@@ -33,7 +40,11 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _PREFIX = len(_VERSION) + _KID_BYTES
 _MIN_TOKEN = _PREFIX + _NONCE_BYTES + _TAG_BYTES
-_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+_B64URL_CHARS = re.compile(r"[A-Za-z0-9_-]*")
+# Unpadded base64 whose length is 2 (3) mod 4 ends in a character of which only the top 2 (4)
+# bits encode data; RFC 4648 section 3.5 wants the rest zero. These are the characters that
+# have them zero: any other last character is a second spelling of the same bytes.
+_CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _HOW_TO = (
@@ -53,6 +64,26 @@ def b64url_encode(data: bytes) -> str:
     return encoded.rstrip(b"=").decode("ascii")
 
 
+def b64url_decode_canonical(text: str) -> bytes | None:
+    """Decode URL-safe base64 without padding, accepting only its canonical spelling.
+
+    None for anything else: padding, characters outside the URL-safe alphabet, a length of
+    1 mod 4, or non-zero unused bits in the last character (RFC 4648 section 3.5). So one
+    value has one accepted spelling, the one :func:`b64url_encode` gives (the same result as
+    decode, re-encode, compare, without the re-encode). For sealed cookies and JWT segments.
+    """
+    rest = len(text) % 4
+    if rest == 1 or _B64URL_CHARS.fullmatch(text) is None:
+        return None
+    if rest and text[-1] not in _CANONICAL_LAST[rest]:
+        return None
+    try:  # binascii directly: base64.urlsafe_b64decode is three calls around it
+        padded = (text + "=" * (4 - rest) if rest else text).encode("ascii")
+        return binascii.a2b_base64(padded.translate(_FROM_URLSAFE), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def generate_key() -> str:
     """A fresh random 32-byte key as URL-safe base64 text (safe for env vars and config)."""
     return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()
@@ -62,11 +93,21 @@ def parse_key(key: KeyLike) -> bytes:
     """Turn a key given as 32 raw bytes or URL-safe/standard base64 text into 32 bytes.
 
     Base64 given as bytes (for example the output of ``Fernet.generate_key()``) is accepted
-    too: 32 bytes are always raw, anything else must decode to exactly 32 bytes.
+    too: 32 bytes are always raw, anything else must decode to exactly 32 bytes. 32 raw
+    bytes that are all printable ASCII (``b'correct horse battery staple 123'``) are refused:
+    that is a passphrase, not a key.
     """
     if isinstance(key, bytearray):
         key = bytes(key)
     if isinstance(key, bytes) and len(key) == KEY_BYTES:
+        if all(0x20 <= byte <= 0x7E for byte in key):
+            # Random bytes are all printable once in about 10**14 keys; a passphrase or a
+            # 32-character password always is, and has far fewer than 256 bits.
+            raise ConfigurationError(
+                "the session key is 32 bytes of printable text (a passphrase or password?), "
+                "not 32 random bytes; give base64 text of 32 random bytes instead, or raw "
+                f"random bytes: {_HOW_TO}"
+            )
         raw = key
     elif isinstance(key, (str, bytes)):
         text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
@@ -136,12 +177,8 @@ class KeyRing:
 
     def open(self, token: str, context: bytes) -> tuple[bytes, bool] | None:
         """Return (plaintext, sealed with a retired key) or None if the token does not open."""
-        if not _TOKEN_CHARS.fullmatch(token):  # one spelling per token: no padding, no junk
-            return None
-        try:  # binascii directly: base64.urlsafe_b64decode is three calls around it
-            padded = (token + "=" * (-len(token) % 4)).encode("ascii")
-            raw = binascii.a2b_base64(padded.translate(_FROM_URLSAFE), strict_mode=True)
-        except (binascii.Error, ValueError):
+        raw = b64url_decode_canonical(token)  # one spelling per token
+        if raw is None:
             return None
         if len(raw) < _MIN_TOKEN or raw[:1] != _VERSION:
             return None

@@ -13,7 +13,9 @@ __all__ = ["ID_BYTES", "is_valid_session_id", "key_for_token", "new_session_id",
 #: Random bytes in a session id: 256 bits from ``secrets``.
 ID_BYTES = 32
 _ID_LENGTH = 43  # len(secrets.token_urlsafe(32)): unpadded URL-safe base64
-_ID_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{{_ID_LENGTH}}}")
+# The last of 43 characters carries 2 bits that encode nothing: only the canonical spelling
+# (those bits zero, as secrets.token_urlsafe writes them; RFC 4648 section 3.5) is an id.
+_ID_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{{_ID_LENGTH - 1}}}[AEIMQUYcgkosw048]")
 
 
 def new_session_id() -> str:

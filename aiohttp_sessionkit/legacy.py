@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from . import session as _session
-from .abc import AbstractLegacyReader, LegacySession
+from .abc import AbstractLegacyReader, AbstractStore, LegacySession, ServerStore
 from .exceptions import ConfigurationError, StoreUnavailable
+from .ids import record_key
 
 if TYPE_CHECKING:
     import aiomcache
@@ -63,6 +64,12 @@ _MAX_COOKIE = 4096
 _CLOCK_SKEW = 60
 
 SecretKey = str | bytes | bytearray | Fernet
+
+# Markers of migrated legacy tokens live in the session store under this prefix of the
+# namespace; the record key is a hash of it and the token, like a session's (see ids.py),
+# so the store never holds the token itself and no session id can name a marker.
+_MIGRATED_NAMESPACE = "aiohttp_sessionkit.legacy.migrated:"
+_MIGRATED = b"migrated"
 
 
 def _now() -> int:
@@ -159,6 +166,29 @@ def _fernet(secret_key: object) -> Fernet | MultiFernet:
     )
 
 
+def migration_ledger(store: AbstractStore) -> ServerStore | None:
+    """The server store that remembers which legacy tokens were migrated, or None.
+
+    A server-side store remembers them itself; a JWT store in its deny list (its
+    ``revocation`` store). The encrypted-cookie store and a JWT store without a deny list
+    have no server to remember anything in.
+    """
+    if isinstance(store, ServerStore):
+        return store
+    revocation = getattr(store, "revocation", None)
+    return revocation if isinstance(revocation, ServerStore) else None
+
+
+async def claim_migration(ledger: ServerStore, token: str, *, namespace: str, ttl: int) -> bool:
+    """True the first time ``token`` is migrated under ``namespace``, False ever after.
+
+    A create-only write of a marker that lives ``ttl`` seconds (until the token could no
+    longer migrate anyway): of two concurrent replays, only one wins.
+    """
+    key = record_key(_MIGRATED_NAMESPACE + namespace, token)
+    return await ledger.create(key, _MIGRATED, ttl)
+
+
 class AiohttpSessionCookie(AbstractLegacyReader):
     """Reads cookies of aiohttp-session's ``EncryptedCookieStorage`` (Fernet).
 
@@ -170,6 +200,9 @@ class AiohttpSessionCookie(AbstractLegacyReader):
     """
 
     local: ClassVar[bool] = True
+    # A cookie that holds the session itself cannot be deleted at the source: each token
+    # migrates at most once (the session layer remembers it in the store).
+    revocable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -208,7 +241,11 @@ class AiohttpSessionCookie(AbstractLegacyReader):
         return _legacy_session(plaintext, self._decoder, max_age)
 
     async def delete(self, token: str, *, namespace: str) -> None:
-        """Nothing to delete: the old cookie is replaced by ours on the same response."""
+        """Nothing to delete: the old cookie is replaced by ours on the same response.
+
+        A copy of it would still open here until ``max_age``: the session layer therefore
+        remembers each migrated token (``revocable`` is False) and migrates it only once.
+        """
 
     def __repr__(self) -> str:
         return f"<AiohttpSessionCookie max_age={self._max_age!r}>"
@@ -218,6 +255,7 @@ class _KeyedReader(AbstractLegacyReader):
     """A reader of records aiohttp-session keyed ``{cookie_name}_{cookie value}``."""
 
     _name: ClassVar[str]
+    revocable: ClassVar[bool] = True  # delete() removes the old record: replays find nothing
 
     def __init__(
         self,

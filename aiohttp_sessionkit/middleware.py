@@ -109,6 +109,18 @@ class SessionConfig:
             raise StoreUnavailable(f"{type(self.store).__name__} is unreachable: {exc}") from exc
 
 
+def _refused_keys(session_class: type[Session], data: dict[str, Any]) -> list[str]:
+    """The keys of ``data`` that ``session_class`` refuses (probed one by one, without their
+    values, so that nothing of the session reaches the log)."""
+    refused = []
+    for key in data:
+        try:
+            session_class(data={key: None}, new=False)
+        except ValueError:
+            refused.append(key)
+    return refused
+
+
 def _nowait_twin(store: AbstractStore, method: str) -> Any:
     """``store.load_nowait`` / ``store.save_nowait`` if the session layer may call it instead
     of ``load`` / ``save``: the store is ``local`` and the class whose ``load`` / ``save``
@@ -241,20 +253,54 @@ class Slot:
 
     async def _load_legacy(self, token: str) -> Session | None:
         """A session another library wrote under ``token``, moved over as a new one of ours."""
+        # Here, not at the top: legacy.py (and Fernet) load only when readers are configured.
+        from .legacy import claim_migration, migration_ledger
+
         config = self.config
         for reader in config.legacy:
             operation = reader.load(token, namespace=config.namespace)
             found = await (operation if reader.local else config.guarded(operation))
             if found is None:
                 continue
-            age = now() - found.created
-            if age > config.idle_timeout or age > config.absolute_timeout:
-                # Expired under our timeouts too (the old write is its last activity):
-                # moving it over would save it only to expire it at once.
+            t = now()
+            # Our timeouts count from the old write (its last activity), as does the old
+            # library's max_age; past any of them the token can never migrate.
+            limit = min(config.idle_timeout, config.absolute_timeout)
+            max_age = getattr(reader, "max_age", None)
+            if isinstance(max_age, int) and max_age > 0:
+                limit = min(limit, max_age)
+            if t - found.created > limit:
+                # Moving it over would save it only to expire it at once.
                 return None
-            session = config.store.session_class(
-                data=dict(found.data), new=False, created=found.created, accessed=found.created
-            )
+            data = dict(found.data)
+            try:
+                session = config.store.session_class(
+                    data=data, new=False, created=found.created, accessed=found.created
+                )
+            except ValueError:
+                # Keys this store's sessions refuse (a JWT store's reserved claims, say): an
+                # answer of 500 on every request would lock the user out; start afresh.
+                log.warning(
+                    "a legacy %r session was not migrated: %s refuses its keys %s "
+                    "(rename them in the old application first); starting a new session",
+                    config.namespace,
+                    type(config.store).__name__,
+                    ", ".join(repr(k) for k in _refused_keys(config.store.session_class, data)),
+                )
+                return None
+            if not reader.revocable:
+                ledger = migration_ledger(config.store)
+                if ledger is not None:
+                    claim = claim_migration(
+                        ledger, token, namespace=config.namespace, ttl=found.created + limit - t + 1
+                    )
+                    if not await (claim if ledger.local else config.guarded(claim)):
+                        log.info(
+                            "a legacy %r token was presented again after its migration; "
+                            "starting a new session",
+                            config.namespace,
+                        )
+                        return None
             session._dirty = True  # saved under a new token of ours on the way out
             self.legacy = (reader, token)
             return session
@@ -436,15 +482,22 @@ class Slot:
         vary = headers.get(hdrs.VARY)
         if vary is None:
             headers[hdrs.VARY] = config.vary
-        elif vary.strip() != "*":
-            lowered = vary.lower()
-            missing = [
-                n
-                for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
-                if low not in lowered
+        else:
+            # Whole field names, case-insensitively (RFC 9110 section 12.5.5): a handler's
+            # "X-Cookie-Consent" or "Proxy-Authorization" must not hide our "Cookie" or
+            # "Authorization" from a shared cache. Vary may come in several header lines.
+            listed = [
+                name.strip() for line in headers.getall(hdrs.VARY) for name in line.split(",")
             ]
-            if missing:
-                headers[hdrs.VARY] = ", ".join([vary, *missing])
+            lowered = {name.lower() for name in listed}
+            if "*" not in lowered:  # "*" already varies on everything
+                missing = [
+                    n
+                    for n, low in zip(config.vary.split(", "), config.vary_lower, strict=True)
+                    if low not in lowered
+                ]
+                if missing:
+                    headers[hdrs.VARY] = ", ".join([*filter(None, listed), *missing])
 
 
 class RequestState:

@@ -48,20 +48,27 @@ class CookieTransport(AbstractTransport):
         headers = request.headers.getall(hdrs.COOKIE, ())
         if not headers:
             return None
-        prefix = params.name + "="
+        name = params.name
+        prefix = name + "="
         if len(headers) == 1:  # the common case, decided without splitting the header
             raw = headers[0]
             start = raw.find(prefix)
             if start < 0:
                 return None
-            if raw.find(prefix, start + 1) < 0 and (start == 0 or raw[start - 1] in "; \t"):
+            # A cookie-string is split on ";" only (RFC 6265 section 5.4): our name must
+            # start a cookie-pair, after ";" and optional whitespace, never after a space or
+            # a comma inside another cookie's value ("tossed=x NAME=..." is one cookie).
+            before = start
+            while before and raw[before - 1] in " \t":
+                before -= 1
+            if raw.find(prefix, start + 1) < 0 and (before == 0 or raw[before - 1] == ";"):
                 end = raw.find(";", start)
                 return raw[start + len(prefix) : None if end < 0 else end].strip() or None
         values = [
-            part[len(prefix) :]
+            value
             for header in headers
-            for part in (p.strip() for p in header.split(";"))
-            if part.startswith(prefix)
+            for key, sep, value in (part.partition("=") for part in header.split(";"))
+            if sep and key.lstrip(" \t") == name
         ]
         if len(values) > 1:
             log.info(

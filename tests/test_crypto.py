@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiohttp_sessionkit import ConfigurationError, JSONSerializer, Session, generate_key
-from aiohttp_sessionkit.crypto import KeyRing, parse_key
+from aiohttp_sessionkit.crypto import KeyRing, b64url_decode_canonical, b64url_encode, parse_key
 from aiohttp_sessionkit.ids import is_valid_session_id, key_for_token, new_session_id, record_key
 from aiohttp_sessionkit.session import encode_payload
 from aiohttp_sessionkit.stores.cookie import EncryptedCookieStore
@@ -120,6 +120,10 @@ def test_fernet_generate_key_output_is_accepted() -> None:
         pytest.param("a" * 43, id="placeholder-base64"),
         pytest.param("A" * 43, id="all-zero-base64"),
         pytest.param(b64url(b"ab" * 16), id="two-symbol-key"),
+        pytest.param(b"correct horse battery staple 123", id="passphrase-raw"),
+        pytest.param(bytearray(b"correct horse battery staple 123"), id="passphrase-bytearray"),
+        pytest.param(string.printable[:32].encode(), id="printable-ascii-raw"),
+        pytest.param(b"Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4d!", id="password-raw"),
     ],
 )
 def test_parse_key_rejects_bad_keys_with_a_hint_to_keygen(key: object) -> None:
@@ -281,7 +285,11 @@ def test_open_never_raises_on_arbitrary_text(token: str) -> None:
     )
 )
 def test_session_id_shape_check_accepts_exactly_43_url_safe_characters(value: str) -> None:
-    expected = len(value) == 43 and all(c in URLSAFE_ALPHABET for c in value)
+    expected = (
+        len(value) == 43
+        and all(c in URLSAFE_ALPHABET for c in value)
+        and b64url(unb64url(value)) == value  # the canonical spelling only
+    )
     assert is_valid_session_id(value) is expected
 
 
@@ -349,3 +357,76 @@ def test_key_for_token_memo_stays_bounded_and_correct() -> None:
         assert key_for_token("A", token) == record_key("A", token)
     assert key_for_token("A", "x" * 42) is None
     assert ("A", "x" * 42) not in ids._KEYS  # malformed ids are never remembered
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"correct horse battery staple 123", b"0123456789abcdefghijklmnopqrstuv"],
+    ids=["passphrase", "alphanumeric"],
+)
+def test_a_raw_key_of_printable_text_is_refused_asking_for_base64_or_generate_key(
+    key: bytes,
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        KeyRing(key)
+    message = str(info.value)
+    assert "printable" in message and "base64" in message and "generate_key()" in message
+    assert key.decode() not in message  # never echo the secret
+
+
+def test_a_raw_key_with_one_byte_outside_printable_ascii_is_accepted() -> None:
+    key = b"correct horse battery staple 12\xff"
+    assert parse_key(key) == key
+
+
+# -- one spelling per token (RFC 4648 section 3.5) ----------------------------------------------
+
+
+def other_spellings(token: str) -> list[str]:
+    """Every other last character that a lenient decoder reads as the same bytes."""
+    same = unb64url(token)
+    return [
+        token[:-1] + char
+        for char in URLSAFE_ALPHABET
+        if char != token[-1] and unb64url(token[:-1] + char) == same
+    ]
+
+
+@pytest.mark.parametrize(("length", "others"), [(46, 15), (47, 3)])
+def test_other_spellings_of_a_sealed_cookie_do_not_open(length: int, others: int) -> None:
+    # 32 bytes of envelope (version, key id, nonce, tag) + the plaintext; 46 characters
+    # carry 34 bytes and 4 unused bits, 47 carry 35 bytes and 2.
+    plaintext = b"x" * (length * 6 // 8 - 32)
+    token = RING_A.seal(plaintext, CONTEXT)
+    assert len(token) == length
+    assert RING_A.open(token, CONTEXT) == (plaintext, False)
+    spellings = other_spellings(token)
+    assert len(spellings) == others
+    store = EncryptedCookieStore(KEY_A)
+    for spelling in spellings:
+        assert RING_A.open(spelling, CONTEXT) is None
+        assert store.load_nowait(spelling, CONTEXT.decode()) is None
+
+
+def test_other_spellings_of_a_session_id_are_not_ids() -> None:
+    session_id = new_session_id()
+    spellings = other_spellings(session_id)
+    assert len(spellings) == 3
+    for spelling in spellings:
+        assert not is_valid_session_id(spelling)
+        assert key_for_token("NS", spelling) is None
+    assert key_for_token("NS", session_id) == record_key("NS", session_id)
+
+
+@pytest.mark.parametrize("length", range(13))
+def test_canonical_decode_is_decode_re_encode_compare(length: int) -> None:
+    """The last-character table agrees with the definition, for every last character."""
+    base = b64url(os.urandom(9))[: max(length - 1, 0)]
+    for char in URLSAFE_ALPHABET + "=+/.":
+        text = (base + char)[:length]
+        try:
+            lenient: bytes | None = unb64url(text)
+        except ValueError:
+            lenient = None
+        expected = lenient if lenient is not None and b64url_encode(lenient) == text else None
+        assert b64url_decode_canonical(text) == expected, text

@@ -173,6 +173,32 @@ async def borrowed_client(client: TestClient[Any, Any] | None, ns: dict[str, Any
     await ns["client"].aclose()
 
 
+@check("two-apps-one-store", servers={"redis://127.0.0.1:6379/0": "redis_server"})
+async def two_apps_one_store(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None  # admin
+    shop: web.Application = ns["shop"]
+    shop.router.add_get("/_probe", probe)
+    # The trap the page warns about: another app on shop's prefix with the default name.
+    trap = web.Application()
+    aiohttp_sessionkit.setup(
+        trap, aiohttp_sessionkit.RedisStore(ns["REDIS_URL"], key_prefix="shop:session:")
+    )
+    trap.router.add_get("/_probe", probe)
+    async with (
+        TestClient(TestServer(shop, host="127.0.0.1")) as shop_client,
+        TestClient(TestServer(trap, host="127.0.0.1")) as trap_client,
+    ):
+        first = await shop_client.get("/_probe")
+        assert await first.text() == "1"
+        shop_id = cookie_of(first).value
+        for name in ("AIOHTTP_SESSION", "ADMIN_SESSION"):  # admin opens nothing of shop's
+            client.session.cookie_jar.clear()
+            response = await client.get("/_probe", headers={"Cookie": f"{name}={shop_id}"})
+            assert await response.text() == "1"
+        shared = await trap_client.get("/_probe", headers={"Cookie": f"AIOHTTP_SESSION={shop_id}"})
+        assert await shared.text() == "2"  # shop's session, read and written by another app
+
+
 @check("production-settings", serve=False)
 async def production_settings(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     # Built and validated (a __Host- cookie demands Secure and no Domain); redis.internal

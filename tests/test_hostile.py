@@ -367,6 +367,26 @@ def flip_bit(byte: int, bit: int) -> Callable[[str], str]:
     return change
 
 
+def has_unused_bits(token: str) -> bool:
+    # Base64 of a length that is not a multiple of 4 ends in a character whose low 2 or 4
+    # bits encode nothing (for a JWT: its signature segment).
+    return len(token.rpartition(".")[2]) % 4 != 0
+
+
+async def respelled(ctx: Ctx) -> Presented:
+    """A genuine token spelled another way: one unused low bit of its last character set.
+
+    Same bytes, so a lenient decoder opens it; RFC 4648 section 3.5 wants those bits zero.
+    """
+    token = ctx.issued
+    padding = 0
+    while not has_unused_bits(token):  # a genuine token of a length that has unused bits
+        padding += 1
+        token = await ctx.plant(header(created=-60) + b'[{"pad":"%s"}]' % (b"x" * padding))
+        assert (await read(ctx.client, COOKIE_WIRE, token))["new"] is False  # control: opens
+    return Presented(((token[:-1] + B64[B64.index(token[-1]) ^ 1]).encode(),))
+
+
 def header_safe(value: bytes) -> bytes:
     """Drop the bytes HTTP forbids in a field value (controls) and the cookie separator."""
     return bytes(b for b in value if b >= 0x20 and b != 0x7F and b != ord(";"))
@@ -417,6 +437,7 @@ DERIVED_CASES = [
         for byte, bit in ((0, 0), (1, 7), (5, 3), (17, 1), (-17, 4), (-1, 0))
     ],
     Case("other-cookie-name", other_name),
+    Case("other-spelling-of-the-last-character", respelled),
 ]
 
 PAYLOAD_CASES = [
@@ -619,6 +640,100 @@ def make_store(kind: str) -> AbstractStore:
 async def quick_ctx(request: pytest.FixtureRequest, aiohttp_client: Any) -> AsyncIterator[Ctx]:
     kind: str = request.param
     yield await make_ctx(aiohttp_client, make_store(kind), kind)
+
+
+# -- cookie smuggling: our name inside another cookie's value ----------------------------------
+#
+# A sibling subdomain can set a cookie whose value holds spaces, tabs, quotes or commas, so
+# that the Cookie header reads "tossed=x AIOHTTP_SESSION=<the attacker's valid token>" while
+# the victim holds no session cookie. A cookie-string splits on ";" only (RFC 6265 section
+# 5.4): all of that is one cookie called "tossed", and our name must never be found inside
+# it (a __Host- name would otherwise be bypassed: fixation, login CSRF). {token} is a genuine
+# token of the app, so a case that is not refused opens alice's session.
+
+SMUGGLED = {
+    "space-in-value": "tossed=x {name}={token}",
+    "tab-in-value": "tossed=x\t{name}={token}",
+    "space-in-value-between-pairs": "a=1; tossed=x {name}={token}; b=2",
+    "two-spaces-in-value": "tossed=x  {name}={token}",
+    "dollar-version-comma": "$Version=1, {name}={token}",
+    "dollar-version-space": '$Version="1" {name}={token}; $Path=/',
+    "quoted-value-then-space": 'tossed="x" {name}={token}',
+    "quoted-value-with-space-inside": 'tossed="x {name}={token} y"',
+    "comma-separated": "tossed=x,{name}={token}",
+    "name-as-a-value": "tossed={name}={token}",
+    "suffix-of-our-name": "x{name}={token}",
+    "suffix-of-our-name-after-a-pair": "a=1; x{name}={token}",
+    "suffix-and-prefix-of-our-name": "x{name}={token}; {name}x={token}",
+    "space-before-equals": "{name} ={token}",
+    "duplicate-names": "{name}={token}; {name}={token}",
+    "duplicate-names-no-space": "{name}={token};{name}={token}",
+}
+
+#: Controls: the genuine cookie laid out in ways browsers and proxies do send; each opens.
+GENUINE_LAYOUTS = {
+    "alone": "{name}={token}",
+    "no-space-after-semicolon": "a=1;{name}={token}",
+    "two-spaces-after-semicolon": "a=1;  {name}={token}",
+    "tab-after-semicolon": "a=1;\t{name}={token}",
+    "trailing-semicolon": "{name}={token};",
+    "between-pairs": "a=1; {name}={token}; b=2",
+    "after-a-smuggled-copy": "tossed=x {name}=junk; {name}={token}",
+    "before-a-suffixed-name": "{name}={token}; x{name}=junk",
+}
+
+
+def cookie_line(template: str, token: str) -> bytes:
+    return template.format(name=COOKIE, token=token).encode()
+
+
+@pytest.mark.parametrize("template", SMUGGLED.values(), ids=SMUGGLED.keys())
+async def test_our_cookie_name_smuggled_inside_another_cookie_is_not_read(
+    quick_ctx: Ctx, logs: pytest.LogCaptureFixture, template: str
+) -> None:
+    ctx = quick_ctx
+    line = cookie_line(template, ctx.issued)
+    saves, deletes = ctx.counting.saves, ctx.counting.deletes
+
+    reply = await send_raw(ctx.client, "GET", "/read", [line])
+    assert reply.status == 200
+    assert reply.json() == FRESH, "the smuggled token opened a session"
+    assert (ctx.counting.saves, ctx.counting.deletes) == (saves, deletes)
+    assert reply.cookies == {}
+
+    # A write starts a fresh session and never adopts the smuggled token.
+    ctx.counting.save_tokens.clear()
+    reply = await send_raw(ctx.client, "POST", "/set/user/mallory", [line])
+    assert reply.status == 200
+    assert ctx.counting.save_tokens == [None]
+    assert reply.cookies[COOKIE] != ctx.issued
+    assert await read(ctx.client, COOKIE_WIRE, ctx.issued) == {
+        "data": {"user": "alice"},
+        "new": False,
+    }
+    assert_logs_hold_no_secret(logs, {ctx.issued})
+
+
+@pytest.mark.parametrize("template", GENUINE_LAYOUTS.values(), ids=GENUINE_LAYOUTS.keys())
+async def test_the_genuine_cookie_opens_wherever_a_cookie_pair_may_start(
+    quick_ctx: Ctx, template: str
+) -> None:
+    reply = await send_raw(
+        quick_ctx.client, "GET", "/read", [cookie_line(template, quick_ctx.issued)]
+    )
+    assert reply.status == 200
+    assert reply.json() == {"data": {"user": "alice"}, "new": False}
+
+
+@pytest.mark.parametrize("template", SMUGGLED.values(), ids=SMUGGLED.keys())
+async def test_a_smuggled_name_in_a_second_cookie_header_is_not_read(
+    quick_ctx: Ctx, template: str
+) -> None:
+    """The same family over two Cookie header lines (HTTP/2 splits cookies so): the slow path."""
+    line = cookie_line(template, quick_ctx.issued)
+    reply = await send_raw(quick_ctx.client, "GET", "/read", [b"a=1", line])
+    assert reply.status == 200
+    assert reply.json() == FRESH
 
 
 PROPERTY_SETTINGS = settings(

@@ -7,7 +7,9 @@ our format on that response, and never need the legacy format again.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 from typing import Any, ClassVar
 
@@ -339,3 +341,110 @@ async def test_users_logged_in_with_aiohttp_security_stay_logged_in(
     ours = cookie_value(response)
     assert await (await client.get("/me", headers=with_cookie(ours))).text() == "alice"
     assert (await client.post("/write", headers=with_cookie(ours))).status == 200
+
+
+# -- a legacy cookie migrates at most once ------------------------------------------------------
+
+
+async def test_a_replayed_legacy_cookie_does_not_reopen_after_migration_and_logout(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    revocable_store_factory: StoreFactory,
+) -> None:
+    """aiohttp-session's cookie cannot be deleted at its source: a copy taken before the
+    switch must not open again once it moved over (the store remembers it), however it is
+    replayed, and a replay never mints a record of its own."""
+    old = await make_old_app(EncryptedCookieStorage(RAW_KEY, max_age=3600))
+    legacy_cookie = await old.write(user="alice")
+    reader = AiohttpSessionCookie(RAW_KEY, max_age=3600)
+    client = await client_for(aiohttp_client, new_site(revocable_store_factory(), legacy=reader))
+
+    response = await get(client, "/read", legacy_cookie)
+    assert (await response.json())["data"] == {"user": "alice"}
+    ours = cookie_value(response)
+    response = await client.post("/logout", headers=with_cookie(ours))
+    assert response.status == 200
+    assert await (await get(client, "/read", ours)).json() == {"data": {}, "new": True}
+
+    for method, path in [("GET", "/read"), ("GET", "/read"), ("POST", "/set/theme/dark")]:
+        response = await client.request(method, path, headers=with_cookie(legacy_cookie))
+        assert response.status == 200
+        if path == "/read":
+            assert await response.json() == {"data": {}, "new": True}
+            assert COOKIE not in set_cookies(response)  # no record, no cookie
+        else:  # a write starts a fresh session: alice's data never comes back
+            fresh = cookie_value(response)
+            assert (await (await get(client, "/read", fresh)).json())["data"] == {"theme": "dark"}
+
+
+async def test_concurrent_replays_of_one_legacy_cookie_migrate_it_once(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    revocable_store_factory: StoreFactory,
+) -> None:
+    old = await make_old_app(EncryptedCookieStorage(RAW_KEY))
+    legacy_cookie = await old.write(user="alice")
+    client = await client_for(
+        aiohttp_client,
+        new_site(revocable_store_factory(), legacy=AiohttpSessionCookie(RAW_KEY)),
+    )
+    responses = await asyncio.gather(
+        *(client.get("/read", headers=with_cookie(legacy_cookie)) for _ in range(3))
+    )
+    assert [r.status for r in responses] == [200, 200, 200]
+    bodies = [await r.json() for r in responses]
+    migrated = [r for r, body in zip(responses, bodies, strict=True) if not body["new"]]
+    assert len(migrated) == 1, bodies  # three replays, one record
+    assert bodies.count({"data": {}, "new": True}) == 2
+    assert sum(COOKIE in set_cookies(r) for r in responses) == 1
+    ours = cookie_value(migrated[0])
+    assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "alice"}
+
+
+async def test_a_migration_that_ends_empty_creates_no_record(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+) -> None:
+    from aiohttp_sessionkit import MemoryStore
+
+    old = await make_old_app(EncryptedCookieStorage(RAW_KEY))
+    legacy_cookie = await old.write(user="alice")
+    store = MemoryStore()
+    client = await client_for(aiohttp_client, new_site(store, legacy=AiohttpSessionCookie(RAW_KEY)))
+    response = await client.post("/logout", headers=with_cookie(legacy_cookie))
+    assert response.status == 200
+    assert len(store) == 1  # the marker of the migrated token, no session
+    assert await (await get(client, "/read", legacy_cookie)).json() == {"data": {}, "new": True}
+    assert len(store) == 1
+
+
+# -- keys a JWT store cannot carry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_factory", ["jwt", "jwt-revoke"], indirect=True)
+@pytest.mark.parametrize("claim", ["exp", "iss", "aud", "jti", "nbf", "iat", "_sk"])
+async def test_a_legacy_session_holding_a_reserved_claim_name_starts_afresh_never_a_500(
+    aiohttp_client: Any,
+    make_old_app: OldAppFactory,  # noqa: F811
+    store_factory: StoreFactory,
+    caplog: pytest.LogCaptureFixture,
+    claim: str,
+) -> None:
+    old = await make_old_app(EncryptedCookieStorage(RAW_KEY))
+    secret_value = "value-that-must-not-be-logged"
+    legacy_cookie = await old.write(user="alice", **{claim: secret_value})
+    client = await client_for(
+        aiohttp_client, new_site(store_factory(), legacy=AiohttpSessionCookie(RAW_KEY))
+    )
+    caplog.set_level(logging.DEBUG, logger="aiohttp_sessionkit")
+    for _ in range(2):  # every request, not only the first
+        response = await get(client, "/read", legacy_cookie)
+        assert await response.json() == {"data": {}, "new": True}
+        assert COOKIE not in set_cookies(response)
+    response = await client.post("/set/user/bob", headers=with_cookie(legacy_cookie))
+    assert response.status == 200
+    ours = cookie_value(response)
+    assert (await (await get(client, "/read", ours)).json())["data"] == {"user": "bob"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all(repr(claim) in w and "'user'" not in w for w in warnings)
+    assert secret_value not in caplog.text and legacy_cookie.strip('"')[:20] not in caplog.text

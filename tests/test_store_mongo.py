@@ -352,7 +352,7 @@ async def test_concurrent_loads_each_get_their_own_answer_by_id_lookups(
             tokens.append(token)
         stale = tokens.pop()
         await expire(raw, stale)
-        unknown = "u" * 43
+        unknown = "u" * 42 + "g"  # id-shaped (canonical last character), never issued
         asked = [*tokens, unknown, stale, tokens[2]]  # unknown, expired, loaded twice
         seen.seen.clear()
 
@@ -378,6 +378,7 @@ async def test_update_filters_on_id_alone_and_keeps_the_update_only_contract(
     seen = _Filters()
     monitored = _monitored_client(driver, mongo_server.url, seen)
     store = MongoStore(monitored, database=db_name)
+    never_issued = "n" * 42 + "w"  # id-shaped (canonical last character), never issued
     try:
         live = await store.save(None, b"live", ttl=TTL, namespace=NS)
         stale = await store.save(None, b"stale", ttl=TTL, namespace=NS)
@@ -391,13 +392,13 @@ async def test_update_filters_on_id_alone_and_keeps_the_update_only_contract(
         assert await store.save(live, b"live 2", ttl=TTL, namespace=NS) == live
         assert await store.save(stale, b"stale 2", ttl=TTL, namespace=NS) is None
         assert await store.save(gone, b"gone 2", ttl=TTL, namespace=NS) is None
-        assert await store.save("n" * 43, b"never", ttl=TTL, namespace=NS) is None
+        assert await store.save(never_issued, b"never", ttl=TTL, namespace=NS) is None
 
         sent = list(seen.seen)
         assert sent, "the updates sent no command the listener recognises"
         assert all(list(f) == ["_id"] and isinstance(f["_id"], str) for _, f in sent), sent
         assert {f["_id"] for _, f in sent} == {
-            record_key(NS, token) for token in (live, stale, gone, "n" * 43)
+            record_key(NS, token) for token in (live, stale, gone, never_issued)
         }
     finally:
         await store.close()

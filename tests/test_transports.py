@@ -495,3 +495,48 @@ async def test_the_handlers_own_cache_control_is_kept(aiohttp_client: Any, wire:
     response = await client.post("/")
     assert wire.issued(response)
     assert response.headers.getall("Cache-Control") == ["no-store"]
+
+
+#: A handler's own Vary (one or more header lines) -> the Vary the response ends with.
+#: {v} is the transport's header (Cookie or Authorization); names compare whole and
+#: case-insensitively, so a longer name that contains ours never stands in for it.
+VARY_MERGES: dict[str, tuple[list[str], str | list[str]]] = {
+    "name-containing-ours": (["X-{v}-Consent"], "X-{v}-Consent, {v}"),
+    "proxy-prefixed": (["Proxy-{v}"], "Proxy-{v}, {v}"),
+    "ours-as-a-prefix": (["{v}-Id"], "{v}-Id, {v}"),
+    "ours-inside-a-list": (["Accept, X-{v}-Consent"], "Accept, X-{v}-Consent, {v}"),
+    "star": (["*"], "*"),
+    "star-in-a-list": (["Accept, *"], "Accept, *"),
+    "ours-lowercase": (["{lv}"], "{lv}"),
+    "ours-uppercase": (["{uv}"], "{uv}"),
+    "ours-with-whitespace": (["Accept ,\t {lv}  ,x"], "Accept ,\t {lv}  ,x"),
+    "ours-in-a-second-line": (["Accept", "{v}"], ["Accept", "{v}"]),
+    "others-in-two-lines": (["Accept", "X-{v}-Consent"], "Accept, X-{v}-Consent, {v}"),
+    "empty": ([""], "{v}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VARY_MERGES))
+async def test_vary_merge_compares_whole_field_names(
+    aiohttp_client: Any, wire: Wire, case: str
+) -> None:
+    def fill(text: str) -> str:
+        return text.format(v=wire.vary, lv=wire.vary.lower(), uv=wire.vary.upper())
+
+    given, expected = VARY_MERGES[case]
+    app = web.Application()
+    setup(app, MemoryStore(), transport=wire.transport)
+
+    async def handler(request: web.Request) -> web.Response:
+        await get_session(request)
+        response = web.Response(text="ok")
+        for line in given:
+            response.headers.add("Vary", fill(line))
+        return response
+
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
+    response = await client.get("/")
+    assert response.status == 200
+    lines = [expected] if isinstance(expected, str) else expected
+    assert response.headers.getall("Vary") == [fill(line) for line in lines]
