@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiomcache
@@ -382,7 +382,7 @@ async def test_a_server_that_hangs_up_mid_reply_is_unavailable_not_a_hang(
     async with Relay(_address(memcached_server), cut_after_command=True) as relay:
         s = MemcachedStore(relay.url)
         try:
-            calls = {
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
                 "get": lambda: s.get(KEY),
                 "create": lambda: s.create(KEY, b"x", 60),
                 "update": lambda: s.update(KEY, b"x", 60),
