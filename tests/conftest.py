@@ -23,6 +23,7 @@ from servers import (  # noqa: F401 - session-scoped server fixtures
     mongo_server,
     postgres_server,
     redis_server,
+    valkey_server,
 )
 
 import aiohttp_sessionkit.session as session_module
@@ -47,6 +48,7 @@ STORE_KINDS = [
     "cookie",
     "redis",
     "redis-cluster",
+    "valkey",
     "memcached",
     "postgres",
     "mongo",
@@ -231,6 +233,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
     elif kind == "redis-cluster":
         servers = request.getfixturevalue("redis_cluster_servers")
         build = _redis_cluster_factory(servers, cluster_clients)
+    elif kind == "valkey":  # RedisStore on Valkey
+        build = _redis_factory(request.getfixturevalue("valkey_server").url)
     elif kind == "memcached":
         build = _memcached_factory(request.getfixturevalue("memcached_server").url)
     elif kind == "postgres":

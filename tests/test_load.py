@@ -37,6 +37,7 @@ IN_FLIGHT = {
     # Above 100 a RedisStore built from a URL answers 503: see
     # test_more_concurrent_requests_than_the_redis_pool_holds_still_succeed.
     "redis": 100,
+    "valkey": 100,
 }
 DEFAULT_IN_FLIGHT = 200
 #: Smaller counts that assert the same things (every count exact, no write for an unknown
