@@ -43,6 +43,7 @@ from .transports import CookieTransport, HeaderTransport
 if TYPE_CHECKING:
     from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
     from .stores.jwt import JWTStore, jwks_handler
+    from .stores.memcached import MemcachedStore
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
@@ -68,6 +69,7 @@ __all__ = [
     "JSONSerializer",
     "JWTStore",
     "LegacySession",
+    "MemcachedStore",
     "MemoryStore",
     "MongoStore",
     "PostgresStore",
@@ -94,11 +96,12 @@ __all__ = [
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing
-# this package never imports redis, asyncpg, pymongo, sqlalchemy or jwt.
+# this package never imports redis, asyncpg, pymongo, sqlalchemy, jwt or aiomcache.
 _LAZY = {
     "RedisStore": ".stores.redis",
     "PostgresStore": ".stores.postgres",
     "MongoStore": ".stores.mongo",
+    "MemcachedStore": ".stores.memcached",
     "JWTStore": ".stores.jwt",
     "jwks_handler": ".stores.jwt",
     "SQLAlchemyStore": ".stores.sql",

@@ -198,6 +198,18 @@ class StoreContract:
 
     # -- expiry
 
+    async def test_a_lifetime_of_months_keeps_the_record(self, store: Any) -> None:
+        # "Remember me" sessions live for months. memcached, for one, reads an expiry over
+        # 30 days as a Unix time: sent as a number of seconds it is a date in 1970, and the
+        # record is gone at once unless the driver converts it.
+        store = self._server(store)
+        ttl = 90 * 24 * 3600
+        token = await store.save(None, b"remembered", ttl=ttl, namespace=_NS)
+        assert token is not None
+        assert await store.load(token, namespace=_NS) == b"remembered"
+        assert await store.save(token, b"still", ttl=ttl, namespace=_NS) == token
+        assert await store.load(token, namespace=_NS) == b"still"
+
     async def test_expiry_hides_records_refuses_updates_and_frees_keys_for_the_purge(
         self, store: Any
     ) -> None:

@@ -360,6 +360,10 @@ def ours_app(config: str) -> web.Application:
         from aiohttp_sessionkit.stores.redis import RedisStore
 
         store = RedisStore(_env(bc.ENV_REDIS_URL), key_prefix="bench:ours:")
+    elif config == "memcached":
+        from aiohttp_sessionkit.stores.memcached import MemcachedStore
+
+        store = MemcachedStore(_env(bc.ENV_MEMCACHED_URL), key_prefix="bench:ours:")
     elif config == "postgres":
         from aiohttp_sessionkit.stores.postgres import PostgresStore
 
@@ -616,6 +620,30 @@ def redis_floor_app() -> web.Application:
     return app
 
 
+def memcached_floor_app() -> web.Application:
+    from urllib.parse import urlsplit
+
+    import aiomcache
+
+    url = urlsplit(_env(bc.ENV_MEMCACHED_URL))
+    # The pool MemcachedStore gives the clients it creates; aiomcache's default is 2.
+    client = aiomcache.Client(url.hostname or "127.0.0.1", url.port or 11211, pool_size=8)
+    prefix = b"bench:floor:"
+
+    async def create(sid: str, data: bytes) -> object:
+        return await client.set(prefix + sid.encode(), data, exptime=bc.FLOOR_TTL)
+
+    async def fetch(sid: str) -> bytes | None:
+        return await client.get(prefix + sid.encode())
+
+    async def close_client(app: web.Application) -> None:
+        await client.close()
+
+    app = _floor_app(create, fetch, create)  # set both creates and replaces
+    app.on_cleanup.append(close_client)
+    return app
+
+
 def _postgres_reset(dsn: str, table: str) -> Callable[[web.Application], AsyncIterator[None]]:
     """Drop ``table`` on startup, so every run starts without rows or bloat from the last."""
 
@@ -756,6 +784,7 @@ def build_app(config: str) -> web.Application:
         "sql-sqlite-floor": sql_sqlite_floor_app,
         "sql-mariadb-floor": sql_mariadb_floor_app,
         "redis-floor": redis_floor_app,
+        "memcached-floor": memcached_floor_app,
         "postgres-floor": postgres_floor_app,
         "mongo-floor": mongo_floor_app,
     }

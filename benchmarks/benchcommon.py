@@ -32,6 +32,7 @@ ENV_REDIS_URL = "SESSIONKIT_BENCH_REDIS_URL"
 ENV_POSTGRES_DSN = "SESSIONKIT_BENCH_POSTGRES_DSN"
 ENV_MONGO_URL = "SESSIONKIT_BENCH_MONGO_URL"
 ENV_MYSQL_URL = "SESSIONKIT_BENCH_MYSQL_URL"
+ENV_MEMCACHED_URL = "SESSIONKIT_BENCH_MEMCACHED_URL"
 ENV_COOKIE_KEY = "SESSIONKIT_BENCH_COOKIE_KEY"
 ENV_SQLITE_DIR = "SESSIONKIT_BENCH_SQLITE_DIR"
 ENV_JWT_SECRET = "SESSIONKIT_BENCH_JWT_SECRET"  # noqa: S105 - the variable's name
@@ -42,7 +43,7 @@ class Config:
     """One benchmarked configuration: what runs in the server process."""
 
     name: str
-    backend: str | None  # "redis", "postgres", "mongo" or None
+    backend: str | None  # "redis", "memcached", "postgres", "mongo", "mysql" or None
     family: str  # "bare", "limit", "ours", "aiohttp-session", "floor"
     summary: str
     #: How the load presents the session: "cookie" (a Cookie header) or "header"
@@ -142,6 +143,7 @@ CONFIGS: tuple[Config, ...] = (
     ),
     Config("jwt", None, "ours", "aiohttp_sessionkit + JWTStore (HS256, PyJWT), cookie transport"),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
+    Config("memcached", "memcached", "ours", "aiohttp_sessionkit + MemcachedStore"),
     Config(
         "sql-sqlite", None, "ours", "aiohttp_sessionkit + SQLAlchemyStore on SQLite (aiosqlite)"
     ),
@@ -161,6 +163,12 @@ CONFIGS: tuple[Config, ...] = (
         "checked); write = decode + jwt.encode + Set-Cookie",
     ),
     Config("redis-floor", "redis", "floor", "raw redis.asyncio GET / GET+SET EX, no library"),
+    Config(
+        "memcached-floor",
+        "memcached",
+        "floor",
+        "raw aiomcache get / get+set with an expiry, no library (8 pooled connections, as ours)",
+    ),
     Config(
         "sql-sqlite-floor",
         None,

@@ -120,6 +120,8 @@ def _targets() -> list[Target]:
         targets.append(Target(f"redis, /{route}", route, "redis", "redis-floor", 0.95))
         targets.append(Target(f"redis, /{route}", route, "redis", "aiohttp-session-redis", 1.2))
     for route in ("read", "write"):
+        targets.append(Target(f"memcached, /{route}", route, "memcached", "memcached-floor", 0.95))
+    for route in ("read", "write"):
         for sql in ("sql-sqlite", "sql-mariadb"):
             targets.append(Target(f"{sql}, /{route}", route, sql, f"{sql}-floor", 0.90))
     for backend in ("postgres", "mongo"):
@@ -175,12 +177,14 @@ class ServerHandle(Protocol):
 
 _SERVER_CLASSES = {
     "redis": "RedisServer",
+    "memcached": "MemcachedServer",
     "postgres": "PostgresServer",
     "mongo": "FerretServer",
     "mysql": "MariaDBServer",
 }
 _SERVER_ENV = {
     "redis": bc.ENV_REDIS_URL,
+    "memcached": bc.ENV_MEMCACHED_URL,
     "postgres": bc.ENV_POSTGRES_DSN,
     "mongo": bc.ENV_MONGO_URL,
     "mysql": bc.ENV_MYSQL_URL,

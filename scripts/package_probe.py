@@ -14,7 +14,9 @@ import json
 import pkgutil
 import sys
 
-OPTIONAL_DRIVERS = ("redis", "asyncpg", "pymongo", "motor", "sqlalchemy", "jwt", "aiohttp_security")
+OPTIONAL_DRIVERS = (
+    "redis", "asyncpg", "pymongo", "motor", "sqlalchemy", "jwt", "aiohttp_security", "aiomcache",
+)  # fmt: skip
 
 
 def imports() -> dict[str, object]:

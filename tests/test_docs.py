@@ -199,6 +199,19 @@ async def two_apps_one_store(client: TestClient[Any, Any] | None, ns: dict[str, 
         assert await shared.text() == "2"  # shop's session, read and written by another app
 
 
+@check("memcached-store", servers={"memcached://127.0.0.1:11211": "memcached_server"})
+async def memcached_store(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    from aiohttp_sessionkit.ids import record_key
+
+    assert client is not None
+    first = await client.get("/_probe")
+    assert await first.text() == "1"
+    assert await (await client.get("/_probe")).text() == "2"
+    # The item carries the example's prefix and a hash of the id, read with the store's client.
+    item = b"myapp:session:" + record_key("AIOHTTP_SESSION", cookie_of(first).value).encode()
+    assert await ns["store"].client.get(item) is not None
+
+
 @check("production-settings", serve=False)
 async def production_settings(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     # Built and validated (a __Host- cookie demands Secure and no Domain); redis.internal

@@ -24,9 +24,15 @@ from aiohttp_sessionkit import get_session
 
 _T = TypeVar("_T")
 
-FAULT_KINDS = ["redis", "postgres", "mongo", "motor", "sql-mariadb", "sql-postgres"]
+FAULT_KINDS = [
+    "redis", "valkey", "memcached", "postgres", "mongo", "motor", "sql-mariadb", "sql-postgres",
+]  # fmt: skip
+#: Test servers that keep nothing across a restart (no persistence).
+VOLATILE_KINDS = ("redis", "valkey", "memcached")
 SERVER_FIXTURE = {
     "redis": "redis_server",
+    "valkey": "valkey_server",
+    "memcached": "memcached_server",
     "postgres": "postgres_server",
     "mongo": "mongo_server",
     "motor": "mongo_server",
@@ -149,9 +155,10 @@ async def test_store_down_answers_503_and_leaves_the_cookie_alone(
             response = await client.get("/untouched", headers=with_cookie(cookie))
             assert response.status == 200
             assert await response.text() == "plain"
-    if server_store_factory.kind == "redis":
-        # The test Redis runs without persistence: a restart loses every session. The old
-        # cookie then opens a fresh session, and nothing is written for it.
+    if server_store_factory.kind in VOLATILE_KINDS:
+        # The test Redis and Valkey run without persistence, and memcached has none: a
+        # restart loses every session. The old cookie then opens a fresh session, and
+        # nothing is written for it.
         response = await client.get("/read", headers=with_cookie(cookie))
         assert response.status == 200
         assert await response.json() == {"data": {}, "new": True}
@@ -189,7 +196,7 @@ async def test_failed_save_never_leaves_a_cookie_pointing_at_unsaved_state(
                 pending.cancel()
             with contextlib.suppress(BaseException):
                 (await pending).release()
-    if server_store_factory.kind != "redis":  # Redis restarted empty (no persistence)
+    if server_store_factory.kind not in VOLATILE_KINDS:  # restarted empty otherwise
         assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
     await assert_recovered(client)
 
@@ -295,7 +302,7 @@ async def stray_tasks(before: set[asyncio.Task[Any]]) -> list[str]:
 
 async def count_connections(kind: str, server: ServerHandle) -> int:
     """Client connections the server has open now (not counting the one asking)."""
-    if kind == "redis":
+    if kind in ("redis", "valkey"):
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(server.url)

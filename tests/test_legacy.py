@@ -11,9 +11,8 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +27,7 @@ from aiohttp_session.memcached_storage import MemcachedStorage
 from aiohttp_session.redis_storage import RedisStorage
 from conftest import FakeClock
 from cryptography.fernet import Fernet
-from servers import HOST, LocalServer, ServerBinaryMissing, ServerHandle, serve
+from servers import ServerHandle
 
 from aiohttp_sessionkit import ConfigurationError, StoreUnavailable
 from aiohttp_sessionkit.legacy import (
@@ -42,45 +41,6 @@ from aiohttp_sessionkit.legacy import (
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")
 
 COOKIE = "AIOHTTP_SESSION"
-
-
-# -- a memcached server, like the others in servers.py ------------------------------------
-
-
-class MemcachedServer(LocalServer):
-    """memcached (Debian package memcached) on a free loopback port."""
-
-    name = "memcached"
-
-    @classmethod
-    def find_executable(cls) -> Path:
-        found = shutil.which("memcached") or (
-            "/usr/bin/memcached" if Path("/usr/bin/memcached").exists() else None
-        )
-        if found is None:
-            raise ServerBinaryMissing("memcached not found (Debian package memcached)")
-        return Path(found)
-
-    @property
-    def url(self) -> str:
-        return f"memcached://{HOST}:{self.port}"
-
-    def command(self) -> list[str]:
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # memcached refuses root
-        return [str(self.executable), "-l", HOST, "-p", str(self.port), "-U", "0", *user]
-
-    def probe(self) -> None:
-        import socket
-
-        with socket.create_connection((HOST, self.port), timeout=1) as sock:
-            sock.sendall(b"version\r\n")
-            if not sock.recv(64).startswith(b"VERSION"):
-                raise ConnectionError("memcached did not answer VERSION")
-
-
-@pytest.fixture(scope="module")
-def memcached_server() -> Iterator[ServerHandle]:
-    yield from serve("SESSIONKIT_TEST_MEMCACHED_URL", MemcachedServer)
 
 
 def memcached_client(server: ServerHandle) -> aiomcache.Client:

@@ -141,7 +141,7 @@ async def test_cookie_example_with_rotated_keys(aiohttp_client: Any) -> None:
     await count_twice(aiohttp_client, cookie_app.make_app([generate_key(), generate_key()]))
 
 
-@pytest.mark.parametrize("scheme", ["redis", "postgres", "mongo", "mariadb"])
+@pytest.mark.parametrize("scheme", ["redis", "valkey", "memcached", "postgres", "mongo", "mariadb"])
 async def test_setup_with_a_store_url_serves_sessions(
     aiohttp_client: Any, request: pytest.FixtureRequest, scheme: str
 ) -> None:

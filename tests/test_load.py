@@ -37,6 +37,7 @@ IN_FLIGHT = {
     # Above 100 a RedisStore built from a URL answers 503: see
     # test_more_concurrent_requests_than_the_redis_pool_holds_still_succeed.
     "redis": 100,
+    "valkey": 100,
 }
 DEFAULT_IN_FLIGHT = 200
 #: Smaller counts that assert the same things (every count exact, no write for an unknown
@@ -254,6 +255,7 @@ async def store_size(store: AbstractStore) -> int:
         return len(store)
     if store.client_side:
         return 0
+    from aiohttp_sessionkit.stores.memcached import MemcachedStore
     from aiohttp_sessionkit.stores.mongo import MongoStore
     from aiohttp_sessionkit.stores.postgres import PostgresStore
     from aiohttp_sessionkit.stores.redis import RedisStore
@@ -261,6 +263,8 @@ async def store_size(store: AbstractStore) -> int:
 
     if isinstance(store, RedisStore):
         return len([key async for key in store.client.scan_iter(match=store.key_prefix + "*")])
+    if isinstance(store, MemcachedStore):
+        return await memcached_items(store)
     # The table and the collection are named by conftest's factories and not exposed, so
     # ask the stores themselves for their handle.
     if isinstance(store, PostgresStore):
@@ -276,3 +280,21 @@ async def store_size(store: AbstractStore) -> int:
     assert isinstance(store, MongoStore)
     collection = await store._ready()
     return int(await collection.count_documents({}))
+
+
+async def memcached_items(store: Any) -> int:
+    """Live items under the store's prefix, from memcached's own key dump (1.4.31 and later)."""
+    from urllib.parse import unquote
+
+    pool: Any = store.client._pool  # the address of the store's own client
+    reader, writer = await asyncio.open_connection(pool._host, pool._port)
+    try:
+        writer.write(b"lru_crawler metadump all\r\n")
+        count = 0
+        while (line := await reader.readline()) != b"END\r\n":
+            key = unquote(line.split()[0].removeprefix(b"key=").decode())
+            count += key.startswith(store.key_prefix)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return count

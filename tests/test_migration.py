@@ -27,7 +27,6 @@ from test_legacy import (  # noqa: F401 - fixtures
     backend,
     make_old_app,
     mc_client,
-    memcached_server,
     redis_client,
 )
 

@@ -89,6 +89,16 @@ class NeverExpires(DictStore):
         return await super().create(key, data, 3600)
 
 
+class MonthsAsUnixTime(DictStore):
+    """memcached's rule applied by the backend: an expiry over 30 days is a Unix time."""
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        return await super().create(key, data, ttl if ttl <= 30 * 86400 else -1)
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        return await super().update(key, data, ttl if ttl <= 30 * 86400 else -1)
+
+
 class KeepsDeleted(DictStore):
     """A delete that does nothing."""
 
@@ -109,6 +119,7 @@ Check = Callable[[StoreContract, DictStore], Awaitable[None]]
         (CreateOverwrites, K.test_create_refuses_a_live_key_and_update_refuses_a_missing_one),
         (CreateOverwrites, K.test_concurrent_creates_of_one_key_let_exactly_one_win),
         (Truncates, K.test_binary_and_large_payloads_survive_unchanged),
+        (MonthsAsUnixTime, K.test_a_lifetime_of_months_keeps_the_record),
         (KeepsDeleted, K.test_save_load_update_delete_round_trip),
         (KeepsDeleted, K.test_delete_is_idempotent),
     ],

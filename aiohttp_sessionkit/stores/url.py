@@ -9,7 +9,13 @@ from ..exceptions import ConfigurationError
 
 __all__ = ["store_from_url"]
 
-_EXTRAS = {"redis": "redis", "postgres": "postgres", "mongo": "mongo", "sql": "sql"}
+_EXTRAS = {
+    "redis": "redis",
+    "postgres": "postgres",
+    "mongo": "mongo",
+    "sql": "sql",
+    "memcached": "memcached",
+}
 #: SQLAlchemy URL schemes served by SQLAlchemyStore. Plain postgresql:// stays PostgresStore.
 _SQL_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy", "mysql+aiomysql", "postgresql+asyncpg")
 
@@ -28,6 +34,7 @@ SCHEMES = (
     "mysql+asyncmy://",
     "mysql+aiomysql://",
     "postgresql+asyncpg://",
+    "memcached://",
 )
 
 
@@ -38,7 +45,8 @@ def store_from_url(url: str) -> AbstractStore:
     ``unix://``, ``redis+sentinel://host:port,host:port/service/db`` (Redis),
     ``postgresql://``, ``postgres://``, ``mongodb://``, ``mongodb+srv://``, and for
     :class:`~aiohttp_sessionkit.SQLAlchemyStore` ``sqlite+aiosqlite://``,
-    ``mysql+asyncmy://``, ``mysql+aiomysql://`` and ``postgresql+asyncpg://``. An unknown
+    ``mysql+asyncmy://``, ``mysql+aiomysql://`` and ``postgresql+asyncpg://``, and
+    ``memcached://host:port`` (:class:`~aiohttp_sessionkit.MemcachedStore`). An unknown
     scheme or a missing driver raises with what to install.
     """
     if not isinstance(url, str):
@@ -61,6 +69,8 @@ def store_from_url(url: str) -> AbstractStore:
         driver = "mongo"
     elif scheme in _SQL_SCHEMES:
         driver = "sql"
+    elif scheme == "memcached":
+        driver = "memcached"
     else:
         raise ConfigurationError(
             f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
@@ -80,6 +90,10 @@ def store_from_url(url: str) -> AbstractStore:
             from .sql import SQLAlchemyStore
 
             return SQLAlchemyStore(url)
+        if driver == "memcached":
+            from .memcached import MemcachedStore
+
+            return MemcachedStore(url)
         from .mongo import MongoStore
 
         return MongoStore(url)
