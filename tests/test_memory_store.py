@@ -3,10 +3,15 @@ sessions it may evict (anonymous ones, never those made by new_session or regene
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
+import time
 from typing import Any
 
 import pytest
 from aiohttp import DummyCookieJar, web
+from cryptography.fernet import Fernet
 from pytest_aiohttp import AiohttpClient
 
 import aiohttp_sessionkit.stores.memory as memory_module
@@ -19,7 +24,9 @@ from aiohttp_sessionkit import (
     new_session,
     setup,
 )
+from aiohttp_sessionkit.abc import AbstractLegacyReader
 from aiohttp_sessionkit.ids import record_key
+from aiohttp_sessionkit.legacy import AiohttpSessionCookie
 
 
 class FakeMonotonic:
@@ -424,7 +431,9 @@ async def test_the_expiry_queue_stays_bounded_under_a_flood(clock: FakeMonotonic
     assert await store.purge_expired() == 100 and len(store) == 0
 
 
-def login_app(store: AbstractStore) -> web.Application:
+def login_app(
+    store: AbstractStore, *, legacy: AbstractLegacyReader | None = None
+) -> web.Application:
     async def login(request: web.Request) -> web.Response:
         session = await new_session(request)
         session["user"] = request.match_info["user"]
@@ -454,7 +463,7 @@ def login_app(store: AbstractStore) -> web.Application:
         return web.Response(text=(await get_session(request)).get("user", "-"))
 
     app = web.Application()
-    setup(app, store)
+    setup(app, store, legacy=legacy)
     app.router.add_post("/login/{user}", login)
     app.router.add_post("/promote/{user}", promote)
     app.router.add_get("/visit", visit)
@@ -535,3 +544,25 @@ async def test_a_third_party_store_without_the_keyword_still_saves_logins(
     alice = cookie_of(await client.post("/login/alice"))
     assert await (await client.get("/who", headers=alice)).text() == "alice"
     assert len(store.inner._anonymous) == 1  # saved, as a session of the old, single kind
+
+
+async def test_a_session_moved_over_from_aiohttp_session_is_established(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    # It may be a logged-in user's session under the old library: never evicted by visitors.
+    key = secrets.token_bytes(32)
+    old_cookie = (
+        Fernet(base64.urlsafe_b64encode(key))
+        .encrypt(json.dumps({"created": int(time.time()), "session": {"user": "old"}}).encode())
+        .decode()
+    )
+    store = MemoryStore(max_entries=3)
+    client = await aiohttp_client(
+        login_app(store, legacy=AiohttpSessionCookie(key)), cookie_jar=DummyCookieJar()
+    )
+    moved = await client.get("/who", headers={"Cookie": f"AIOHTTP_SESSION={old_cookie}"})
+    assert await moved.text() == "old"
+    for _ in range(10):
+        assert (await client.get("/visit")).status == 200
+    assert await (await client.get("/who", headers=cookie_of(moved))).text() == "old"
+    assert len(store._established) == 1
