@@ -196,6 +196,14 @@ class AbstractStore(abc.ABC):
             it expired): an update never
             re-creates a record, so a slow request cannot bring back a session that was
             logged out while it ran.
+
+        Optional keyword ``established: bool = False``, passed only to a store whose
+        ``save`` declares a parameter of that name (checked once, at setup), so a store
+        written without it keeps working: with ``token=None``, True when the session went
+        through ``new_session()`` or ``regenerate()`` (a login) or was moved over by a
+        legacy reader. A store that evicts live records to make room (MemoryStore) must
+        never evict such a record for one created with False; an update keeps the record's
+        kind.
         """
 
     @abc.abstractmethod
@@ -225,9 +233,13 @@ class ServerStore(AbstractStore):
             if key is None:
                 return None
             return token if await self.update(key, data, ttl) else None
+        return await self._save_new(data, ttl, namespace, established=False)
+
+    async def _save_new(self, data: bytes, ttl: int, namespace: str, *, established: bool) -> str:
+        """Create a record under a fresh id; return the id."""
         for _ in range(self.create_attempts):
             session_id = new_session_id()
-            if await self.create(record_key(namespace, session_id), data, ttl):
+            if await self._create_record(record_key(namespace, session_id), data, ttl, established):
                 return session_id
         raise StoreError(
             f"{type(self).__name__} refused {self.create_attempts} fresh random keys as "
@@ -238,6 +250,11 @@ class ServerStore(AbstractStore):
         key = key_for_token(namespace, token)
         if key is not None:
             await self.remove(key)
+
+    async def _create_record(self, key: str, data: bytes, ttl: int, established: bool) -> bool:
+        # create() and save()'s ``established``, which the drivers' create() does not take:
+        # only MemoryStore evicts live records, and it overrides this.
+        return await self.create(key, data, ttl)
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:

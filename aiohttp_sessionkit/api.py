@@ -375,6 +375,7 @@ async def new_session(request: web.Request, name: str | None = None) -> Session:
     if slot.session is None:
         slot.token = slot.presented(request)
     session = slot.config.store.session_class()
+    session._established = True
     slot.replace(session)
     return session
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class SessionConfig:
     #: hook described in abc.AbstractStore): ``load`` and ``save`` without a coroutine.
     load_nowait: Callable[[str, str], Any] | None = field(init=False)
     save_nowait: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
+    #: True when ``store.save`` takes ``established=`` (see AbstractStore.save).
+    save_established: bool = field(init=False)
     #: The ``read`` of the only transport, when there is one (the common case): called
     #: directly, without the loop over transports that several need.
     read_only_transport: Callable[[web.Request, CookieParams], str | None] | None = field(
@@ -71,6 +74,7 @@ class SessionConfig:
         set_(self, "restore", decode_payload if keeps_restore else store.restore)
         set_(self, "load_nowait", _nowait_twin(self.store, "load"))
         set_(self, "save_nowait", _nowait_twin(self.store, "save"))
+        set_(self, "save_established", _takes_keyword(store.save, "established"))
         set_(
             self,
             "read_only_transport",
@@ -135,6 +139,19 @@ def _nowait_twin(store: AbstractStore, method: str) -> Any:
         if method in attrs:
             return getattr(store, twin) if twin in attrs and store.local else None
     return None
+
+
+def _takes_keyword(method: Callable[..., Any], name: str) -> bool:
+    """True when ``method`` declares a keyword parameter ``name`` (not just ``**kwargs``:
+    a wrapper that forwards them may end at a store that does not take it)."""
+    try:
+        parameter = inspect.signature(method).parameters.get(name)
+    except (TypeError, ValueError):  # no signature to read (a C callable): assume not
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 class Registry:
@@ -302,6 +319,7 @@ class Slot:
                         )
                         return None
             session._dirty = True  # saved under a new token of ours on the way out
+            session._established = True  # it may be a logged-in user's: never evict it
             self.legacy = (reader, token)
             return session
         return None
@@ -367,9 +385,13 @@ class Slot:
             return
         # due(): the session changed, or it is live and its refresh is due
         payload, t, ttl = self._payload(session)
-        operation = store.save(
-            self.token if self.live else None, payload, ttl=ttl, namespace=namespace
-        )
+        if not self.live and session._established and config.save_established:
+            save: Callable[..., Awaitable[str | None]] = store.save  # declares the keyword
+            operation = save(None, payload, ttl=ttl, namespace=namespace, established=True)
+        else:
+            operation = store.save(
+                self.token if self.live else None, payload, ttl=ttl, namespace=namespace
+            )
         token = await (operation if store.local else config.guarded(operation))  # call(), inlined
         self._saved(request, session, token, t, ttl)
         if self.legacy is not None:

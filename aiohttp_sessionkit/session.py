@@ -35,6 +35,7 @@ class Session(MutableMapping[str, Any]):
         "_data",
         "_dirty",
         "_discard_old",
+        "_established",
         "_flashes",
         "_identity",
         "_max_age",
@@ -62,6 +63,9 @@ class Session(MutableMapping[str, Any]):
         self._flashes: list[Any] = [] if flashes is None else flashes
         self._dirty = False
         self._discard_old = False
+        # Went through new_session() or regenerate() in this request (a login): its new
+        # record is one that a store with bounded room never evicts for an anonymous one.
+        self._established = False
 
     # -- what callers read ---------------------------------------------------------------
     @property
@@ -126,6 +130,7 @@ class Session(MutableMapping[str, Any]):
         self._data = {}
         self._flashes = []
         self._discard_old = True
+        self._established = False
         self._dirty = True
         self._new = True
         self._identity = None
@@ -135,6 +140,7 @@ class Session(MutableMapping[str, Any]):
     def regenerate(self) -> None:
         """Keep the data but move it to a new id and delete the old record (use at login)."""
         self._discard_old = True
+        self._established = True
         self._dirty = True
         self._identity = None
 
@@ -262,4 +268,5 @@ def decode_payload(
     session._flashes = flashes
     session._dirty = False
     session._discard_old = False
+    session._established = False
     return session

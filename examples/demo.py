@@ -10,9 +10,12 @@ port) choose where it listens; the URL is printed once the port is bound.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import html
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -57,39 +60,63 @@ def csrf_field(token: str) -> str:
     return f'<input type="hidden" name="csrf" value="{html.escape(token)}">'
 
 
-def csrf_token(session: Session) -> str:
-    """The session's CSRF token: made once per session, so every page and tab shares it."""
-    token = session.get("csrf")
-    if not isinstance(token, str):
-        token = session["csrf"] = secrets.token_urlsafe(16)
-    return token
+# CSRF without a session: a signed double-submit token (the OWASP CSRF cheat sheet). The
+# browser holds a random value in a cookie of its own; every form carries an HMAC of that
+# value and the signed-in user, which only this server can compute. An anonymous page view
+# therefore stores nothing on the server: a flood of them cannot fill the session store.
+CSRF_COOKIE = "demo_csrf"
+CSRF_KEY = web.AppKey("csrf_key", bytes)
+_NONCE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+
+
+def csrf_nonce(request: web.Request) -> str | None:
+    """The browser's CSRF cookie, if it has the shape this server gives it."""
+    nonce = request.cookies.get(CSRF_COOKIE)
+    return nonce if nonce is not None and _NONCE.fullmatch(nonce) else None
+
+
+def csrf_token(request: web.Request, nonce: str, session: Session) -> str:
+    """The token forms carry: bound to the browser's cookie and to who is signed in, so a
+    form from before a sign-in or sign-out no longer matches."""
+    user = session.get("user")
+    bound = f"{nonce}\x00{user if isinstance(user, str) else ''}".encode()
+    return hmac.new(request.app[CSRF_KEY], bound, hashlib.sha256).hexdigest()
+
+
+def set_nonce(request: web.Request, response: web.StreamResponse, nonce: str) -> None:
+    """Give the browser its CSRF cookie (first visit, sign-in, sign-out)."""
+    response.set_cookie(
+        CSRF_COOKIE, nonce, httponly=True, samesite="Lax", path="/", secure=request.secure
+    )
 
 
 async def checked_form(request: web.Request) -> dict[str, str]:
-    """The posted form, after checking its CSRF token against the session's.
+    """The posted form, after checking its CSRF token against the cookie and the session.
 
-    A form from before a sign-in or sign-out (a second tab, a double click) carries the
-    previous session's token. It is refused without touching the session, and the browser
+    A form from before a sign-in or sign-out (a second tab, a double click) carries a token
+    for the previous state. It is refused without touching the session, and the browser
     goes back home, where it sees its current state: answering with a page of our own could
     hand it a cookie that replaces the one the earlier click just set.
     """
     form = await request.post()
-    session = await get_session(request)
-    expected = session.get("csrf")
+    nonce = csrf_nonce(request)
     given = form.get("csrf")
-    if (
-        not isinstance(expected, str)
-        or not isinstance(given, str)
-        or not secrets.compare_digest(expected, given)
-    ):
+    if nonce is None or not isinstance(given, str):
+        raise web.HTTPSeeOther("/?expired=1")
+    expected = csrf_token(request, nonce, await get_session(request))
+    if not secrets.compare_digest(expected, given):
         raise web.HTTPSeeOther("/?expired=1")
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 @routes.get("/")
 async def home(request: web.Request) -> web.Response:
-    session = await get_session(request)
-    token = csrf_token(session)
+    session = await get_session(request)  # only read: a visitor without one gets none
+    nonce = csrf_nonce(request)
+    fresh = nonce is None
+    if nonce is None:
+        nonce = secrets.token_urlsafe(32)
+    token = csrf_token(request, nonce, session)
     user = session.get("user")
     if user:
         body = (
@@ -106,7 +133,10 @@ async def home(request: web.Request) -> web.Response:
     flashes = session.pop_flashes()
     if "expired" in request.query:
         flashes.append(EXPIRED)
-    return page(body, flashes)
+    response = page(body, flashes)
+    if fresh:
+        set_nonce(request, response, nonce)
+    return response
 
 
 @routes.post("/login")
@@ -118,10 +148,10 @@ async def login(request: web.Request) -> web.Response:
     # A new id at login: an id planted before login is worthless after it.
     session = await new_session(request)
     session["user"] = user
-    # The new session gets its own token: one known before sign-in must not work after it.
-    csrf_token(session)
     session.flash(f"Welcome, {user}!")
-    raise web.HTTPFound("/")
+    redirect = web.HTTPFound("/")
+    set_nonce(request, redirect, secrets.token_urlsafe(32))  # forms from before sign-in stop
+    raise redirect
 
 
 @routes.post("/logout")
@@ -130,7 +160,9 @@ async def logout(request: web.Request) -> web.Response:
     session = await get_session(request)
     session.invalidate()
     session.flash("You have been signed out.")
-    raise web.HTTPFound("/")
+    redirect = web.HTTPFound("/")
+    set_nonce(request, redirect, secrets.token_urlsafe(32))
+    raise redirect
 
 
 @routes.get("/counter")
@@ -198,6 +230,8 @@ def store_from_env() -> AbstractStore:
 def make_app() -> web.Application:
     """The demo application on the store SESSIONKIT_STORE names."""
     app = web.Application()
+    # Per process: a restart only makes the forms already on screen stale.
+    app[CSRF_KEY] = secrets.token_bytes(32)
     setup(app, store_from_env())
     app.add_routes(routes)
     return app

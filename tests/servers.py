@@ -399,6 +399,8 @@ class LocalServer(abc.ABC):
 
 class RedisServer(LocalServer):
     name = "redis"
+    #: More redis-server options, for a subclass (a memory limit, an eviction policy).
+    options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def find_executable(cls) -> Path:
@@ -422,6 +424,7 @@ class RedisServer(LocalServer):
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.base_dir),
+            *self.options,
         ]  # fmt: skip
 
     def probe(self) -> None:

@@ -144,6 +144,9 @@ async def test_sign_in_count_and_sign_out_in_chromium(
 ) -> None:
     context, page = await new_page(browser)
     await page.goto(demo)
+    assert await session_cookie(context) is None  # the sign-in form alone makes no session
+    [csrf] = [c for c in await context.cookies() if c["name"] == "demo_csrf"]
+    assert csrf["httpOnly"] is True and csrf["sameSite"] == "Lax"
     await page.fill("input[name=user]", "ada")
     shown = await submit(page, "Sign in")
     assert "Welcome, ada!" in shown and "Signed in as ada" in shown

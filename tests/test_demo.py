@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import DummyCookieJar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
@@ -92,3 +93,79 @@ def test_a_busy_port_is_one_line_and_no_url() -> None:
         result = run_demo(PORT=str(busy.getsockname()[1]), HOST="127.0.0.1")
     assert result.returncode == 2 and result.stdout == ""  # no URL for a port it never bound
     assert result.stderr.count("\n") == 1 and "PORT=" in result.stderr
+
+
+@pytest.mark.parametrize("store", ["memory://", "cookie"])
+async def test_anonymous_pages_create_no_session(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    # A visitor who only looks at the sign-in form gets a CSRF cookie of its own and no
+    # session: a flood of such views leaves nothing in the session store.
+    monkeypatch.setenv("SESSIONKIT_STORE", store)
+    client = await aiohttp_client(demo.make_app())
+    first = await client.get("/")
+    assert demo.CSRF_COOKIE in first.cookies and "AIOHTTP_SESSION" not in first.cookies
+    for _ in range(3):
+        again = await client.get("/")
+        assert "Set-Cookie" not in again.headers  # same CSRF cookie, still no session
+        assert csrf(await again.text()) == csrf(await first.text())
+    response = await client.post("/login", data={"user": "ada", "csrf": csrf(await first.text())})
+    assert "Signed in as <b>ada</b>" in await response.text()
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    [
+        "",
+        "short",
+        "A" * 42,  # one character short
+        "A" * 44,  # one too many
+        "A" * 42 + "=",  # padding
+        "A" * 42 + "+",  # standard base64, not the URL-safe alphabet
+        "A" * 42 + ".",
+        "A" * 41 + "%41",  # percent-encoded, never decoded
+        "A" * 21 + " " + "A" * 21,
+    ],
+)
+async def test_a_malformed_csrf_cookie_is_replaced_and_its_form_refused(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, nonce: str
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app(), cookie_jar=DummyCookieJar())
+    planted = {"Cookie": f"{demo.CSRF_COOKIE}={nonce}"}
+    home = await client.get("/", headers=planted)
+    assert home.status == 200
+    assert home.cookies[demo.CSRF_COOKIE].value not in ("", nonce)  # a fresh one of ours
+    refused = await client.post(
+        "/login",
+        data={"user": "eve", "csrf": csrf(await home.text())},
+        headers=planted,
+        allow_redirects=False,
+    )
+    assert refused.status == 303 and refused.headers["Location"] == "/?expired=1"
+    assert "Set-Cookie" not in refused.headers
+
+
+async def test_a_token_only_opens_with_the_cookie_it_was_made_for(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An attacker's own valid cookie and token pair does not work with the victim's cookie.
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app(), cookie_jar=DummyCookieJar())
+    attacker, victim = await client.get("/"), await client.get("/")
+    victim_cookie = {"Cookie": f"{demo.CSRF_COOKIE}={victim.cookies[demo.CSRF_COOKIE].value}"}
+    refused = await client.post(
+        "/login",
+        data={"user": "eve", "csrf": csrf(await attacker.text())},
+        headers=victim_cookie,
+        allow_redirects=False,
+    )
+    assert refused.status == 303 and refused.headers["Location"] == "/?expired=1"
+    accepted = await client.post(
+        "/login",
+        data={"user": "ada", "csrf": csrf(await victim.text())},
+        headers=victim_cookie,
+        allow_redirects=False,
+    )
+    assert accepted.status == 302 and "AIOHTTP_SESSION" in accepted.cookies
+    assert accepted.cookies[demo.CSRF_COOKIE].value != victim.cookies[demo.CSRF_COOKIE].value

@@ -740,6 +740,7 @@ class JWTStore(AbstractStore):
         session._flashes = payload.flashes
         session._dirty = False
         session._discard_old = False
+        session._established = False
         session._sid = verified.sid
         return session  # type: ignore[no-any-return]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import struct
 import time
-from itertools import islice
 from typing import ClassVar
 
 from ..abc import ServerStore
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, StoreUnavailable
 from ..ids import key_for_token
 
 __all__ = ["MemoryStore"]
@@ -16,31 +16,46 @@ __all__ = ["MemoryStore"]
 # Each record is one bytes object: the monotonic expiry time, then the payload. One object
 # per session instead of a tuple and a float keeps a million sessions well under 500 MB.
 _EXPIRY = struct.Struct("<d")
-_EVICTION_SCAN = 64
+# The expiry queue is rebuilt from the records once it holds this many entries more than
+# twice the records (entries of records evicted, deleted or rewritten since): rebuilding
+# costs one pass over the records, so it stays a constant cost per create.
+_QUEUE_SLACK = 64
 
 
 class MemoryStore(ServerStore):
     """Sessions in a dict in this process: for development, tests and single-process apps.
 
     Not shared between processes or hosts, and lost on restart. Holds at most
-    ``max_entries`` sessions: when full, a new session first evicts expired records among
-    the least recently used, then the least recently used one. Payloads are stored as
-    bytes, so mutating a value after the response cannot change the stored session.
+    ``max_entries`` sessions. When full, a new session first drops every expired record,
+    then the least recently used *anonymous* session: one that never went through
+    ``new_session()`` or ``regenerate()``. Sessions that did (a login) are never evicted
+    to make room; when every record is one of them and none has expired, creating a session
+    raises :class:`~aiohttp_sessionkit.StoreUnavailable` (a 503 with ``Retry-After``).
+    Payloads are stored as bytes, so mutating a value after the response cannot change the
+    stored session.
     """
 
     local: ClassVar[bool] = True
 
-    __slots__ = ("_max_entries", "_records")
+    __slots__ = ("_anonymous", "_established", "_expiries", "_max_entries")
 
     def __init__(self, *, max_entries: int = 100_000) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError(f"max_entries={max_entries!r}: give a positive integer")
         self._max_entries = max_entries
-        self._records: dict[str, bytes] = {}
+        # Two LRU dicts (re-inserting a key moves it to the most recently used end), so
+        # that evicting the least recently used anonymous session never walks past the
+        # idle logged-in users that an anonymous flood pushes to the front.
+        self._anonymous: dict[str, bytes] = {}
+        self._established: dict[str, bytes] = {}
+        # (expiry, key), a heap. Every record has an entry no later than its expiry; an
+        # entry whose record has gone or been rewritten is checked and dropped (or moved)
+        # when it comes up. So "is anything expired?" is one look at the smallest entry.
+        self._expiries: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
-        """How many records are held, expired ones not yet evicted included."""
-        return len(self._records)
+        """How many records are held, expired ones not yet dropped included."""
+        return len(self._anonymous) + len(self._established)
 
     # ServerStore's load/save, without the await of get/create/update that a driver with
     # I/O needs: here a load is a dict lookup, and the coroutine hop cost more than it.
@@ -55,16 +70,29 @@ class MemoryStore(ServerStore):
         # _get, inlined on purpose: a call fewer on every read. Measured under Valgrind, the
         # two calls of load_nowait/save_nowait into _get/_update cost 0.9% of a write, which
         # put the memory store under its target (0.90 x the adjusted memory limit).
-        records = self._records
+        records = self._anonymous
         record = records.pop(key, None)
-        if record is None or _EXPIRY.unpack_from(record)[0] <= time.monotonic():
+        if record is None:
+            records = self._established
+            record = records.pop(key, None)
+            if record is None:
+                return None
+        if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
             return None
         records[key] = record  # re-inserting moves it to the most recently used end
         return record[_EXPIRY.size :]
 
-    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
-        if token is None:  # ServerStore's create-only loop (through self.create)
-            return await super().save(None, data, ttl=ttl, namespace=namespace)
+    async def save(
+        self,
+        token: str | None,
+        data: bytes,
+        *,
+        ttl: int,
+        namespace: str,
+        established: bool = False,
+    ) -> str | None:
+        if token is None:  # ServerStore's create-only loop (through _create_record)
+            return await self._save_new(data, ttl, namespace, established=established)
         return self.save_nowait(token, data, ttl, namespace)
 
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
@@ -75,73 +103,121 @@ class MemoryStore(ServerStore):
         key = key_for_token(namespace, token)
         if key is None:
             return None
-        records = self._records  # _update, inlined on purpose (see load_nowait)
+        records = self._anonymous  # _update, inlined on purpose (see load_nowait)
         existing = records.pop(key, None)
         if existing is None:
-            return None
+            records = self._established
+            existing = records.pop(key, None)
+            if existing is None:
+                return None
         now = time.monotonic()
-        if _EXPIRY.unpack_from(existing)[0] <= now:
+        old = _EXPIRY.unpack_from(existing)[0]
+        if old <= now:
             return None
-        records[key] = _EXPIRY.pack(now + ttl) + data
+        expiry = now + ttl
+        if expiry < old:  # an earlier expiry than its queue entry: queue it again
+            heapq.heappush(self._expiries, (expiry, key))
+        records[key] = _EXPIRY.pack(expiry) + data
         return token
 
     async def get(self, key: str) -> bytes | None:
         return self._get(key)
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        records = self._records
-        now = time.monotonic()
-        existing = records.get(key)
-        if existing is not None and _EXPIRY.unpack_from(existing)[0] > now:
-            return False
-        if existing is None:
-            if len(records) >= self._max_entries:
-                self._evict(now)
-        else:
-            del records[key]  # so the re-created record counts as most recently used
-        records[key] = _EXPIRY.pack(now + ttl) + data
-        return True
+        return self._create(key, data, ttl, established=False)
+
+    async def _create_record(self, key: str, data: bytes, ttl: int, established: bool) -> bool:
+        return self._create(key, data, ttl, established=established)
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         return self._update(key, data, ttl)
 
     def _get(self, key: str) -> bytes | None:
-        records = self._records
+        records = self._anonymous
         record = records.pop(key, None)
         if record is None:
-            return None
+            records = self._established
+            record = records.pop(key, None)
+            if record is None:
+                return None
         if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
             return None
         records[key] = record  # re-inserting moves it to the most recently used end
         return record[_EXPIRY.size :]
 
+    def _create(self, key: str, data: bytes, ttl: int, *, established: bool) -> bool:
+        now = time.monotonic()
+        queue = self._expiries
+        if queue and queue[0][0] <= now:
+            self._drop_expired(now)  # also frees the key below if its record has expired
+        anonymous, kept = self._anonymous, self._established
+        if key in anonymous or key in kept:
+            return False  # live: _drop_expired just removed every expired record
+        if len(anonymous) + len(kept) >= self._max_entries:
+            if not anonymous:
+                raise StoreUnavailable(
+                    f"MemoryStore is full: its {self._max_entries} records are all live "
+                    "sessions made by new_session() or regenerate(), which are never evicted; "
+                    "raise max_entries, or shorten idle_timeout"
+                )
+            del anonymous[next(iter(anonymous))]  # the least recently used anonymous session
+        expiry = now + ttl
+        (kept if established else anonymous)[key] = _EXPIRY.pack(expiry) + data
+        heapq.heappush(queue, (expiry, key))
+        if len(queue) > 2 * (len(anonymous) + len(kept)) + _QUEUE_SLACK:
+            self._rebuild_queue()
+        return True
+
     def _update(self, key: str, data: bytes, ttl: int) -> bool:
-        records = self._records
+        records = self._anonymous
         existing = records.pop(key, None)
         if existing is None:
-            return False
+            records = self._established
+            existing = records.pop(key, None)
+            if existing is None:
+                return False
         now = time.monotonic()
-        if _EXPIRY.unpack_from(existing)[0] <= now:
+        old = _EXPIRY.unpack_from(existing)[0]
+        if old <= now:
             return False
-        records[key] = _EXPIRY.pack(now + ttl) + data
+        expiry = now + ttl
+        if expiry < old:  # see save_nowait
+            heapq.heappush(self._expiries, (expiry, key))
+        records[key] = _EXPIRY.pack(expiry) + data
         return True
 
     async def remove(self, key: str) -> None:
-        self._records.pop(key, None)
+        if self._anonymous.pop(key, None) is None:
+            self._established.pop(key, None)
 
     async def purge_expired(self) -> int:
-        now = time.monotonic()
-        records = self._records
-        expired = [k for k, r in records.items() if _EXPIRY.unpack_from(r)[0] <= now]
-        for key in expired:
-            del records[key]
-        return len(expired)
+        return self._drop_expired(time.monotonic())
 
-    def _evict(self, now: float) -> None:
-        records = self._records
-        oldest = list(islice(records.items(), _EVICTION_SCAN))
-        for key, record in oldest:
-            if _EXPIRY.unpack_from(record)[0] <= now:
+    def _drop_expired(self, now: float) -> int:
+        """Delete every record expired at ``now``; return how many went."""
+        queue = self._expiries
+        anonymous, kept = self._anonymous, self._established
+        dropped = 0
+        while queue and queue[0][0] <= now:
+            _, key = heapq.heappop(queue)
+            records = anonymous
+            record = records.get(key)
+            if record is None:
+                records = kept
+                record = records.get(key)
+                if record is None:
+                    continue  # deleted or evicted since
+            expiry = _EXPIRY.unpack_from(record)[0]
+            if expiry <= now:
                 del records[key]
-        if len(records) >= self._max_entries:
-            del records[next(iter(records))]
+                dropped += 1
+            else:  # rewritten with a later expiry since this entry was queued
+                heapq.heappush(queue, (expiry, key))
+        return dropped
+
+    def _rebuild_queue(self) -> None:
+        unpack = _EXPIRY.unpack_from
+        queue = [(unpack(r)[0], k) for k, r in self._anonymous.items()]
+        queue += [(unpack(r)[0], k) for k, r in self._established.items()]
+        heapq.heapify(queue)
+        self._expiries = queue

@@ -46,13 +46,15 @@ _MAX_CONNECTIONS = 100
 # "Cannot reach the server" as opposed to "the server refused the command". BusyLoadingError,
 # AuthenticationError and AuthorizationError are ConnectionError subclasses; OSError covers
 # what escapes redis-py's wrapping (and the builtin TimeoutError). CLUSTERDOWN means no node
-# can serve the slot right now, which is the same situation for a caller.
+# can serve the slot right now, which is the same situation for a caller. OOM (maxmemory
+# reached under the noeviction policy) refuses writes until memory frees up: a 503 too.
 # redis-py 8.2 added RedisClusterUnreachableError (a RedisClusterException, not a RedisError)
 # for a slot-map refresh that reached no node; older releases in our range lack the class.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.ClusterDownError,
+    redis_errors.OutOfMemoryError,
     OSError,
     *filter(None, [getattr(redis_errors, "RedisClusterUnreachableError", None)]),
 )
