@@ -566,3 +566,25 @@ async def test_a_session_moved_over_from_aiohttp_session_is_established(
         assert (await client.get("/visit")).status == 200
     assert await (await client.get("/who", headers=cookie_of(moved))).text() == "old"
     assert len(store._established) == 1
+
+
+async def test_records_kept_for_security_are_never_evicted_for_a_visitor(
+    clock: FakeMonotonic,
+) -> None:
+    # create() is how the session layer keeps JWT deny-list entries and migrated legacy
+    # tokens' markers: evicting one for a visitor's session would revive a revoked token.
+    store = MemoryStore(max_entries=3)
+    kept = [record_key(NS, secrets.token_urlsafe(32)) for _ in range(2)]
+    for key in kept:
+        assert await store.create(key, b"revoked", 60)
+    visitor = await made(store, established=False)
+    for _ in range(5):  # visitors push out visitors only
+        assert await alive(store, await made(store, established=False))
+    assert not await alive(store, visitor)
+    assert [await store.get(key) for key in kept] == [b"revoked", b"revoked"]
+    assert await store.create(record_key(NS, secrets.token_urlsafe(32)), b"revoked", 60)
+    with pytest.raises(StoreUnavailable, match="max_entries"):  # full of them: refuse, keep
+        await made(store, established=False)
+    assert [await store.get(key) for key in kept] == [b"revoked", b"revoked"]
+    clock.advance(61)  # they expire like any record, and make room then
+    assert await alive(store, await made(store, established=False))

@@ -124,7 +124,11 @@ class MemoryStore(ServerStore):
         return self._get(key)
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        return self._create(key, data, ttl, established=False)
+        # Sessions are created through _create_record, which knows their kind. A direct
+        # create() is a record the session layer keeps for security (a JWT deny-list entry,
+        # a migrated legacy token's marker): evicting it for a visitor's session would
+        # bring a revoked token back, so it is never evicted, only expired.
+        return self._create(key, data, ttl, established=True)
 
     async def _create_record(self, key: str, data: bytes, ttl: int, established: bool) -> bool:
         return self._create(key, data, ttl, established=established)
