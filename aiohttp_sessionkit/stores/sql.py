@@ -19,6 +19,8 @@ updates as one locking ``SELECT`` and one ``UPDATE`` in a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import re
 import time
@@ -41,6 +43,8 @@ from ._startup import open_or_defer
 
 __all__ = ["DEFAULT_TABLE", "SQLAlchemyStore", "define_table"]
 
+log = logging.getLogger("aiohttp_sessionkit")
+
 #: The table name used when none is given.
 DEFAULT_TABLE = "aiohttp_sessions"
 
@@ -56,6 +60,28 @@ _SQLITE_LOCK_WAIT = 0.05
 _SQLITE_BUSY_TIMEOUT = 30.0
 #: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
 _POOL_RECYCLE = 3600
+#: The server gives up on a statement after this share of the session layer's
+#: store_timeout: before the request's 503, so a write answered 503 is rolled back.
+#: (postgres.py uses the same share.)
+_SERVER_SHARE = 0.9
+#: Seconds a connection whose statement was cut short may take, beyond the server's own
+#: limit, to confirm the cancel before it is dropped (a hung server never confirms).
+_SETTLE_GRACE = 1.0
+#: Without a server-side limit (a borrowed engine, or store_timeout=None): the whole wait.
+_SETTLE_DEFAULT = 5.0
+#: Where a connection's server-side id is kept, in its pool entry's ``info``.
+_SERVER_ID = "aiohttp_sessionkit.server_id"
+#: Per dialect: the connection's id on the server, and how to cancel the statement it runs.
+_ID_SQL = {
+    "postgresql": "SELECT pg_backend_pid()",
+    "mysql": "SELECT CONNECTION_ID()",
+    "mariadb": "SELECT CONNECTION_ID()",
+}
+_CANCEL_SQL = {
+    "postgresql": "SELECT pg_cancel_backend({})",
+    "mysql": "KILL QUERY {}",
+    "mariadb": "KILL QUERY {}",
+}
 #: How to install the driver of each URL scheme.
 _INSTALL = {
     "aiosqlite": 'pip install "aiohttp-sessionkit[sqlite]"',
@@ -149,6 +175,46 @@ def _engine_for(url: sa.URL) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _limit_server_time(engine: AsyncEngine, limit: Callable[[], float | None]) -> None:
+    """Give each new connection of ``engine`` the server-side limit ``limit()`` returns.
+
+    Read when a connection opens, so a ``store_timeout`` learnt after the engine was built
+    (setup() runs after the store is constructed) applies to every connection.
+    """
+    sync_engine = engine.sync_engine
+    if engine.dialect.name == "postgresql":
+
+        def server_settings(_dialect: Any, _record: Any, _args: Any, params: Any) -> None:
+            seconds = limit()
+            if seconds is not None:
+                ms = str(max(1, int(seconds * 1000)))
+                settings = dict(params.get("server_settings") or {})
+                settings.update(statement_timeout=ms, lock_timeout=ms)
+                params["server_settings"] = settings
+
+        sa.event.listen(sync_engine, "do_connect", server_settings)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+
+        def set_session(dbapi_connection: Any, _record: Any) -> None:
+            seconds = limit()
+            if seconds is None:
+                return
+            # InnoDB counts lock waits in whole seconds (at least 1); MariaDB's statement
+            # limit takes fractions and also ends lock waits; MySQL's applies to reads only.
+            lock_wait = max(1, int(seconds))
+            if getattr(engine.dialect, "is_mariadb", False):
+                statement = f"max_statement_time = {seconds:.3f}"
+            else:
+                statement = f"max_execution_time = {max(1, int(seconds * 1000))}"
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_wait}, {statement}")
+            finally:
+                cursor.close()
+
+        sa.event.listen(sync_engine, "connect", set_session)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -284,6 +350,14 @@ class SQLAlchemyStore(ServerStore):
         self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
         self._ready: AsyncEngine | None = None  # set once the table is checked
         self._lock = asyncio.Lock()
+        self._store_timeout: float | None = None  # the smallest one setup() told us
+        # Statements cut short, being cancelled on the server: their connections stay
+        # checked out meanwhile. The cancel itself goes over a connection of its own.
+        self._settling: set[asyncio.Task[None]] = set()
+        self._canceller: AsyncEngine | None = None
+        self._abandoned: set[AsyncConnection] = set()  # their caller gave up: never commit
+        if self._owned and not self._sqlite:
+            _limit_server_time(engine, self._server_limit)
         batching = _BATCHING.get(self._dialect, _DEFAULT_BATCHING)
         self._reads: Batcher[str] | None = Batcher(self._get_batch) if "get" in batching else None
         self._creates: Batcher[_Write] | None = (
@@ -306,11 +380,36 @@ class SQLAlchemyStore(ServerStore):
         """
         await open_or_defer(self, self._prepare)
 
+    def set_store_timeout(self, seconds: float | None) -> None:
+        """Make the server abandon statements just before ``store_timeout`` (see
+        :meth:`AbstractStore.set_store_timeout`).
+
+        An engine this store creates sets, on each new connection, 90% of the smallest
+        budget it was told: PostgreSQL's ``statement_timeout`` and ``lock_timeout`` (as
+        asyncpg ``server_settings``, no extra round trip); MariaDB's ``max_statement_time``
+        and ``innodb_lock_wait_timeout``, MySQL's ``max_execution_time`` (reads only) and
+        ``innodb_lock_wait_timeout`` (``SET SESSION`` once per connection). SQLite has no
+        server. A borrowed engine keeps its own settings (see docs/lifecycle.md).
+        """
+        if seconds is not None and (self._store_timeout is None or seconds < self._store_timeout):
+            self._store_timeout = seconds
+
+    def _server_limit(self) -> float | None:
+        """Seconds after which the server abandons a statement, for an engine we created."""
+        if self._store_timeout is None or not self._owned or self._sqlite:
+            return None
+        return self._store_timeout * _SERVER_SHARE
+
     async def close(self) -> None:
         """Dispose of the engine if this store created it; a borrowed engine stays open."""
         for batcher in (self._reads, self._creates, self._updates):
             if batcher is not None:
                 await batcher.drain()
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._canceller is not None:
+            canceller, self._canceller = self._canceller, None
+            await canceller.dispose()
         async with self._lock:
             self._ready = None
             if self._owned:
@@ -563,8 +662,83 @@ class SQLAlchemyStore(ServerStore):
         work: Callable[[AsyncConnection], Awaitable[_T]],
         transaction: bool,
     ) -> _T:
-        async with engine.connect() as conn:
-            return await self._work_on(conn, work, transaction)
+        cancel_sql = _CANCEL_SQL.get(self._dialect)
+        if cancel_sql is None:  # SQLite (in-process: nothing runs on after us) and others
+            async with engine.connect() as conn:
+                return await self._work_on(conn, work, transaction)
+        # A statement cut short by a cancelled caller (the session layer's time budget)
+        # would be left running on the server: SQLAlchemy closes a connection interrupted
+        # mid-statement, the server goes on waiting for its lock (a write could still
+        # commit after its 503), and the pool opens another connection in its place, until
+        # max_connections. So the statement runs in a task of its own, which the caller's
+        # cancellation does not interrupt; instead the statement is cancelled on the server
+        # (over another connection) and its connection stays checked out until the server
+        # has answered. The caller does not wait for that.
+        conn = await engine.connect()
+        loop = asyncio.get_running_loop()
+        running = loop.create_task(self._identified_work(conn, work, transaction))
+        try:
+            result = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # The connection is closed (back to the pool) only once the statement is over:
+            # until then, no other statement can run on it and catch the cancel.
+            self._abandoned.add(conn)
+            task = loop.create_task(self._cancel(conn, running, cancel_sql))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            raise
+        except BaseException:
+            await conn.close()
+            raise
+        await conn.close()
+        return result
+
+    async def _identified_work(
+        self,
+        conn: AsyncConnection,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        if _SERVER_ID not in conn.info:  # once per connection: the id a cancel names
+            found = await conn.scalar(sa.text(_ID_SQL[self._dialect]))
+            conn.info[_SERVER_ID] = int(found or 0)
+        return await self._work_on(conn, work, transaction)
+
+    async def _cancel(self, conn: AsyncConnection, running: asyncio.Task[Any], sql: str) -> None:
+        """Cancel the statement ``running`` waits on, then give its connection back (or drop
+        it, when the server does not answer in time)."""
+        limit = self._server_limit()
+        budget = _SETTLE_DEFAULT if limit is None else limit + _SETTLE_GRACE
+        try:
+            async with asyncio.timeout(budget):
+                server_id = None if running.done() else conn.info.get(_SERVER_ID)
+                if server_id:
+                    if self._canceller is None:
+                        # Its own engine: the store's pool may be full of the very
+                        # statements to cancel. One connection, which cancels queue for:
+                        # the server never sees more than the pool and this one.
+                        self._canceller = create_async_engine(
+                            self.engine.url,
+                            isolation_level="AUTOCOMMIT",
+                            pool_size=1,
+                            max_overflow=0,
+                            pool_recycle=_POOL_RECYCLE,
+                        )
+                    async with self._canceller.connect() as side:
+                        await side.exec_driver_sql(sql.format(int(server_id)))
+                await asyncio.wait({running})
+        except Exception as exc:  # the cancel itself failed: the server is unreachable
+            log.debug("cancelling a timed-out statement on %s failed: %r", self._where, exc)
+        finally:
+            if not running.done():
+                # No answer in time (a hung server): drop the connection.
+                running.cancel()
+                await asyncio.wait({running})
+            if not running.cancelled():
+                running.exception()  # the cancelled statement's error: expected, retrieved
+            self._abandoned.discard(conn)
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _work_on(
         self,
@@ -578,6 +752,9 @@ class SQLAlchemyStore(ServerStore):
             except sa.exc.IntegrityError as exc:
                 raise _Duplicate from exc
             if not self._autocommit:
+                if conn in self._abandoned:
+                    await conn.rollback()
+                    raise self._abandoned_error()
                 await conn.commit()
             return result
         # Autocommit mode: SQLAlchemy sends no BEGIN, so we do. IMMEDIATE makes SQLite take
@@ -592,8 +769,15 @@ class SQLAlchemyStore(ServerStore):
             if isinstance(exc, sa.exc.IntegrityError):
                 raise _Duplicate from exc
             raise
+        if conn in self._abandoned:
+            # Its caller gave up while the last statement ran: what it wrote must not land.
+            await conn.exec_driver_sql("ROLLBACK")
+            raise self._abandoned_error()
         await conn.exec_driver_sql("COMMIT")
         return result
+
+    def _abandoned_error(self) -> StoreUnavailable:
+        return StoreUnavailable(f"{self._where}: rolled back a write whose caller gave up")
 
     async def _prepare(self) -> AsyncEngine:
         """Check (or create) the table once; concurrent callers share the check."""
@@ -673,11 +857,11 @@ def _is_missing_table(exc: BaseException) -> bool:
     return any(marker in text for marker in _MISSING_TABLE_TEXT)
 
 
-#: How often a transaction that lost a deadlock (or a lock wait) is run again.
+#: How often a transaction that lost a deadlock is run again. (A lock wait that timed out
+#: is not: the server gave up at the limit set from store_timeout; it is a 503.)
 _CONFLICT_RETRIES = 5
-#: MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT. PostgreSQL: deadlock_detected,
-#: serialization_failure.
-_CONFLICT_CODES = (1213, 1205)
+#: MySQL/MariaDB: ER_LOCK_DEADLOCK. PostgreSQL: deadlock_detected, serialization_failure.
+_CONFLICT_CODES = (1213,)
 _CONFLICT_STATES = ("40P01", "40001")
 
 
@@ -702,11 +886,25 @@ def _is_dead_connection(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
+#: The server gave up on a statement (its time limit, a lock wait, our cancel): a 503, not
+#: a bad query. PostgreSQL: query_canceled, lock_not_available; MySQL/MariaDB:
+#: ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED, ER_STATEMENT_TIMEOUT (MariaDB),
+#: ER_QUERY_TIMEOUT (MySQL).
+_GAVE_UP_STATES = ("57014", "55P03")
+_GAVE_UP_CODES = (1205, 1317, 1969, 3024)
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError, sa.exc.TimeoutError)):
         return True  # refused, reset, unreachable; the pool's checkout timeout
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _GAVE_UP_STATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _GAVE_UP_CODES:
+        return True
     if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
         return True
     if isinstance(exc, sa.exc.OperationalError):

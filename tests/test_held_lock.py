@@ -1,0 +1,134 @@
+"""Writes that wait on a lock held elsewhere: a 503 in time, no pile-up, and nothing lands later.
+
+Another client of the database (a migration, an admin's open transaction) holds the
+session rows locked. Every write of a session then waits for that lock, the session layer
+answers 503 when ``store_timeout`` runs out, and the statement must not go on waiting on
+the server: it would hold a backend (the pool replacing each abandoned connection until
+``max_connections``), and it would commit the write its client was told had failed as
+soon as the lock is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import StoreFactory
+from servers import ServerHandle
+from test_contract import COOKIE_WIRE, build_app, client_for, login, read, with_cookie
+from test_faults import count_connections, server  # noqa: F401 - the server fixture
+
+from aiohttp_sessionkit import AbstractStore
+
+pytestmark = pytest.mark.slow
+
+LOCK_KINDS = ["postgres", "sql-postgres", "sql-mariadb"]
+STORE_TIMEOUT = 1.0
+#: Requests fired while the lock is held, one every INTERVAL seconds (20 a second).
+REQUESTS = 40
+INTERVAL = 0.05
+SESSIONS = 4
+#: The store's pool (10 connections), the lock holder, and two for what comes and goes
+#: (a cancel's own short connection, the count's).
+BACKEND_LIMIT = 13
+
+
+def _table(kind: str, store: AbstractStore) -> str:
+    """The store's table, quoted for the SQL the lock holder sends."""
+    sql_table = getattr(store, "table", None)
+    if sql_table is not None:
+        return f"`{sql_table.name}`" if kind == "sql-mariadb" else f'"{sql_table.name}"'
+    qualified: str = store._qualified  # type: ignore[attr-defined]  # PostgresStore's own
+    return qualified
+
+
+@contextlib.asynccontextmanager
+async def rows_locked(kind: str, server: ServerHandle, table: str) -> AsyncIterator[None]:
+    """Every row of ``table`` locked FOR UPDATE by a transaction of another client."""
+    if kind == "sql-mariadb":
+        import asyncmy
+
+        url = urlsplit(server.url)
+        connection = await asyncmy.connect(
+            host=url.hostname, port=url.port, user=url.username or "root",
+            password=url.password or "", database=url.path.lstrip("/"), connect_timeout=5,
+        )  # fmt: skip
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute("BEGIN")
+                await cursor.execute(f"SELECT 1 FROM {table} FOR UPDATE")  # noqa: S608
+                yield
+                await cursor.execute("ROLLBACK")
+        finally:
+            connection.close()
+        return
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+    pg = await asyncpg.connect(server.url)
+    try:
+        transaction = pg.transaction()
+        await transaction.start()
+        await pg.execute(f"SELECT 1 FROM {table} FOR UPDATE")  # noqa: S608
+        yield
+        await transaction.rollback()
+    finally:
+        await pg.close()
+
+
+@pytest.mark.parametrize("server_store_factory", LOCK_KINDS, indirect=True)
+async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_land(
+    aiohttp_client: Any, server_store_factory: StoreFactory, server: ServerHandle
+) -> None:
+    kind = server_store_factory.kind
+    store = server_store_factory()
+    client = await client_for(
+        aiohttp_client, build_app(store, COOKIE_WIRE, store_timeout=STORE_TIMEOUT)
+    )
+    cookies = [await login(client, COOKIE_WIRE, user=f"user{i}") for i in range(SESSIONS)]
+
+    peak = 0
+    firing = True
+
+    async def watch_backends() -> None:
+        nonlocal peak
+        while firing:
+            peak = max(peak, await count_connections(kind, server))
+            await asyncio.sleep(0.1)
+
+    async def overwrite(i: int) -> int:
+        await asyncio.sleep(i * INTERVAL)
+        response = await client.post(
+            "/set/user/mallory", headers=with_cookie(cookies[i % SESSIONS])
+        )
+        await response.read()
+        return int(response.status)
+
+    async with rows_locked(kind, server, _table(kind, store)):
+        watcher = asyncio.create_task(watch_backends())
+        started = time.monotonic()
+        statuses = await asyncio.gather(*(overwrite(i) for i in range(REQUESTS)))
+        elapsed = time.monotonic() - started
+        # Still locked: what the server is doing now is what was left behind.
+        await asyncio.sleep(STORE_TIMEOUT)
+        firing = False
+        await watcher
+        peak = max(peak, await count_connections(kind, server))
+
+    assert statuses == [503] * REQUESTS
+    # Each answer came within its budget (a load and a save, two store calls at most).
+    assert elapsed < REQUESTS * INTERVAL + 2 * STORE_TIMEOUT + 1
+    assert peak <= BACKEND_LIMIT, f"{kind}: {peak} backends while the lock was held"
+
+    # The lock is gone: a write told 503 that was still waiting would land now.
+    await asyncio.sleep(0.5)
+    for i, cookie in enumerate(cookies):
+        assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": f"user{i}"}
+    # And the store works again at once, over a pool that was not left exhausted.
+    response = await client.post("/set/user/carol", headers=with_cookie(cookies[0]))
+    assert response.status == 200
+    assert (await read(client, COOKIE_WIRE, cookies[0]))["data"] == {"user": "carol"}
