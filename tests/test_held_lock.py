@@ -21,7 +21,7 @@ import pytest
 from conftest import StoreFactory
 from servers import ServerHandle
 from test_contract import COOKIE_WIRE, build_app, client_for, login, read, with_cookie
-from test_faults import count_connections, server  # noqa: F401 - the server fixture
+from test_faults import SERVER_FIXTURE, count_connections
 
 from aiohttp_sessionkit import AbstractStore
 
@@ -38,6 +38,13 @@ SESSIONS = 4
 BACKEND_LIMIT = 13
 
 
+@pytest.fixture
+def database(server_store_factory: StoreFactory, request: pytest.FixtureRequest) -> ServerHandle:
+    """The database server behind this test's store."""
+    handle: ServerHandle = request.getfixturevalue(SERVER_FIXTURE[server_store_factory.kind])
+    return handle
+
+
 def _table(kind: str, store: AbstractStore) -> str:
     """The store's table, quoted for the SQL the lock holder sends."""
     sql_table = getattr(store, "table", None)
@@ -48,12 +55,12 @@ def _table(kind: str, store: AbstractStore) -> str:
 
 
 @contextlib.asynccontextmanager
-async def rows_locked(kind: str, server: ServerHandle, table: str) -> AsyncIterator[None]:
+async def rows_locked(kind: str, database: ServerHandle, table: str) -> AsyncIterator[None]:
     """Every row of ``table`` locked FOR UPDATE by a transaction of another client."""
     if kind == "sql-mariadb":
         import asyncmy
 
-        url = urlsplit(server.url)
+        url = urlsplit(database.url)
         connection = await asyncmy.connect(
             host=url.hostname, port=url.port, user=url.username or "root",
             password=url.password or "", database=url.path.lstrip("/"), connect_timeout=5,
@@ -69,7 +76,7 @@ async def rows_locked(kind: str, server: ServerHandle, table: str) -> AsyncItera
         return
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
-    pg = await asyncpg.connect(server.url)
+    pg = await asyncpg.connect(database.url)
     try:
         transaction = pg.transaction()
         await transaction.start()
@@ -82,7 +89,7 @@ async def rows_locked(kind: str, server: ServerHandle, table: str) -> AsyncItera
 
 @pytest.mark.parametrize("server_store_factory", LOCK_KINDS, indirect=True)
 async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_land(
-    aiohttp_client: Any, server_store_factory: StoreFactory, server: ServerHandle
+    aiohttp_client: Any, server_store_factory: StoreFactory, database: ServerHandle
 ) -> None:
     kind = server_store_factory.kind
     store = server_store_factory()
@@ -97,7 +104,7 @@ async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_la
     async def watch_backends() -> None:
         nonlocal peak
         while firing:
-            peak = max(peak, await count_connections(kind, server))
+            peak = max(peak, await count_connections(kind, database))
             await asyncio.sleep(0.1)
 
     async def overwrite(i: int) -> int:
@@ -108,7 +115,7 @@ async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_la
         await response.read()
         return int(response.status)
 
-    async with rows_locked(kind, server, _table(kind, store)):
+    async with rows_locked(kind, database, _table(kind, store)):
         watcher = asyncio.create_task(watch_backends())
         started = time.monotonic()
         statuses = await asyncio.gather(*(overwrite(i) for i in range(REQUESTS)))
@@ -117,7 +124,7 @@ async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_la
         await asyncio.sleep(STORE_TIMEOUT)
         firing = False
         await watcher
-        peak = max(peak, await count_connections(kind, server))
+        peak = max(peak, await count_connections(kind, database))
 
     assert statuses == [503] * REQUESTS
     # Each answer came within its budget (a load and a save, two store calls at most).

@@ -5,9 +5,11 @@ payload and the expiry time. Rows are not removed by the database when they expi
 query filters on ``expires_at`` and :meth:`SQLAlchemyStore.purge_expired` deletes the
 leftovers in bounded batches.
 
-``expires_at`` holds Unix time in milliseconds from the application's clock, not the
-database's: one integer column compares the same way on every dialect, and the session
-layer already trusts the application's clock for idle and absolute timeouts.
+``expires_at`` holds Unix time in milliseconds (one integer column compares the same way on
+every dialect) on the database's clock: every statement computes "now" on the server, so
+application hosts whose clocks disagree still agree on what has expired, and a host whose
+clock runs fast does not purge live sessions. (SQLite runs in the application's process:
+its clock is that host's.)
 
 Statements use SQLAlchemy Core only, so the same code runs on every dialect. Where it pays
 (measured, see ``_BATCHING``) concurrent requests share statements through
@@ -159,6 +161,28 @@ def _identifier(value: object, what: str) -> str:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+#: The database's own clock, in Unix milliseconds, per dialect: every host of the
+#: application then agrees on what has expired, however wrong its own clock is.
+#: UTC_TIMESTAMP against the epoch, not UNIX_TIMESTAMP(NOW()): no session time zone (and no
+#: daylight-saving hour read twice) is involved. SQLite's clock is the application host's
+#: (it runs in the application's process), so a skewed host still sees the skew there.
+_SERVER_NOW_MS = {
+    "postgresql": "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+    "mysql": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+    "mariadb": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+    "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+}
+
+
+def _clock(dialect: str) -> sa.ColumnElement[int]:
+    """ "Now" in a statement: the database's clock, or the application's where we know no
+    expression for it (a dialect other than the three above)."""
+    sql = _SERVER_NOW_MS.get(dialect)
+    if sql is None:
+        return sa.bindparam("now", type_=sa.BigInteger(), callable_=_now_ms)
+    return sa.literal_column(sql, sa.BigInteger())
 
 
 def _engine_for(url: sa.URL) -> AsyncEngine:
@@ -324,25 +348,28 @@ class SQLAlchemyStore(ServerStore):
         """The session table, as SQLAlchemy Core sees it."""
 
         t = self.table.c
-        self._sql_get = sa.select(t.data).where(
-            t.key == sa.bindparam("key"), t.expires_at > sa.bindparam("now")
-        )
+        # Expiry times are written and compared on the database's clock (see _clock); "ms"
+        # is a TTL in milliseconds, added to it.
+        now = self._now = _clock(self._dialect)
+        self._sql_get = sa.select(t.data).where(t.key == sa.bindparam("key"), t.expires_at > now)
         self._sql_get_many = sa.select(t.key, t.data).where(
-            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at > sa.bindparam("now")
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at > now
         )
-        self._sql_insert = sa.insert(self.table)
+        self._sql_insert = sa.insert(self.table).values(
+            key=sa.bindparam("k"), data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms")
+        )
         self._sql_update = (
             sa.update(self.table)
-            .where(t.key == sa.bindparam("k"), t.expires_at > sa.bindparam("now"))
-            .values(data=sa.bindparam("d"), expires_at=sa.bindparam("e"))
+            .where(t.key == sa.bindparam("k"), t.expires_at > now)
+            .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
         )
         self._sql_delete = sa.delete(self.table).where(t.key == sa.bindparam("key"))
         # Only a row already expired: a create may replace it; the purge deletes it.
         self._sql_delete_expired = sa.delete(self.table).where(
-            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at <= sa.bindparam("now")
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at <= now
         )
         self._sql_expired_keys = (
-            sa.select(t.key).where(t.expires_at <= sa.bindparam("now")).limit(sa.bindparam("n"))
+            sa.select(t.key).where(t.expires_at <= now).limit(sa.bindparam("n"))
         )
 
         # SQLite takes one writer at a time. Writers of this process queue here, in asyncio,
@@ -445,7 +472,7 @@ class SQLAlchemyStore(ServerStore):
 
     async def _get_one(self, key: str) -> bytes | None:
         async def work(conn: AsyncConnection) -> bytes | None:
-            result = await conn.execute(self._sql_get, {"key": key, "now": _now_ms()})
+            result = await conn.execute(self._sql_get, {"key": key})
             data: bytes | None = result.scalar()
             return data
 
@@ -453,7 +480,7 @@ class SQLAlchemyStore(ServerStore):
 
     async def _create_one(self, write: _Write) -> bool:
         key, data, ttl = write
-        row = {"key": key, "data": data, "expires_at": _now_ms() + ttl * 1000}
+        row = {"k": key, "d": data, "ms": ttl * 1000}
 
         async def insert(conn: AsyncConnection) -> None:
             await conn.execute(self._sql_insert, row)
@@ -475,19 +502,16 @@ class SQLAlchemyStore(ServerStore):
 
     async def _update_one(self, write: _Write) -> bool:
         key, data, ttl = write
-        now = _now_ms()
 
         async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                self._sql_update, {"k": key, "d": data, "e": now + ttl * 1000, "now": now}
-            )
+            result = await conn.execute(self._sql_update, {"k": key, "d": data, "ms": ttl * 1000})
             return result.rowcount == 1
 
         return await self._run(work, write=True)
 
     async def _delete_expired(self, keys: list[str]) -> int:
         async def work(conn: AsyncConnection) -> int:
-            result = await conn.execute(self._sql_delete_expired, {"keys": keys, "now": _now_ms()})
+            result = await conn.execute(self._sql_delete_expired, {"keys": keys})
             return int(result.rowcount)
 
         return await self._run(work, write=True)
@@ -509,7 +533,7 @@ class SQLAlchemyStore(ServerStore):
         distinct = list(dict.fromkeys(keys))  # two requests of one session: asked once
 
         async def work(conn: AsyncConnection) -> dict[str, bytes]:
-            result = await conn.execute(self._sql_get_many, {"keys": distinct, "now": _now_ms()})
+            result = await conn.execute(self._sql_get_many, {"keys": distinct})
             return {row[0]: row[1] for row in result}
 
         found = await self._run(work)
@@ -519,37 +543,35 @@ class SQLAlchemyStore(ServerStore):
         # One multi-row INSERT. Fresh random keys never collide; if one does (or a key is
         # sent twice), the whole INSERT fails and _batch retries item by item, where each
         # create gets its own create-only answer.
-        now = _now_ms()
-        rows = [
-            {"key": key, "data": data, "expires_at": now + ttl * 1000}
-            for key, data, ttl in sorted(writes)
-        ]
-        if len({row["key"] for row in rows}) != len(rows):
+        ordered = sorted(writes)
+        if len({key for key, _, _ in ordered}) != len(ordered):
             raise _Duplicate
+        now = self._now
+        # One statement with one VALUES row per write, so all rows or none on every dialect:
+        # a failed batch leaves nothing behind for the retry item by item to trip over.
+        statement = sa.insert(self.table).values(
+            [
+                {"key": key, "data": data, "expires_at": now + ttl * 1000}
+                for key, data, ttl in ordered
+            ]
+        )
 
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self._sql_insert, rows)
+            await conn.execute(statement)
 
-        # All rows or none: a failed batch must leave nothing behind for the retry item by
-        # item to trip over. MySQL's drivers send one multi-row INSERT and asyncpg wraps
-        # executemany in a transaction; SQLite's driver inserts row by row, so it needs one.
-        atomic = self._dialect in ("mysql", "mariadb", "postgresql")
-        await self._run(work, write=True, transaction=not atomic)
+        await self._run(work, write=True)
         return [True] * len(writes)
 
     async def _update_many(self, writes: list[_Write]) -> list[Any]:
         # Two updates of one key (two concurrent requests of one session): the last one is
         # written and both report success, as if they had run one after the other.
         last = {write[0]: write for write in writes}
-        now = _now_ms()
         done = await self._run(
-            lambda conn: self._update_locked(conn, last, now), write=True, transaction=True
+            lambda conn: self._update_locked(conn, last), write=True, transaction=True
         )
         return [key in done for key, _, _ in writes]
 
-    async def _update_locked(
-        self, conn: AsyncConnection, last: dict[str, _Write], now: int
-    ) -> set[str]:
+    async def _update_locked(self, conn: AsyncConnection, last: dict[str, _Write]) -> set[str]:
         """Update several rows in two statements, in one transaction, whatever their number.
 
         Not every database has UPDATE ... RETURNING to say which rows an update found
@@ -559,6 +581,7 @@ class SQLAlchemyStore(ServerStore):
         then one UPDATE writes all of them, picking each row's values by key.
         """
         t = self.table.c
+        now = self._now
         found = await conn.execute(
             sa.select(t.key)
             .where(t.key.in_(sorted(last)), t.expires_at > now)
@@ -572,7 +595,7 @@ class SQLAlchemyStore(ServerStore):
                 .where(t.key.in_(live), t.expires_at > now)
                 .values(
                     data=sa.case({k: last[k][1] for k in live}, value=t.key),
-                    expires_at=sa.case({k: now + last[k][2] * 1000 for k in live}, value=t.key),
+                    expires_at=now + sa.case({k: last[k][2] * 1000 for k in live}, value=t.key),
                 )
             )
         return set(live)
@@ -587,9 +610,7 @@ class SQLAlchemyStore(ServerStore):
         while True:
 
             async def expired(conn: AsyncConnection) -> list[str]:
-                result = await conn.execute(
-                    self._sql_expired_keys, {"now": _now_ms(), "n": batch_size}
-                )
+                result = await conn.execute(self._sql_expired_keys, {"n": batch_size})
                 return [row[0] for row in result]
 
             keys = await self._run(expired)
