@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,12 +88,54 @@ async def rows_locked(kind: str, database: ServerHandle, table: str) -> AsyncIte
         await pg.close()
 
 
+@contextlib.asynccontextmanager
+async def borrowing_store(kind: str, database: ServerHandle) -> AsyncIterator[AbstractStore]:
+    """A store on the application's own pool or engine (10 connections), left as the
+    application configured it: no server-side time limit, only the store's cancel."""
+    table = f"borrowed_{uuid.uuid4().hex[:12]}"
+    if kind == "postgres":
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+        from aiohttp_sessionkit.stores.postgres import PostgresStore
+
+        pool = await asyncpg.create_pool(database.url, min_size=1, max_size=10)
+        try:
+            yield PostgresStore(pool, table=table)
+        finally:
+            await pool.close()
+        return
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from aiohttp_sessionkit.stores.sql import SQLAlchemyStore
+
+    url = database.url
+    if kind == "sql-postgres":
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    engine = create_async_engine(url, pool_size=10, max_overflow=0)
+    try:
+        yield SQLAlchemyStore(engine, table=table)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("pool", ["own", "borrowed"])
 @pytest.mark.parametrize("server_store_factory", LOCK_KINDS, indirect=True)
 async def test_writes_behind_a_held_lock_answer_503_pile_up_nothing_and_never_land(
-    aiohttp_client: Any, server_store_factory: StoreFactory, database: ServerHandle
+    aiohttp_client: Any, server_store_factory: StoreFactory, database: ServerHandle, pool: str
 ) -> None:
     kind = server_store_factory.kind
-    store = server_store_factory()
+    async with contextlib.AsyncExitStack() as stack:
+        if pool == "own":
+            store = server_store_factory()
+        else:
+            store = await stack.enter_async_context(borrowing_store(kind, database))
+            stack.push_async_callback(store.close)
+        await writes_behind_a_held_lock(aiohttp_client, kind, store, database)
+
+
+async def writes_behind_a_held_lock(
+    aiohttp_client: Any, kind: str, store: AbstractStore, database: ServerHandle
+) -> None:
     client = await client_for(
         aiohttp_client, build_app(store, COOKIE_WIRE, store_timeout=STORE_TIMEOUT)
     )
