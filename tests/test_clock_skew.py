@@ -87,3 +87,35 @@ async def test_purge_on_a_host_31_minutes_fast_keeps_live_sessions(
     assert await fast_store.purge_expired() == 0
 
     assert (await read(client, COOKIE_WIRE, token))["data"] == {"user": "alice"}
+
+
+class _OldRestoreStore(MemoryStore):
+    """A store whose ``restore`` override predates ``clock_skew_tolerance``."""
+
+    def restore(
+        self,
+        payload: Any,
+        serializer: Any,
+        *,
+        identity: str | None,
+        idle_timeout: int,
+        absolute_timeout: int,
+    ) -> Any:
+        self.restored = getattr(self, "restored", 0) + 1
+        return super().restore(
+            payload,
+            serializer,
+            identity=identity,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+        )
+
+
+async def test_restore_override_without_the_tolerance_argument_keeps_working(
+    aiohttp_client: Any,
+) -> None:
+    store = _OldRestoreStore()
+    client = await client_for(aiohttp_client, build_app(store, COOKIE_WIRE))
+    token = await login(client, COOKIE_WIRE, user="alice")
+    assert (await read(client, COOKIE_WIRE, token))["data"] == {"user": "alice"}
+    assert store.restored == 1  # the read went through the override

@@ -177,8 +177,8 @@ _SERVER_NOW_MS = {
 
 
 def _clock(dialect: str) -> sa.ColumnElement[int]:
-    """ "Now" in a statement: the database's clock, or the application's where we know no
-    expression for it (a dialect other than the three above)."""
+    """The current time in a statement: the database's clock, or the application's where
+    we know no expression for it (a dialect other than the three above)."""
     sql = _SERVER_NOW_MS.get(dialect)
     if sql is None:
         return sa.bindparam("now", type_=sa.BigInteger(), callable_=_now_ms)
