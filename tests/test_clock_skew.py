@@ -92,7 +92,7 @@ async def test_purge_on_a_host_31_minutes_fast_keeps_live_sessions(
 class _OldRestoreStore(MemoryStore):
     """A store whose ``restore`` override predates ``clock_skew_tolerance``."""
 
-    def restore(
+    def restore(  # type: ignore[override]  # the older signature, on purpose
         self,
         payload: Any,
         serializer: Any,

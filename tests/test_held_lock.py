@@ -94,7 +94,7 @@ async def borrowing_store(kind: str, database: ServerHandle) -> AsyncIterator[Ab
     application configured it: no server-side time limit, only the store's cancel."""
     table = f"borrowed_{uuid.uuid4().hex[:12]}"
     if kind == "postgres":
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+        import asyncpg
 
         from aiohttp_sessionkit.stores.postgres import PostgresStore
 
