@@ -19,12 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 from conftest import StoreFactory
 from servers import ServerHandle
 from test_contract import COOKIE_WIRE, build_app, client_for, login, read, with_cookie
 from test_faults import SERVER_FIXTURE, count_connections
 
-from aiohttp_sessionkit import AbstractStore
+from aiohttp_sessionkit import AbstractStore, ServerStore, StoreUnavailable, setup
+from aiohttp_sessionkit.ids import new_session_id, record_key
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +184,27 @@ async def writes_behind_a_held_lock(
     response = await client.post("/set/user/carol", headers=with_cookie(cookies[0]))
     assert response.status == 200
     assert (await read(client, COOKIE_WIRE, cookies[0]))["data"] == {"user": "carol"}
+
+
+@pytest.mark.parametrize("server_store_factory", LOCK_KINDS, indirect=True)
+async def test_the_server_itself_abandons_a_write_behind_a_lock_before_store_timeout(
+    server_store_factory: StoreFactory, database: ServerHandle
+) -> None:
+    # Nothing cancels this call: only the limit the store gave its own connections does.
+    kind = server_store_factory.kind
+    store = server_store_factory()
+    assert isinstance(store, ServerStore)
+    setup(web.Application(), store, store_timeout=STORE_TIMEOUT)  # tells the store its budget
+    await store.open()
+    key = record_key("ns", new_session_id())
+    assert await store.create(key, b"old", 60)
+
+    async with rows_locked(kind, database, _table(kind, store)):
+        started = time.monotonic()
+        async with asyncio.timeout(3 * STORE_TIMEOUT):  # fail, rather than hang, without it
+            with pytest.raises(StoreUnavailable):
+                await store.update(key, b"new", 60)
+        elapsed = time.monotonic() - started
+
+    assert elapsed < STORE_TIMEOUT, f"{kind}: the server gave up after {elapsed:.2f} s"
+    assert await store.get(key) == b"old"
