@@ -71,19 +71,17 @@ _SERVER_SHARE = 0.9
 _SETTLE_GRACE = 1.0
 #: Without a server-side limit (a borrowed engine, or store_timeout=None): the whole wait.
 _SETTLE_DEFAULT = 5.0
-#: Where a connection's server-side id is kept, in its pool entry's ``info``.
+#: Dialects whose statements go on running on the server after their caller gave up, and
+#: that the store therefore cancels there (SQLite runs in-process: nothing runs on).
+_CANCELLABLE = frozenset({"postgresql", "mysql", "mariadb"})
+#: MySQL/MariaDB: the statement is killed by the connection's id, over another connection.
+#: PostgreSQL needs no id: cancelling the task that waits on asyncpg makes asyncpg send its
+#: own cancel request, which a pooler such as PgBouncer routes to the right server
+#: connection (pg_cancel_backend(pid) behind one could hit another client's query).
+_KILL_SQL = {"mysql": "KILL QUERY {}", "mariadb": "KILL QUERY {}"}
+_ID_SQL = "SELECT CONNECTION_ID()"
+#: Where a connection's id on the server is kept, in its pool entry's ``info``.
 _SERVER_ID = "aiohttp_sessionkit.server_id"
-#: Per dialect: the connection's id on the server, and how to cancel the statement it runs.
-_ID_SQL = {
-    "postgresql": "SELECT pg_backend_pid()",
-    "mysql": "SELECT CONNECTION_ID()",
-    "mariadb": "SELECT CONNECTION_ID()",
-}
-_CANCEL_SQL = {
-    "postgresql": "SELECT pg_cancel_backend({})",
-    "mysql": "KILL QUERY {}",
-    "mariadb": "KILL QUERY {}",
-}
 #: How to install the driver of each URL scheme.
 _INSTALL = {
     "aiosqlite": 'pip install "aiohttp-sessionkit[sqlite]"',
@@ -683,8 +681,7 @@ class SQLAlchemyStore(ServerStore):
         work: Callable[[AsyncConnection], Awaitable[_T]],
         transaction: bool,
     ) -> _T:
-        cancel_sql = _CANCEL_SQL.get(self._dialect)
-        if cancel_sql is None:  # SQLite (in-process: nothing runs on after us) and others
+        if self._dialect not in _CANCELLABLE:
             async with engine.connect() as conn:
                 return await self._work_on(conn, work, transaction)
         # A statement cut short by a cancelled caller (the session layer's time budget)
@@ -704,7 +701,7 @@ class SQLAlchemyStore(ServerStore):
             # The connection is closed (back to the pool) only once the statement is over:
             # until then, no other statement can run on it and catch the cancel.
             self._abandoned.add(conn)
-            task = loop.create_task(self._cancel(conn, running, cancel_sql))
+            task = loop.create_task(self._cancel(conn, running))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
             raise
@@ -720,20 +717,27 @@ class SQLAlchemyStore(ServerStore):
         work: Callable[[AsyncConnection], Awaitable[_T]],
         transaction: bool,
     ) -> _T:
-        if _SERVER_ID not in conn.info:  # once per connection: the id a cancel names
-            found = await conn.scalar(sa.text(_ID_SQL[self._dialect]))
+        if self._dialect in _KILL_SQL and _SERVER_ID not in conn.info:
+            # Once per connection: the id a KILL QUERY names.
+            found = await conn.scalar(sa.text(_ID_SQL))
             conn.info[_SERVER_ID] = int(found or 0)
         return await self._work_on(conn, work, transaction)
 
-    async def _cancel(self, conn: AsyncConnection, running: asyncio.Task[Any], sql: str) -> None:
+    async def _cancel(self, conn: AsyncConnection, running: asyncio.Task[Any]) -> None:
         """Cancel the statement ``running`` waits on, then give its connection back (or drop
         it, when the server does not answer in time)."""
         limit = self._server_limit()
         budget = _SETTLE_DEFAULT if limit is None else limit + _SETTLE_GRACE
+        kill = _KILL_SQL.get(self._dialect)
         try:
             async with asyncio.timeout(budget):
-                server_id = None if running.done() else conn.info.get(_SERVER_ID)
-                if server_id:
+                if running.done():
+                    pass
+                elif kill is None:
+                    # asyncpg sends its cancel request; SQLAlchemy then closes the connection
+                    # once the server has confirmed it, and only then frees its pool slot.
+                    running.cancel()
+                elif server_id := conn.info.get(_SERVER_ID):
                     if self._canceller is None:
                         # Its own engine: the store's pool may be full of the very
                         # statements to cancel. One connection, which cancels queue for:
@@ -746,7 +750,7 @@ class SQLAlchemyStore(ServerStore):
                             pool_recycle=_POOL_RECYCLE,
                         )
                     async with self._canceller.connect() as side:
-                        await side.exec_driver_sql(sql.format(int(server_id)))
+                        await side.exec_driver_sql(kill.format(int(server_id)))
                 await asyncio.wait({running})
         except Exception as exc:  # the cancel itself failed: the server is unreachable
             log.debug("cancelling a timed-out statement on %s failed: %r", self._where, exc)
