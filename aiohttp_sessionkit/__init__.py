@@ -13,6 +13,7 @@ from .abc import (
 )
 from .api import (
     DEFAULT_ABSOLUTE_TIMEOUT,
+    DEFAULT_CLOCK_SKEW_TOLERANCE,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_STORE_TIMEOUT,
     SessionOptions,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
+    "DEFAULT_CLOCK_SKEW_TOLERANCE",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_STORE_TIMEOUT",
     "AbstractLegacyReader",

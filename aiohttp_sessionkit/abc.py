@@ -48,7 +48,7 @@ from .cookies import CookieParams
 from .exceptions import StoreError
 from .ids import key_for_token, new_session_id, record_key
 from .serializers import Serializer
-from .session import Session, decode_payload, encode_payload
+from .session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session, decode_payload, encode_payload
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -106,13 +106,17 @@ class AbstractStore(abc.ABC):
         identity: str | None,
         idle_timeout: int,
         absolute_timeout: int,
+        clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE,
     ) -> Session | None:
         """Rebuild a session from what :meth:`load` returned.
 
         Returns ``None`` when the payload is malformed, expired (``idle_timeout``,
-        ``absolute_timeout``, or the session's own ``max_age``) or from the future. Never
-        raises for bad input. ``identity`` is the session id the session reports (``None``
-        for a client-side store).
+        ``absolute_timeout``, or the session's own ``max_age``) or from the future by more
+        than ``clock_skew_tolerance`` seconds (``setup(..., clock_skew_tolerance=...)``).
+        Never raises for bad input. ``identity`` is the session id the session reports
+        (``None`` for a client-side store). An override written before
+        ``clock_skew_tolerance`` existed keeps working: the session layer passes it only
+        to a ``restore`` that accepts it.
         """
         return decode_payload(
             payload,
@@ -120,6 +124,7 @@ class AbstractStore(abc.ABC):
             identity=identity,
             idle_timeout=idle_timeout,
             absolute_timeout=absolute_timeout,
+            clock_skew_tolerance=clock_skew_tolerance,
         )
 
     # -- optional: operations that never wait ------------------------------------------------
@@ -164,6 +169,16 @@ class AbstractStore(abc.ABC):
     async def purge_expired(self) -> int:
         """Delete expired records now; return how many went. Stores with native expiry return 0."""
         return 0
+
+    def set_store_timeout(self, seconds: float | None) -> None:  # noqa: B027 - optional hook
+        """Learn the session layer's time budget per call (``setup(..., store_timeout=...)``).
+
+        ``setup`` calls it before :meth:`open`, once per session set up on the store
+        (``None``: that session has no budget). A store whose server can abandon work on
+        its own (a statement timeout) should make it give up just before the smallest
+        budget it was told, so that a call the session layer answered with 503 is not
+        still running, and cannot still commit, on the server. The default does nothing.
+        """
 
     @abc.abstractmethod
     async def load(self, token: str, *, namespace: str) -> Any | None:

@@ -24,11 +24,12 @@ from .middleware import (
     on_response_prepare,
 )
 from .serializers import JSONSerializer, Serializer
-from .session import Session
+from .session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session
 from .transports import CookieTransport
 
 __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
+    "DEFAULT_CLOCK_SKEW_TOLERANCE",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_STORE_TIMEOUT",
     "SessionOptions",
@@ -48,6 +49,8 @@ DEFAULT_IDLE_TIMEOUT = 14 * 24 * 3600
 DEFAULT_ABSOLUTE_TIMEOUT = 30 * 24 * 3600
 #: Seconds a store operation may take before the request gets a 503.
 DEFAULT_STORE_TIMEOUT = 5.0
+#: The largest ``clock_skew_tolerance`` accepted: a host off by more needs its clock fixed.
+MAX_CLOCK_SKEW_TOLERANCE = 3600
 
 
 class SessionOptions(TypedDict, total=False):
@@ -65,6 +68,11 @@ class SessionOptions(TypedDict, total=False):
     ``touch_interval`` seconds (default 60, or half the idle timeout when that is shorter;
     0 refreshes on every read). ``store_timeout`` (default 5 s; None: no limit) bounds each
     store call; past it the request gets a 503. ``serializer``: JSON unless given.
+
+    ``clock_skew_tolerance`` (default 60 s, at most 3600): how far in the future a session's
+    creation or last-access time may lie, as written by another application host whose
+    clock runs ahead of this one's; a session beyond it opens as a fresh one, and the
+    first such session is logged once per process.
 
     ``transport`` (default :class:`~aiohttp_sessionkit.CookieTransport`): where the token
     travels; a :class:`~aiohttp_sessionkit.HeaderTransport` for API clients, or a list of
@@ -86,6 +94,7 @@ class SessionOptions(TypedDict, total=False):
     absolute_timeout: int | None
     touch_interval: int | None
     store_timeout: float | None
+    clock_skew_tolerance: int
     serializer: Serializer | None
     transport: AbstractTransport | Sequence[AbstractTransport] | None
     legacy: AbstractLegacyReader | Sequence[AbstractLegacyReader] | None
@@ -184,6 +193,17 @@ def _config(
             f"store_timeout={store_timeout!r}: give a positive number of seconds, or None for "
             "no limit"
         )
+    tolerance = options.get("clock_skew_tolerance", DEFAULT_CLOCK_SKEW_TOLERANCE)
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int)
+        or not 0 <= tolerance <= MAX_CLOCK_SKEW_TOLERANCE
+    ):
+        raise ConfigurationError(
+            f"clock_skew_tolerance={tolerance!r}: give whole seconds from 0 to "
+            f"{MAX_CLOCK_SKEW_TOLERANCE}; hosts whose clocks differ by more need NTP, not a "
+            "wider tolerance"
+        )
     serializer = options.get("serializer")
     if serializer is None:
         serializer = JSONSerializer()
@@ -199,6 +219,7 @@ def _config(
         raise ConfigurationError("transport=[]: give at least one transport, or leave it out")
     legacy = options.get("legacy")
     readers = () if legacy is None else _listed("legacy", legacy, AbstractLegacyReader)
+    store.set_store_timeout(store_timeout)
     return SessionConfig(
         store=store,
         cookie=cookie,
@@ -206,6 +227,7 @@ def _config(
         absolute_timeout=absolute,
         touch_interval=touch,
         store_timeout=store_timeout,
+        clock_skew_tolerance=tolerance,
         serializer=serializer,
         transports=transports,
         legacy=readers,

@@ -16,7 +16,13 @@ from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
 from .serializers import Serializer
-from .session import Session, decode_payload, encode_payload, now
+from .session import (
+    DEFAULT_CLOCK_SKEW_TOLERANCE,
+    Session,
+    decode_payload,
+    encode_payload,
+    now,
+)
 
 __all__ = ["SessionConfig"]
 
@@ -41,6 +47,8 @@ class SessionConfig:
     #: As configured; the first one answers requests that present no token.
     transports: tuple[AbstractTransport, ...]
     legacy: tuple[AbstractLegacyReader, ...] = ()
+    #: Seconds a session's times may lie in the future (another host's clock runs ahead).
+    clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE
     namespace: str = field(init=False)
     #: The transports in the order tokens are looked for: explicit (header) ones first.
     readers: tuple[AbstractTransport, ...] = field(init=False)
@@ -71,7 +79,7 @@ class SessionConfig:
         keeps_dump = type(store).dump is AbstractStore.dump and "dump" not in own
         keeps_restore = type(store).restore is AbstractStore.restore and "restore" not in own
         set_(self, "dump", encode_payload if keeps_dump else store.dump)
-        set_(self, "restore", decode_payload if keeps_restore else store.restore)
+        set_(self, "restore", decode_payload if keeps_restore else _restore_of(store))
         set_(self, "load_nowait", _nowait_twin(self.store, "load"))
         set_(self, "save_nowait", _nowait_twin(self.store, "save"))
         set_(self, "save_established", _takes_keyword(store.save, "established"))
@@ -123,6 +131,25 @@ def _refused_keys(session_class: type[Session], data: dict[str, Any]) -> list[st
         except ValueError:
             refused.append(key)
     return refused
+
+
+def _restore_of(store: AbstractStore) -> Callable[..., Session | None]:
+    """``store.restore``, taking ``clock_skew_tolerance`` even if the override predates it."""
+    restore = store.restore
+    try:
+        parameters = inspect.signature(restore).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the current contract
+        return restore
+    if any(
+        p.name == "clock_skew_tolerance" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    ):
+        return restore
+
+    def without_tolerance(*args: Any, clock_skew_tolerance: int, **kwargs: Any) -> Any:
+        return restore(*args, **kwargs)  # the override applies its own rule
+
+    return without_tolerance
 
 
 def _nowait_twin(store: AbstractStore, method: str) -> Any:
@@ -244,6 +271,7 @@ class Slot:
                         identity=None if store.client_side else token,
                         idle_timeout=config.idle_timeout,
                         absolute_timeout=config.absolute_timeout,
+                        clock_skew_tolerance=config.clock_skew_tolerance,
                     )
                 if session is not None:
                     self.live = True

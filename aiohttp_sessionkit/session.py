@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Iterator, MutableMapping
@@ -21,9 +22,38 @@ _HEADER = struct.Struct(">BIIi")
 _MAX_AGE_LIMIT = 2**31 - 1
 
 
+#: Seconds a session's creation or last-access time may lie in the future (written by a
+#: host whose clock runs ahead) and still open: ``setup(..., clock_skew_tolerance=...)``.
+DEFAULT_CLOCK_SKEW_TOLERANCE = 60
+
+log = logging.getLogger("aiohttp_sessionkit")
+_skew_reported = False
+
+
 def now() -> int:
     """Current time in whole epoch seconds (a seam for tests with a fake clock)."""
     return int(time.time())
+
+
+def report_skew(ahead: int, tolerance: int) -> None:
+    """Log, once per process, that a session ``ahead`` seconds in the future was refused.
+
+    Such a session was written by a host whose clock runs ahead of this one's by more than
+    ``tolerance`` (or forged, for a client-side token): its timeouts cannot be checked. The
+    message says nothing that identifies the session.
+    """
+    global _skew_reported
+    if _skew_reported:
+        return
+    _skew_reported = True
+    log.warning(
+        "a session written %d s in the future by this host's clock was refused (a fresh "
+        "session was started): an application host's clock runs ahead of this one's by more "
+        "than clock_skew_tolerance=%d s; synchronize the hosts' clocks (NTP), or raise "
+        "setup(..., clock_skew_tolerance=...). Logged once per process.",
+        ahead,
+        tolerance,
+    )
 
 
 class Session(MutableMapping[str, Any]):
@@ -234,16 +264,20 @@ def decode_payload(
     identity: str | None,
     idle_timeout: int,
     absolute_timeout: int,
-    clock_skew: int = 60,
+    clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE,
 ) -> Session | None:
-    """Rebuild a session from ``payload``; None when malformed, expired or from the future."""
+    """Rebuild a session from ``payload``; None when malformed, expired or from the future
+    (by more than ``clock_skew_tolerance`` seconds)."""
     if len(payload) < _HEADER.size:
         return None
     version, created, accessed, max_age = _HEADER.unpack_from(payload)
     if version != _PAYLOAD_VERSION or max_age < -1 or max_age == 0:
         return None
     t = now()
-    if created > t + clock_skew or accessed > t + clock_skew or accessed < created:
+    if accessed < created:
+        return None
+    if accessed > t + clock_skew_tolerance:  # created <= accessed: the later of the two
+        report_skew(accessed - t, clock_skew_tolerance)
         return None
     idle = idle_timeout if max_age < 0 else max_age
     if t - accessed > idle or t - created > absolute_timeout:

@@ -59,7 +59,7 @@ from ..crypto import b64url_encode
 from ..exceptions import ConfigurationError, SerializationError, SessionError
 from ..ids import record_key
 from ..serializers import Serializer
-from ..session import Session
+from ..session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session, report_skew
 
 __all__ = [
     "ALGORITHMS",
@@ -86,9 +86,6 @@ RESERVED_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "iss", "aud", PRIVATE_C
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _MIN_RSA_BITS = 2048
-# A created/last-access time this far in the future is a forgery or a broken clock (as for
-# the binary payload of the other stores).
-_CLOCK_SKEW = 60
 # The deny list shares a server store with nothing else of ours, but a fixed namespace keeps
 # its keys apart from session records if the application reuses one store for both. It is
 # the same for every cookie name: a JWT does not say which name it was issued under, so a
@@ -714,6 +711,7 @@ class JWTStore(AbstractStore):
         identity: str | None,
         idle_timeout: int,
         absolute_timeout: int,
+        clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE,
     ) -> Session | None:
         if not isinstance(payload, _Opened):
             return None
@@ -724,7 +722,10 @@ class JWTStore(AbstractStore):
         if created is None or accessed is None:  # minted elsewhere: no bookkeeping claim
             iat = verified.iat
             created = accessed = t if iat is None else min(int(iat), t)
-        elif created > t + _CLOCK_SKEW or accessed > t + _CLOCK_SKEW or accessed < created:
+        elif accessed < created:
+            return None
+        elif accessed > t + clock_skew_tolerance:  # created <= accessed: the later one
+            report_skew(accessed - t, clock_skew_tolerance)
             return None
         idle = idle_timeout if max_age is None else max_age
         if t - accessed > idle or t - created > absolute_timeout:

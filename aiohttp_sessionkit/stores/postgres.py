@@ -37,6 +37,15 @@ _MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer na
 _INDEX_SUFFIX = "_expires_at_idx"
 _POOL_MIN_SIZE = 1
 _POOL_MAX_SIZE = 10
+#: The server gives up on a statement after this share of the session layer's
+#: store_timeout: before the request's 503, so a write answered 503 is rolled back.
+#: (sql.py uses the same share.)
+_SERVER_SHARE = 0.9
+#: Seconds a connection whose statement was cut short may take, beyond the server's own
+#: limit, to confirm the cancel before it is dropped (a hung server never confirms).
+_SETTLE_GRACE = 1.0
+#: Without a server-side limit (a borrowed pool, or store_timeout=None): the whole wait.
+_SETTLE_DEFAULT = 5.0
 
 # Errors meaning "the server cannot be used right now", not "the query is wrong".
 # OperatorInterventionError covers admin/crash shutdown, "the database system is starting up"
@@ -50,6 +59,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.InvalidAuthorizationSpecificationError,  # includes InvalidPasswordError
     asyncpg.TooManyConnectionsError,
+    asyncpg.LockNotAvailableError,  # lock_timeout: a lock held elsewhere, not a bad query
 )
 # A connection that died under us (server restart, admin shutdown); worth one retry.
 # InternalClientError is what asyncpg raises when a pooled connection has read the server's
@@ -84,7 +94,12 @@ class _Pool(Protocol):
 
     def acquire(self) -> Any: ...
 
-    async def release(self, connection: Any) -> None: ...
+    async def release(
+        self,
+        connection: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - asyncpg's own signature
+    ) -> None: ...
 
 
 def _identifier(value: object, what: str) -> str:
@@ -243,6 +258,10 @@ class PostgresStore(ServerStore):
 
         self._ready: _Pool | None = None  # set once the pool exists and the table is checked
         self._lock = asyncio.Lock()
+        self._store_timeout: float | None = None  # the smallest one setup() told us
+        # Connections whose statement was cut short, waiting for the server to confirm the
+        # cancel before they go back to the pool: they keep their pool slot meanwhile.
+        self._settling: set[asyncio.Task[None]] = set()
         self._reads: Batcher[str] = Batcher(self._get_batch)
         self._creates: Batcher[_Write] = Batcher(self._create_batch)
         self._updates: Batcher[_Write] = Batcher(self._update_batch)
@@ -266,10 +285,31 @@ class PostgresStore(ServerStore):
         """
         await open_or_defer(self, self._prepare)
 
+    def set_store_timeout(self, seconds: float | None) -> None:
+        """Make the server abandon statements just before ``store_timeout`` (see
+        :meth:`AbstractStore.set_store_timeout`).
+
+        A pool this store creates gets ``statement_timeout`` and ``lock_timeout`` at 90% of
+        the smallest budget it was told, as connection settings (no extra round trip), so a
+        statement answered 503 is rolled back by the server itself. A borrowed pool keeps
+        its own settings: give it ``server_settings`` yourself (see docs/lifecycle.md).
+        Takes effect when the pool is created (on :meth:`open` or first use).
+        """
+        if seconds is not None and (self._store_timeout is None or seconds < self._store_timeout):
+            self._store_timeout = seconds
+
+    def _server_limit_ms(self) -> int | None:
+        """The server-side statement and lock limit, for a pool this store creates."""
+        if self._store_timeout is None or self._dsn is None:
+            return None
+        return max(1, int(self._store_timeout * _SERVER_SHARE * 1000))
+
     async def close(self) -> None:
         """Close the pool if this store created it; a borrowed pool stays open."""
         for batcher in (self._reads, self._creates, self._updates):
             await batcher.drain()
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         async with self._lock:
             self._ready = None
             if self._dsn is None or self._pool is None:
@@ -378,25 +418,43 @@ class PostgresStore(ServerStore):
         except _DRIVER_ERRORS as again:
             raise self._translate(again) from again
 
-    @staticmethod
-    async def _on_connection(pool: _Pool, method: str, sql: str, args: tuple[object, ...]) -> Any:
+    async def _on_connection(
+        self, pool: _Pool, method: str, sql: str, args: tuple[object, ...]
+    ) -> Any:
         connection = await pool.acquire()
         try:
             result = await getattr(connection, method)(sql, *args)
         except BaseException:
-            # A statement cut short (the session layer's time budget, a cancelled request,
-            # a dead server) leaves the connection mid-protocol. Releasing it would wait for
-            # the server to answer a reset, with no time limit; a hung server would then
-            # hold the request forever. Terminate it: the pool opens a fresh one.
-            try:
-                connection.terminate()
-            except asyncpg.InterfaceError:
-                pass  # it died on its own and the pool has already taken it back
-            else:
-                await pool.release(connection)
+            # A statement cut short (the session layer's time budget, a cancelled request)
+            # is still running on the server: asyncpg has sent a cancel request for it.
+            # Dropping the connection now would abandon that cancel, and leave the server
+            # running the statement (a write could still commit after its 503) while the
+            # pool opens another connection in its place: under a held lock, they pile up
+            # until max_connections. So the connection keeps its pool slot until the server
+            # confirms the cancel, and is dropped only if it never does (a hung server);
+            # the caller does not wait for that.
+            self._settle(pool, connection)
             raise
         await pool.release(connection)
         return result
+
+    def _settle(self, pool: _Pool, connection: Any) -> None:
+        limit = self._server_limit_ms()
+        budget = _SETTLE_DEFAULT if limit is None else limit / 1000 + _SETTLE_GRACE
+        task = asyncio.get_running_loop().create_task(
+            self._release_within(pool, connection, budget)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    @staticmethod
+    async def _release_within(pool: _Pool, connection: Any, budget: float) -> None:
+        # pool.release waits for the cancel to be confirmed, then resets the connection;
+        # past the budget, or on any error, it terminates the connection instead.
+        try:
+            await pool.release(connection, timeout=budget)
+        except (Exception, asyncio.CancelledError):  # noqa: S110 - terminated: nothing to do
+            pass
 
     async def _prepare(self) -> _Pool:
         """Create the pool and check (or create) the table once; concurrent callers share it."""
@@ -406,8 +464,17 @@ class PostgresStore(ServerStore):
             try:
                 pool = self._pool
                 if pool is None:
+                    limit = self._server_limit_ms()
+                    settings = (
+                        None
+                        if limit is None
+                        else {"statement_timeout": str(limit), "lock_timeout": str(limit)}
+                    )
                     pool = await asyncpg.create_pool(
-                        self._dsn, min_size=_POOL_MIN_SIZE, max_size=_POOL_MAX_SIZE
+                        self._dsn,
+                        min_size=_POOL_MIN_SIZE,
+                        max_size=_POOL_MAX_SIZE,
+                        server_settings=settings,
                     )
                     self._pool = pool
                 # Without create_table only the table is required: its index may be named

@@ -5,9 +5,11 @@ payload and the expiry time. Rows are not removed by the database when they expi
 query filters on ``expires_at`` and :meth:`SQLAlchemyStore.purge_expired` deletes the
 leftovers in bounded batches.
 
-``expires_at`` holds Unix time in milliseconds from the application's clock, not the
-database's: one integer column compares the same way on every dialect, and the session
-layer already trusts the application's clock for idle and absolute timeouts.
+``expires_at`` holds Unix time in milliseconds (one integer column compares the same way on
+every dialect) on the database's clock: every statement computes "now" on the server, so
+application hosts whose clocks disagree still agree on what has expired, and a host whose
+clock runs fast does not purge live sessions. (SQLite runs in the application's process:
+its clock is that host's.)
 
 Statements use SQLAlchemy Core only, so the same code runs on every dialect. Where it pays
 (measured, see ``_BATCHING``) concurrent requests share statements through
@@ -19,6 +21,8 @@ updates as one locking ``SELECT`` and one ``UPDATE`` in a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import re
 import time
@@ -41,6 +45,8 @@ from ._startup import open_or_defer
 
 __all__ = ["DEFAULT_TABLE", "SQLAlchemyStore", "define_table"]
 
+log = logging.getLogger("aiohttp_sessionkit")
+
 #: The table name used when none is given.
 DEFAULT_TABLE = "aiohttp_sessions"
 
@@ -56,6 +62,26 @@ _SQLITE_LOCK_WAIT = 0.05
 _SQLITE_BUSY_TIMEOUT = 30.0
 #: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
 _POOL_RECYCLE = 3600
+#: The server gives up on a statement after this share of the session layer's
+#: store_timeout: before the request's 503, so a write answered 503 is rolled back.
+#: (postgres.py uses the same share.)
+_SERVER_SHARE = 0.9
+#: Seconds a connection whose statement was cut short may take, beyond the server's own
+#: limit, to confirm the cancel before it is dropped (a hung server never confirms).
+_SETTLE_GRACE = 1.0
+#: Without a server-side limit (a borrowed engine, or store_timeout=None): the whole wait.
+_SETTLE_DEFAULT = 5.0
+#: Dialects whose statements go on running on the server after their caller gave up, and
+#: that the store therefore cancels there (SQLite runs in-process: nothing runs on).
+_CANCELLABLE = frozenset({"postgresql", "mysql", "mariadb"})
+#: MySQL/MariaDB: the statement is killed by the connection's id, over another connection.
+#: PostgreSQL needs no id: cancelling the task that waits on asyncpg makes asyncpg send its
+#: own cancel request, which a pooler such as PgBouncer routes to the right server
+#: connection (pg_cancel_backend(pid) behind one could hit another client's query).
+_KILL_SQL = {"mysql": "KILL QUERY {}", "mariadb": "KILL QUERY {}"}
+_ID_SQL = "SELECT CONNECTION_ID()"
+#: Where a connection's id on the server is kept, in its pool entry's ``info``.
+_SERVER_ID = "aiohttp_sessionkit.server_id"
 #: How to install the driver of each URL scheme.
 _INSTALL = {
     "aiosqlite": 'pip install "aiohttp-sessionkit[sqlite]"',
@@ -135,6 +161,28 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: The database's own clock, in Unix milliseconds, per dialect: every host of the
+#: application then agrees on what has expired, however wrong its own clock is.
+#: UTC_TIMESTAMP against the epoch, not UNIX_TIMESTAMP(NOW()): no session time zone (and no
+#: daylight-saving hour read twice) is involved. SQLite's clock is the application host's
+#: (it runs in the application's process), so a skewed host still sees the skew there.
+_SERVER_NOW_MS = {
+    "postgresql": "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+    "mysql": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+    "mariadb": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+    "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+}
+
+
+def _clock(dialect: str) -> sa.ColumnElement[int]:
+    """The current time in a statement: the database's clock, or the application's where
+    we know no expression for it (a dialect other than the three above)."""
+    sql = _SERVER_NOW_MS.get(dialect)
+    if sql is None:
+        return sa.bindparam("now", type_=sa.BigInteger(), callable_=_now_ms)
+    return sa.literal_column(sql, sa.BigInteger())
+
+
 def _engine_for(url: sa.URL) -> AsyncEngine:
     """An engine this store owns: autocommit (one statement, one round trip), sized pool."""
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
@@ -149,6 +197,46 @@ def _engine_for(url: sa.URL) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _limit_server_time(engine: AsyncEngine, limit: Callable[[], float | None]) -> None:
+    """Give each new connection of ``engine`` the server-side limit ``limit()`` returns.
+
+    Read when a connection opens, so a ``store_timeout`` learnt after the engine was built
+    (setup() runs after the store is constructed) applies to every connection.
+    """
+    sync_engine = engine.sync_engine
+    if engine.dialect.name == "postgresql":
+
+        def server_settings(_dialect: Any, _record: Any, _args: Any, params: Any) -> None:
+            seconds = limit()
+            if seconds is not None:
+                ms = str(max(1, int(seconds * 1000)))
+                settings = dict(params.get("server_settings") or {})
+                settings.update(statement_timeout=ms, lock_timeout=ms)
+                params["server_settings"] = settings
+
+        sa.event.listen(sync_engine, "do_connect", server_settings)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+
+        def set_session(dbapi_connection: Any, _record: Any) -> None:
+            seconds = limit()
+            if seconds is None:
+                return
+            # InnoDB counts lock waits in whole seconds (at least 1); MariaDB's statement
+            # limit takes fractions and also ends lock waits; MySQL's applies to reads only.
+            lock_wait = max(1, int(seconds))
+            if getattr(engine.dialect, "is_mariadb", False):
+                statement = f"max_statement_time = {seconds:.3f}"
+            else:
+                statement = f"max_execution_time = {max(1, int(seconds * 1000))}"
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_wait}, {statement}")
+            finally:
+                cursor.close()
+
+        sa.event.listen(sync_engine, "connect", set_session)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -258,25 +346,28 @@ class SQLAlchemyStore(ServerStore):
         """The session table, as SQLAlchemy Core sees it."""
 
         t = self.table.c
-        self._sql_get = sa.select(t.data).where(
-            t.key == sa.bindparam("key"), t.expires_at > sa.bindparam("now")
-        )
+        # Expiry times are written and compared on the database's clock (see _clock); "ms"
+        # is a TTL in milliseconds, added to it.
+        now = self._now = _clock(self._dialect)
+        self._sql_get = sa.select(t.data).where(t.key == sa.bindparam("key"), t.expires_at > now)
         self._sql_get_many = sa.select(t.key, t.data).where(
-            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at > sa.bindparam("now")
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at > now
         )
-        self._sql_insert = sa.insert(self.table)
+        self._sql_insert = sa.insert(self.table).values(
+            key=sa.bindparam("k"), data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms")
+        )
         self._sql_update = (
             sa.update(self.table)
-            .where(t.key == sa.bindparam("k"), t.expires_at > sa.bindparam("now"))
-            .values(data=sa.bindparam("d"), expires_at=sa.bindparam("e"))
+            .where(t.key == sa.bindparam("k"), t.expires_at > now)
+            .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
         )
         self._sql_delete = sa.delete(self.table).where(t.key == sa.bindparam("key"))
         # Only a row already expired: a create may replace it; the purge deletes it.
         self._sql_delete_expired = sa.delete(self.table).where(
-            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at <= sa.bindparam("now")
+            t.key.in_(sa.bindparam("keys", expanding=True)), t.expires_at <= now
         )
         self._sql_expired_keys = (
-            sa.select(t.key).where(t.expires_at <= sa.bindparam("now")).limit(sa.bindparam("n"))
+            sa.select(t.key).where(t.expires_at <= now).limit(sa.bindparam("n"))
         )
 
         # SQLite takes one writer at a time. Writers of this process queue here, in asyncio,
@@ -284,6 +375,14 @@ class SQLAlchemyStore(ServerStore):
         self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
         self._ready: AsyncEngine | None = None  # set once the table is checked
         self._lock = asyncio.Lock()
+        self._store_timeout: float | None = None  # the smallest one setup() told us
+        # Statements cut short, being cancelled on the server: their connections stay
+        # checked out meanwhile. The cancel itself goes over a connection of its own.
+        self._settling: set[asyncio.Task[None]] = set()
+        self._canceller: AsyncEngine | None = None
+        self._abandoned: set[AsyncConnection] = set()  # their caller gave up: never commit
+        if self._owned and not self._sqlite:
+            _limit_server_time(engine, self._server_limit)
         batching = _BATCHING.get(self._dialect, _DEFAULT_BATCHING)
         self._reads: Batcher[str] | None = Batcher(self._get_batch) if "get" in batching else None
         self._creates: Batcher[_Write] | None = (
@@ -306,11 +405,36 @@ class SQLAlchemyStore(ServerStore):
         """
         await open_or_defer(self, self._prepare)
 
+    def set_store_timeout(self, seconds: float | None) -> None:
+        """Make the server abandon statements just before ``store_timeout`` (see
+        :meth:`AbstractStore.set_store_timeout`).
+
+        An engine this store creates sets, on each new connection, 90% of the smallest
+        budget it was told: PostgreSQL's ``statement_timeout`` and ``lock_timeout`` (as
+        asyncpg ``server_settings``, no extra round trip); MariaDB's ``max_statement_time``
+        and ``innodb_lock_wait_timeout``, MySQL's ``max_execution_time`` (reads only) and
+        ``innodb_lock_wait_timeout`` (``SET SESSION`` once per connection). SQLite has no
+        server. A borrowed engine keeps its own settings (see docs/lifecycle.md).
+        """
+        if seconds is not None and (self._store_timeout is None or seconds < self._store_timeout):
+            self._store_timeout = seconds
+
+    def _server_limit(self) -> float | None:
+        """Seconds after which the server abandons a statement, for an engine we created."""
+        if self._store_timeout is None or not self._owned or self._sqlite:
+            return None
+        return self._store_timeout * _SERVER_SHARE
+
     async def close(self) -> None:
         """Dispose of the engine if this store created it; a borrowed engine stays open."""
         for batcher in (self._reads, self._creates, self._updates):
             if batcher is not None:
                 await batcher.drain()
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._canceller is not None:
+            canceller, self._canceller = self._canceller, None
+            await canceller.dispose()
         async with self._lock:
             self._ready = None
             if self._owned:
@@ -346,7 +470,7 @@ class SQLAlchemyStore(ServerStore):
 
     async def _get_one(self, key: str) -> bytes | None:
         async def work(conn: AsyncConnection) -> bytes | None:
-            result = await conn.execute(self._sql_get, {"key": key, "now": _now_ms()})
+            result = await conn.execute(self._sql_get, {"key": key})
             data: bytes | None = result.scalar()
             return data
 
@@ -354,7 +478,7 @@ class SQLAlchemyStore(ServerStore):
 
     async def _create_one(self, write: _Write) -> bool:
         key, data, ttl = write
-        row = {"key": key, "data": data, "expires_at": _now_ms() + ttl * 1000}
+        row = {"k": key, "d": data, "ms": ttl * 1000}
 
         async def insert(conn: AsyncConnection) -> None:
             await conn.execute(self._sql_insert, row)
@@ -376,19 +500,16 @@ class SQLAlchemyStore(ServerStore):
 
     async def _update_one(self, write: _Write) -> bool:
         key, data, ttl = write
-        now = _now_ms()
 
         async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                self._sql_update, {"k": key, "d": data, "e": now + ttl * 1000, "now": now}
-            )
+            result = await conn.execute(self._sql_update, {"k": key, "d": data, "ms": ttl * 1000})
             return result.rowcount == 1
 
         return await self._run(work, write=True)
 
     async def _delete_expired(self, keys: list[str]) -> int:
         async def work(conn: AsyncConnection) -> int:
-            result = await conn.execute(self._sql_delete_expired, {"keys": keys, "now": _now_ms()})
+            result = await conn.execute(self._sql_delete_expired, {"keys": keys})
             return int(result.rowcount)
 
         return await self._run(work, write=True)
@@ -410,7 +531,7 @@ class SQLAlchemyStore(ServerStore):
         distinct = list(dict.fromkeys(keys))  # two requests of one session: asked once
 
         async def work(conn: AsyncConnection) -> dict[str, bytes]:
-            result = await conn.execute(self._sql_get_many, {"keys": distinct, "now": _now_ms()})
+            result = await conn.execute(self._sql_get_many, {"keys": distinct})
             return {row[0]: row[1] for row in result}
 
         found = await self._run(work)
@@ -420,37 +541,35 @@ class SQLAlchemyStore(ServerStore):
         # One multi-row INSERT. Fresh random keys never collide; if one does (or a key is
         # sent twice), the whole INSERT fails and _batch retries item by item, where each
         # create gets its own create-only answer.
-        now = _now_ms()
-        rows = [
-            {"key": key, "data": data, "expires_at": now + ttl * 1000}
-            for key, data, ttl in sorted(writes)
-        ]
-        if len({row["key"] for row in rows}) != len(rows):
+        ordered = sorted(writes)
+        if len({key for key, _, _ in ordered}) != len(ordered):
             raise _Duplicate
+        now = self._now
+        # One statement with one VALUES row per write, so all rows or none on every dialect:
+        # a failed batch leaves nothing behind for the retry item by item to trip over.
+        statement = sa.insert(self.table).values(
+            [
+                {"key": key, "data": data, "expires_at": now + ttl * 1000}
+                for key, data, ttl in ordered
+            ]
+        )
 
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self._sql_insert, rows)
+            await conn.execute(statement)
 
-        # All rows or none: a failed batch must leave nothing behind for the retry item by
-        # item to trip over. MySQL's drivers send one multi-row INSERT and asyncpg wraps
-        # executemany in a transaction; SQLite's driver inserts row by row, so it needs one.
-        atomic = self._dialect in ("mysql", "mariadb", "postgresql")
-        await self._run(work, write=True, transaction=not atomic)
+        await self._run(work, write=True)
         return [True] * len(writes)
 
     async def _update_many(self, writes: list[_Write]) -> list[Any]:
         # Two updates of one key (two concurrent requests of one session): the last one is
         # written and both report success, as if they had run one after the other.
         last = {write[0]: write for write in writes}
-        now = _now_ms()
         done = await self._run(
-            lambda conn: self._update_locked(conn, last, now), write=True, transaction=True
+            lambda conn: self._update_locked(conn, last), write=True, transaction=True
         )
         return [key in done for key, _, _ in writes]
 
-    async def _update_locked(
-        self, conn: AsyncConnection, last: dict[str, _Write], now: int
-    ) -> set[str]:
+    async def _update_locked(self, conn: AsyncConnection, last: dict[str, _Write]) -> set[str]:
         """Update several rows in two statements, in one transaction, whatever their number.
 
         Not every database has UPDATE ... RETURNING to say which rows an update found
@@ -460,6 +579,7 @@ class SQLAlchemyStore(ServerStore):
         then one UPDATE writes all of them, picking each row's values by key.
         """
         t = self.table.c
+        now = self._now
         found = await conn.execute(
             sa.select(t.key)
             .where(t.key.in_(sorted(last)), t.expires_at > now)
@@ -473,7 +593,7 @@ class SQLAlchemyStore(ServerStore):
                 .where(t.key.in_(live), t.expires_at > now)
                 .values(
                     data=sa.case({k: last[k][1] for k in live}, value=t.key),
-                    expires_at=sa.case({k: now + last[k][2] * 1000 for k in live}, value=t.key),
+                    expires_at=now + sa.case({k: last[k][2] * 1000 for k in live}, value=t.key),
                 )
             )
         return set(live)
@@ -488,9 +608,7 @@ class SQLAlchemyStore(ServerStore):
         while True:
 
             async def expired(conn: AsyncConnection) -> list[str]:
-                result = await conn.execute(
-                    self._sql_expired_keys, {"now": _now_ms(), "n": batch_size}
-                )
+                result = await conn.execute(self._sql_expired_keys, {"n": batch_size})
                 return [row[0] for row in result]
 
             keys = await self._run(expired)
@@ -563,8 +681,89 @@ class SQLAlchemyStore(ServerStore):
         work: Callable[[AsyncConnection], Awaitable[_T]],
         transaction: bool,
     ) -> _T:
-        async with engine.connect() as conn:
-            return await self._work_on(conn, work, transaction)
+        if self._dialect not in _CANCELLABLE:
+            async with engine.connect() as conn:
+                return await self._work_on(conn, work, transaction)
+        # A statement cut short by a cancelled caller (the session layer's time budget)
+        # would be left running on the server: SQLAlchemy closes a connection interrupted
+        # mid-statement, the server goes on waiting for its lock (a write could still
+        # commit after its 503), and the pool opens another connection in its place, until
+        # max_connections. So the statement runs in a task of its own, which the caller's
+        # cancellation does not interrupt; instead the statement is cancelled on the server
+        # (over another connection) and its connection stays checked out until the server
+        # has answered. The caller does not wait for that.
+        conn = await engine.connect()
+        loop = asyncio.get_running_loop()
+        running = loop.create_task(self._identified_work(conn, work, transaction))
+        try:
+            result = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # The connection is closed (back to the pool) only once the statement is over:
+            # until then, no other statement can run on it and catch the cancel.
+            self._abandoned.add(conn)
+            task = loop.create_task(self._cancel(conn, running))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            raise
+        except BaseException:
+            await conn.close()
+            raise
+        await conn.close()
+        return result
+
+    async def _identified_work(
+        self,
+        conn: AsyncConnection,
+        work: Callable[[AsyncConnection], Awaitable[_T]],
+        transaction: bool,
+    ) -> _T:
+        if self._dialect in _KILL_SQL and _SERVER_ID not in conn.info:
+            # Once per connection: the id a KILL QUERY names.
+            found = await conn.scalar(sa.text(_ID_SQL))
+            conn.info[_SERVER_ID] = int(found or 0)
+        return await self._work_on(conn, work, transaction)
+
+    async def _cancel(self, conn: AsyncConnection, running: asyncio.Task[Any]) -> None:
+        """Cancel the statement ``running`` waits on, then give its connection back (or drop
+        it, when the server does not answer in time)."""
+        limit = self._server_limit()
+        budget = _SETTLE_DEFAULT if limit is None else limit + _SETTLE_GRACE
+        kill = _KILL_SQL.get(self._dialect)
+        try:
+            async with asyncio.timeout(budget):
+                if running.done():
+                    pass
+                elif kill is None:
+                    # asyncpg sends its cancel request; SQLAlchemy then closes the connection
+                    # once the server has confirmed it, and only then frees its pool slot.
+                    running.cancel()
+                elif server_id := conn.info.get(_SERVER_ID):
+                    if self._canceller is None:
+                        # Its own engine: the store's pool may be full of the very
+                        # statements to cancel. One connection, which cancels queue for:
+                        # the server never sees more than the pool and this one.
+                        self._canceller = create_async_engine(
+                            self.engine.url,
+                            isolation_level="AUTOCOMMIT",
+                            pool_size=1,
+                            max_overflow=0,
+                            pool_recycle=_POOL_RECYCLE,
+                        )
+                    async with self._canceller.connect() as side:
+                        await side.exec_driver_sql(kill.format(int(server_id)))
+                await asyncio.wait({running})
+        except Exception as exc:  # the cancel itself failed: the server is unreachable
+            log.debug("cancelling a timed-out statement on %s failed: %r", self._where, exc)
+        finally:
+            if not running.done():
+                # No answer in time (a hung server): drop the connection.
+                running.cancel()
+                await asyncio.wait({running})
+            if not running.cancelled():
+                running.exception()  # the cancelled statement's error: expected, retrieved
+            self._abandoned.discard(conn)
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _work_on(
         self,
@@ -578,6 +777,9 @@ class SQLAlchemyStore(ServerStore):
             except sa.exc.IntegrityError as exc:
                 raise _Duplicate from exc
             if not self._autocommit:
+                if conn in self._abandoned:
+                    await conn.rollback()
+                    raise self._abandoned_error()
                 await conn.commit()
             return result
         # Autocommit mode: SQLAlchemy sends no BEGIN, so we do. IMMEDIATE makes SQLite take
@@ -592,8 +794,15 @@ class SQLAlchemyStore(ServerStore):
             if isinstance(exc, sa.exc.IntegrityError):
                 raise _Duplicate from exc
             raise
+        if conn in self._abandoned:
+            # Its caller gave up while the last statement ran: what it wrote must not land.
+            await conn.exec_driver_sql("ROLLBACK")
+            raise self._abandoned_error()
         await conn.exec_driver_sql("COMMIT")
         return result
+
+    def _abandoned_error(self) -> StoreUnavailable:
+        return StoreUnavailable(f"{self._where}: rolled back a write whose caller gave up")
 
     async def _prepare(self) -> AsyncEngine:
         """Check (or create) the table once; concurrent callers share the check."""
@@ -673,11 +882,11 @@ def _is_missing_table(exc: BaseException) -> bool:
     return any(marker in text for marker in _MISSING_TABLE_TEXT)
 
 
-#: How often a transaction that lost a deadlock (or a lock wait) is run again.
+#: How often a transaction that lost a deadlock is run again. (A lock wait that timed out
+#: is not: the server gave up at the limit set from store_timeout; it is a 503.)
 _CONFLICT_RETRIES = 5
-#: MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT. PostgreSQL: deadlock_detected,
-#: serialization_failure.
-_CONFLICT_CODES = (1213, 1205)
+#: MySQL/MariaDB: ER_LOCK_DEADLOCK. PostgreSQL: deadlock_detected, serialization_failure.
+_CONFLICT_CODES = (1213,)
 _CONFLICT_STATES = ("40P01", "40001")
 
 
@@ -702,11 +911,25 @@ def _is_dead_connection(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
+#: The server gave up on a statement (its time limit, a lock wait, our cancel): a 503, not
+#: a bad query. PostgreSQL: query_canceled, lock_not_available; MySQL/MariaDB:
+#: ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED, ER_STATEMENT_TIMEOUT (MariaDB),
+#: ER_QUERY_TIMEOUT (MySQL).
+_GAVE_UP_STATES = ("57014", "55P03")
+_GAVE_UP_CODES = (1205, 1317, 1969, 3024)
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError, sa.exc.TimeoutError)):
         return True  # refused, reset, unreachable; the pool's checkout timeout
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _GAVE_UP_STATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _GAVE_UP_CODES:
+        return True
     if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
         return True
     if isinstance(exc, sa.exc.OperationalError):
