@@ -26,12 +26,13 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 def check_depth(text: str) -> str:
     """``text`` unchanged; ValueError if its arrays and objects nest deeper than MAX_DEPTH.
 
-    Runs before the parser, so a deep document is refused without the parser's recursion:
-    a text with no more than MAX_DEPTH opening brackets cannot be too deep (two counts);
-    otherwise the strings are cut out and the depth is the running sum of the brackets
-    left, in linear time.
+    Runs before the parser, so a deep document is refused without the parser's recursion.
+    Too deep takes more than MAX_DEPTH opening brackets and as many closing ones: a shorter
+    text, or one with fewer opening brackets, passes at once (most sessions: one len(), or
+    two counts). Otherwise the strings are cut out and the depth is the running sum of the
+    brackets left, in linear time.
     """
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
+    if len(text) <= 2 * MAX_DEPTH or text.count("[") + text.count("{") <= MAX_DEPTH:
         return text
     skeleton = _NOT_STRUCTURE.sub("", text)
     if max(accumulate(map(_STEP.__getitem__, skeleton)), default=0) > MAX_DEPTH:
