@@ -1343,6 +1343,27 @@ async def test_a_second_logout_extends_the_deny_entry_and_never_shortens_it(
     assert await knows.load(older, namespace=NS) is None
 
 
+@pytest.mark.parametrize("first", ["knows-the-timeout", "does-not"])
+async def test_every_server_store_keeps_the_later_end_of_two_logouts(
+    server_store_factory: StoreFactory, first: str
+) -> None:
+    """The same two logouts as above, on every server store: the entry ends at the later
+    of the two ends (the session's creation plus 30 days), whichever came first."""
+    secret = secrets.token_bytes(32)
+    deny_list = cast(ServerStore, server_store_factory())
+    knows = JWTStore(secret, revocation=deny_list)
+    blind = JWTStore(secret, revocation=cast(ServerStore, server_store_factory()))
+    token = await issue(knows, {"sub": "alice"}, ttl=3600)
+    session = await opened(knows, token)
+    assert session is not None
+    order = [knows, blind] if first == "knows-the-timeout" else [blind, knows]
+    for process in order:
+        await process.delete(token, namespace=NS)
+    sid = pyjwt.decode(token, secret, algorithms=["HS256"])[PRIVATE_CLAIM]["s"]
+    entry = await deny_list.get(knows._deny_key(sid))
+    assert entry is not None and int(entry) == session.created + 30 * DAY
+
+
 async def test_a_write_to_a_session_revoked_meanwhile_is_not_saved() -> None:
     deny_list = MemoryStore()
     store = JWTStore(secrets.token_bytes(32), revocation=deny_list)
