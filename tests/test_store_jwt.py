@@ -904,6 +904,17 @@ async def test_a_session_nested_past_the_depth_limit_is_never_issued() -> None:
     session["x"] = json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)  # one more with the claims
     with pytest.raises(SerializationError, match="nested deeper than 64"):
         await store.save(None, store.dump(session, JSON, int(time.time())), ttl=60, namespace=NS)
+    # A flash message sits three deep (claims, private claim, list of flashes).
+    flashed = JWTSession()
+    flashed.flash(json.loads("[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)))
+    with pytest.raises(SerializationError, match="nested deeper than 64"):
+        await store.save(None, store.dump(flashed, JSON, int(time.time())), ttl=60, namespace=NS)
+    flashed = JWTSession()
+    flashed.flash(json.loads("[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3)))
+    token = await store.save(
+        None, store.dump(flashed, JSON, int(time.time())), ttl=60, namespace=NS
+    )
+    assert token is not None and await opened(JWTStore(store._keys[0].sign), token) is not None
 
 
 # -- tokens minted elsewhere: typed, with iat, bound to the default name (RFC 8725 3.11) ----------

@@ -899,7 +899,10 @@ class JWTStore(AbstractStore):
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
         try:
-            check_depth(payload)  # never issue what a verifier would refuse
+            # Never issue what a verifier would refuse. The data's object is the payload's
+            # own, and our claims nest two deep at most, so the data alone tell, and are
+            # usually short enough to pass on their length; flash messages sit deeper.
+            check_depth(data.body if data.flashes is None else payload)
         except ValueError as exc:
             raise SerializationError(
                 f"the session cannot be a JWT: {exc} (the token's own claims count); keep "
