@@ -1012,6 +1012,11 @@ async def test_a_foreign_token_opens_when_typed_with_iat_under_the_default_name(
     ten_years = typed(keys, iat=now_s() - 3600, exp=now_s() + TEN_YEARS)
     assert await opened(store, ten_years) is not None
     assert await opened(store, typed(keys), namespace="ADMIN_SESSION") is None
+    # For another name, the issuer mints the private claim with "n", as we do.
+    private = {"s": "minted-1", "c": now_s(), "a": now_s(), "n": "ADMIN_SESSION"}
+    named = typed(keys, **{PRIVATE_CLAIM: private})
+    assert await opened(store, named, namespace="ADMIN_SESSION") is not None
+    assert await opened(store, named) is None
 
 
 async def test_accept_untyped_opens_a_jwt_without_typ_but_never_another_type(keys: Keys) -> None:
