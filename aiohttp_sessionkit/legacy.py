@@ -42,6 +42,7 @@ from . import session as _session
 from .abc import AbstractLegacyReader, AbstractStore, LegacySession, ServerStore
 from .exceptions import ConfigurationError, StoreUnavailable
 from .ids import record_key
+from .serializers import check_depth
 
 if TYPE_CHECKING:
     import aiomcache
@@ -114,7 +115,7 @@ def _legacy_session(
     """The session in one aiohttp-session record (JSON text), or None if unusable."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        record = decoder(text)
+        record = decoder(check_depth(text))  # the library-wide depth limit
     except (UnicodeDecodeError, ValueError, TypeError, RecursionError):
         return None
     if not isinstance(record, dict):

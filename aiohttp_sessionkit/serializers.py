@@ -4,9 +4,40 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import re
+from itertools import accumulate
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSONSerializer", "Serializer"]
+__all__ = ["MAX_DEPTH", "JSONSerializer", "Serializer", "check_depth"]
+
+#: The deepest nesting of arrays and objects in any JSON the library decodes (session
+#: records, sealed cookies, JWT headers and claims, legacy records) or writes. Python's own
+#: limit is an accident of the interpreter: a RecursionError near 1,000 levels on 3.11, none
+#: below about 8,000 on 3.12 and later; this one is the same everywhere.
+MAX_DEPTH = 64
+
+# What is not structure: a JSON string (an unterminated one runs to the end of the text,
+# as it does for the parser, which then fails; matching it in one pass keeps the scan
+# linear), or a run of characters that are neither brackets nor quotes.
+_NOT_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^\[\]{}"]+', re.DOTALL)
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def check_depth(text: str) -> str:
+    """``text`` unchanged; ValueError if its arrays and objects nest deeper than MAX_DEPTH.
+
+    Runs before the parser, so a deep document is refused without the parser's recursion.
+    Too deep takes more than MAX_DEPTH opening brackets and as many closing ones: a shorter
+    text, or one with fewer opening brackets, passes at once (most sessions: one len(), or
+    two counts). Otherwise the strings are cut out and the depth is the running sum of the
+    brackets left, in linear time.
+    """
+    if len(text) <= 2 * MAX_DEPTH or text.count("[") + text.count("{") <= MAX_DEPTH:
+        return text
+    skeleton = _NOT_STRUCTURE.sub("", text)
+    if max(accumulate(map(_STEP.__getitem__, skeleton)), default=0) > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} arrays and objects")
+    return text
 
 
 @runtime_checkable
@@ -15,7 +46,9 @@ class Serializer(Protocol):
 
     ``loads`` may raise ``ValueError``, ``TypeError`` or ``RecursionError`` on bad input;
     the session layer turns those into "no session". ``dumps`` raises ``TypeError`` or
-    ``ValueError`` for values it cannot represent.
+    ``ValueError`` for values it cannot represent. A serializer of your own should refuse
+    deep nesting itself (:func:`~aiohttp_sessionkit.serializers.check_depth` does it for
+    JSON text).
     """
 
     def dumps(self, value: Any) -> bytes: ...
@@ -54,7 +87,8 @@ def _new_c_encoder() -> Any:
 
 
 class JSONSerializer:
-    """Compact, strict JSON (no NaN, Infinity or overflowing numbers), UTF-8 encoded."""
+    """Compact, strict JSON (no NaN, Infinity or overflowing numbers, nothing nested deeper
+    than :data:`~aiohttp_sessionkit.serializers.MAX_DEPTH`), UTF-8 encoded."""
 
     __slots__ = ("_c_encode", "_decoder", "_encoder", "_scan")
 
@@ -80,10 +114,11 @@ class JSONSerializer:
                 # the next call with a fresh one.
                 self._c_encode = _new_c_encoder()
                 raise
-        return text.encode("utf-8", "surrogatepass")
+        # Never write what the next load would refuse.
+        return check_depth(text).encode("utf-8", "surrogatepass")
 
     def loads(self, data: bytes) -> Any:
-        text = data.decode("utf-8", "surrogatepass")
+        text = check_depth(data.decode("utf-8", "surrogatepass"))
         try:
             value, end = self._scan(text, 0)
         except StopIteration:

@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import pickle
+import secrets
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,14 +36,15 @@ from aiohttp_sessionkit import (
     CookieTooLarge,
     EncryptedCookieStore,
     MemoryStore,
+    SerializationError,
     generate_key,
     get_session,
     setup,
 )
 from aiohttp_sessionkit.ids import is_valid_session_id
-from aiohttp_sessionkit.serializers import JSONSerializer
-from aiohttp_sessionkit.session import decode_payload
-from aiohttp_sessionkit.stores.jwt import MAX_TOKEN_BYTES, JWTStore
+from aiohttp_sessionkit.serializers import MAX_DEPTH, JSONSerializer, check_depth
+from aiohttp_sessionkit.session import Session, decode_payload, encode_payload
+from aiohttp_sessionkit.stores.jwt import MAX_TOKEN_BYTES, SESSION_TYPE, JWTStore
 
 OTHER = "OTHER_SESSION"
 NAMESPACE = COOKIE  # stores file sessions under the cookie name
@@ -134,15 +136,15 @@ def jwt_for_payload(store: JWTStore, payload: bytes) -> str:
 
 
 def signed_jwt(store: JWTStore, payload: bytes) -> str:
-    """A compact JWS over exactly ``payload``, signed with the store's signing key."""
-    from jwt.algorithms import get_default_algorithms
-
+    """A compact JWS over exactly ``payload``, signed with the store's signing key (and its
+    signer: an ES256 signature in the low-S form the store requires)."""
     key = store._keys[0]
     header = base64.urlsafe_b64encode(
-        json.dumps({"alg": store.algorithm, "kid": key.kid}).encode()
+        json.dumps({"alg": store.algorithm, "kid": key.kid, "typ": SESSION_TYPE}).encode()
     ).rstrip(b"=")
     signing_input = header + b"." + base64.urlsafe_b64encode(payload).rstrip(b"=")
-    signature = get_default_algorithms()[store.algorithm].sign(signing_input, key.sign)
+    assert store._sign is not None
+    signature = store._sign(signing_input)
     return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
 
 
@@ -392,6 +394,11 @@ def header_safe(value: bytes) -> bytes:
     return bytes(b for b in value if b >= 0x20 and b != 0x7F and b != ord(";"))
 
 
+def nested_in_data(levels: int) -> str:
+    """A session body whose data hold one value nested ``levels`` lists deep."""
+    return '[{"a":' + "[" * levels + "]" * levels + "}]"
+
+
 PICKLE = pickle.dumps({"user": "admin"}, protocol=pickle.HIGHEST_PROTOCOL)
 DEEP = 10_000
 
@@ -457,6 +464,13 @@ PAYLOAD_CASES = [
     Case("body-deep-lists-1200", planted(body("[" * 1200 + "]" * 1200))),
     Case("body-deep-in-data", planted(body('[{"a":' + "[" * DEEP + "]" * DEEP + "}]"))),
     Case("body-deep-objects", planted(body('{"a":' * DEEP + "1" + "}" * DEEP))),
+    # Past the library's depth limit, on every store and every Python: one level past it as
+    # a JWT's claims, two as a record (its list and data object wrap the value); then deep
+    # enough that only Python 3.11's parser gives up by itself.
+    *[
+        Case(f"body-nested-{levels}-in-data", planted(body(nested_in_data(levels))))
+        for levels in (MAX_DEPTH, 1200)
+    ],
     Case("body-5000-digit-number", planted(body("7" * 5000))),
     Case("body-5000-digit-number-in-data", planted(body('[{"n":' + "7" * 5000 + "}]"))),
     Case("body-5000-digit-float-in-data", planted(body('[{"n":' + "7" * 5000 + ".0}]"))),
@@ -806,3 +820,140 @@ async def test_any_stored_payload_decodes_without_raising(
     else:
         assert answer["new"] is False and isinstance(answer["data"], dict)
     assert ctx.counting.saves == saves
+
+
+# -- one nesting limit for every decoder ------------------------------------------------------
+
+
+def deep_data(levels: int, kind: str = "lists") -> str:
+    """A JSON value nested ``levels`` deep: lists, objects, or the two alternating."""
+    is_list = [kind == "lists" or (kind == "mixed" and i % 2 == 0) for i in range(levels)]
+    opening = "".join("[" if lst else '{"a":' for lst in is_list[:-1])
+    closing = "".join("]" if lst else "}" for lst in reversed(is_list[:-1]))
+    return opening + ("[]" if is_list[-1] else "{}") + closing
+
+
+async def opens_as_server_record(value: str) -> bool:
+    # The session layer's record: [data, flashes]; the value sits inside the data object.
+    payload = header() + f'[{{"v":{value}}}]'.encode()
+    opened = decode_payload(
+        payload, JSONSerializer(), identity=None, idle_timeout=DAY, absolute_timeout=DAY
+    )
+    return opened is not None
+
+
+async def opens_as_sealed_cookie(value: str) -> bool:
+    store = EncryptedCookieStore(generate_key())
+    payload = header() + f'[{{"v":{value}}}]'.encode()
+    token = await store.save(None, payload, ttl=600, namespace=NAMESPACE)
+    assert token is not None
+    loaded = await store.load(token, namespace=NAMESPACE)
+    if loaded is None:
+        return False
+    opened = decode_payload(
+        loaded, JSONSerializer(), identity=None, idle_timeout=DAY, absolute_timeout=DAY
+    )
+    return opened is not None
+
+
+async def opens_as_jwt_claims(value: str) -> bool:
+    store = JWTStore(secrets.token_bytes(32))
+    t = int(time.time())
+    claims = f'{{"exp":{t + 600},"iat":{t},"v":{value}}}'.encode()
+    return await store.load(signed_jwt(store, claims), namespace=NAMESPACE) is not None
+
+
+async def opens_as_jwt_header(value: str) -> bool:
+    store = JWTStore(secrets.token_bytes(32))
+    t = int(time.time())
+    raw_header = f'{{"alg":"HS256","typ":"{SESSION_TYPE}","v":{value}}}'.encode()
+    signing_input = (
+        base64.urlsafe_b64encode(raw_header).rstrip(b"=")
+        + b"."
+        + base64.urlsafe_b64encode(f'{{"exp":{t + 600},"iat":{t}}}'.encode()).rstrip(b"=")
+    )
+    assert store._sign is not None
+    signature = base64.urlsafe_b64encode(store._sign(signing_input)).rstrip(b"=")
+    return (
+        await store.load((signing_input + b"." + signature).decode(), namespace=NAMESPACE)
+        is not None
+    )
+
+
+async def opens_as_legacy_record(value: str) -> bool:
+    from cryptography.fernet import Fernet
+
+    from aiohttp_sessionkit import AiohttpSessionCookie
+
+    key = Fernet.generate_key()
+    record = f'{{"created":{int(time.time())},"session":{{"v":{value}}}}}'
+    cookie = Fernet(key).encrypt(record.encode()).decode()
+    return await AiohttpSessionCookie(key.decode()).load(cookie, namespace=NAMESPACE) is not None
+
+
+#: decoder -> (how it opens a text holding the value, how deep its own wrapping is)
+DECODERS: dict[str, tuple[Callable[[str], Awaitable[bool]], int]] = {
+    "server-record": (opens_as_server_record, 2),
+    "sealed-cookie": (opens_as_sealed_cookie, 2),
+    "jwt-claims": (opens_as_jwt_claims, 1),
+    "jwt-header": (opens_as_jwt_header, 1),
+    "legacy-record": (opens_as_legacy_record, 2),
+}
+
+
+@pytest.mark.parametrize("kind", ["lists", "objects", "mixed"])
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+async def test_every_decoder_opens_a_payload_at_the_depth_limit_and_refuses_one_level_more(
+    decoder: str, kind: str
+) -> None:
+    opens, wrapping = DECODERS[decoder]
+    assert await opens(deep_data(30, kind))
+    assert await opens(deep_data(MAX_DEPTH - wrapping, kind))
+    assert not await opens(deep_data(MAX_DEPTH - wrapping + 1, kind))
+
+
+@pytest.mark.parametrize("levels", [1000, 1500])
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+async def test_every_decoder_refuses_deep_nesting_on_every_python(
+    decoder: str, levels: int
+) -> None:
+    """1,000 levels: the parser of Python 3.11 gives up by itself, that of 3.12+ does not."""
+    opens, _ = DECODERS[decoder]
+    assert not await opens(deep_data(levels))
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 1000, 20_000, 100_000])
+def test_deep_json_is_refused_before_the_parser_runs(levels: int) -> None:
+    text = deep_data(levels)
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        check_depth(text)
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        JSONSerializer().loads(text.encode())
+
+
+def test_brackets_inside_strings_do_not_count_towards_the_depth() -> None:
+    for text in (
+        json.dumps(["[" * 5000, "{" * 5000]),
+        json.dumps({"a": '\\"[[[' * 2000}),
+        json.dumps([{"k[": "]]]" * 3000, "v": "\\" * 99}]),
+    ):
+        assert check_depth(text) == text
+        assert JSONSerializer().loads(text.encode()) == json.loads(text)
+
+
+def test_a_session_nested_past_the_limit_fails_to_save_with_a_serialization_error() -> None:
+    session = Session()
+    session["v"] = json.loads(deep_data(MAX_DEPTH - 1))  # plus the record's list and dict
+    with pytest.raises(SerializationError, match="nested deeper than 64"):
+        encode_payload(session, JSONSerializer(), int(time.time()))
+    session["v"] = json.loads(deep_data(MAX_DEPTH - 2))
+    assert (
+        decode_payload(
+            encode_payload(session, JSONSerializer(), int(time.time())),
+            JSONSerializer(),
+            identity=None,
+            idle_timeout=DAY,
+            absolute_timeout=DAY,
+        )
+        == session
+    )

@@ -47,11 +47,12 @@ from aiohttp_sessionkit import (
     save_session,
     setup,
 )
-from aiohttp_sessionkit.serializers import JSONSerializer
+from aiohttp_sessionkit.serializers import MAX_DEPTH, JSONSerializer
 from aiohttp_sessionkit.stores.jwt import (
     MAX_TOKEN_BYTES,
     PRIVATE_CLAIM,
     RESERVED_CLAIMS,
+    SESSION_TYPE,
     JWTSession,
     ReadOnlySession,
     ReadOnlySessionError,
@@ -118,7 +119,40 @@ def forge(
     raw = payload if isinstance(payload, bytes) else payload.encode()
     signing_input = f"{b64(header_text.encode())}.{b64(raw)}".encode()
     signature = get_default_algorithms()[algorithm].sign(signing_input, key)
-    return f"{signing_input.decode()}.{b64(signature)}"
+    return low_s(f"{signing_input.decode()}.{b64(signature)}", algorithm)
+
+
+#: The order of P-256 (SEC 2): ECDSA signatures (r, s) and (r, n - s) both verify.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def s_of(token: str) -> int:
+    """The s half of an ES256 token's signature."""
+    signature = base64.urlsafe_b64decode(token.split(".")[2] + "==")
+    return int.from_bytes(signature[32:], "big")
+
+
+def es256_twin(token: str) -> str:
+    """The same ES256 token with the other valid signature, (r, n - s)."""
+    head, body, signature_b64 = token.split(".")
+    signature = base64.urlsafe_b64decode(signature_b64 + "==")
+    s = int.from_bytes(signature[32:], "big")
+    return f"{head}.{body}.{b64(signature[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def low_s(token: str, algorithm: str) -> str:
+    """An ES256 token in the low-S form JWTStore accepts (a token of another algorithm
+    unchanged)."""
+    if algorithm != "ES256":
+        return token
+    return es256_twin(token) if s_of(token) > P256_ORDER // 2 else token
+
+
+def mint(payload: dict[str, Any], key: Any, algorithm: str, **header: Any) -> str:
+    """A session token as another service mints it with PyJWT: the session typ in the
+    header, and for ES256 the low-S signature (one spelling per token)."""
+    headers = {"typ": SESSION_TYPE, **header}
+    return low_s(pyjwt.encode(payload, key, algorithm=algorithm, headers=headers), algorithm)
 
 
 async def issue(store: JWTStore, data: dict[str, Any], *, ttl: int = 600) -> str:
@@ -411,7 +445,7 @@ async def test_claims_sit_at_the_top_level_and_bookkeeping_in_one_private_claim(
     assert decoded["exp"] - decoded["iat"] == 900
     assert set(decoded) == {"sub", "exp", "iat", "jti", "iss", "aud"}
     header = pyjwt.get_unverified_header(token)
-    assert header == {"alg": "HS256", "kid": header["kid"], "typ": "JWT"}
+    assert header == {"alg": "HS256", "kid": header["kid"], "typ": "session+jwt"}
 
 
 # -- interoperability with PyJWT -----------------------------------------------------------------
@@ -438,9 +472,7 @@ async def test_a_token_pyjwt_minted_opens_as_a_session(algorithm: str, aiohttp_c
     key = private_key(algorithm)
     store = JWTStore(key, algorithm=algorithm, issuer=ISSUER, audience=AUDIENCE)
     client = await aiohttp_client(api_app(store))
-    minted = pyjwt.encode(
-        claims(sub="bob", roles=["admin"], iss=ISSUER, aud=AUDIENCE), key, algorithm=algorithm
-    )
+    minted = mint(claims(sub="bob", roles=["admin"], iss=ISSUER, aud=AUDIENCE), key, algorithm)
     assert await me(client, minted) == {"data": {"sub": "bob", "roles": ["admin"]}, "new": False}
     # A write re-issues it as our token, which PyJWT still reads.
     response = await client.post("/set/team", json="blue", headers=bearer(minted))
@@ -454,8 +486,8 @@ async def test_a_token_pyjwt_minted_opens_as_a_session(algorithm: str, aiohttp_c
 async def test_a_pyjwt_token_without_exp_is_refused() -> None:
     secret = secrets.token_bytes(32)
     store = JWTStore(secret)
-    assert await opened(store, pyjwt.encode({"sub": "bob"}, secret, algorithm="HS256")) is None
-    assert await opened(store, pyjwt.encode(claims(sub="bob"), secret, algorithm="HS256"))
+    assert await opened(store, mint({"sub": "bob"}, secret, "HS256")) is None
+    assert await opened(store, mint(claims(sub="bob"), secret, "HS256"))
 
 
 # -- expiry ---------------------------------------------------------------------------------------
@@ -497,8 +529,8 @@ async def test_an_expired_token_opens_a_fresh_session(
 async def test_leeway_accepts_a_token_just_past_exp_and_iat_just_ahead() -> None:
     secret = secrets.token_bytes(32)
     t = int(time.time())
-    late = pyjwt.encode(claims(sub="bob", exp=t - 5, iat=t - 100), secret, algorithm="HS256")
-    early = pyjwt.encode(claims(sub="bob", iat=t + 5), secret, algorithm="HS256")
+    late = mint(claims(sub="bob", exp=t - 5, iat=t - 100), secret, "HS256")
+    early = mint(claims(sub="bob", iat=t + 5), secret, "HS256")
     assert await opened(JWTStore(secret), late) is None
     assert await opened(JWTStore(secret), early) is None
     assert await opened(JWTStore(secret, leeway=10), late) is not None
@@ -571,14 +603,14 @@ def reencode(change: Callable[[dict[str, Any]], None]) -> Callable[[str], str]:
 def confusion(keys: Keys, family: str) -> str:
     """HS256 keyed with the server's public key, as the classic attack sends it."""
     pem = public_pem({"ed": keys.ed, "ec": keys.ec, "rsa": keys.rsa}[family])
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    header = b64(json.dumps({"alg": "HS256", "typ": SESSION_TYPE}).encode())
     payload = b64(json.dumps(ok()).encode())
     signature = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{b64(signature)}"
 
 
 def unsigned(keys: Keys, alg: str) -> str:
-    header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    header = b64(json.dumps({"alg": alg, "typ": SESSION_TYPE}).encode())
     return f"{header}.{b64(json.dumps(ok()).encode())}."
 
 
@@ -599,7 +631,7 @@ def genuine(keys: Keys, family: str = "hs", /, **extra: Any) -> str:
     store = keys.store(family)
     key = {"hs": keys.secret, "ed": keys.ed, "ec": keys.ec, "rsa": keys.rsa}[family]
     return forge(
-        {"alg": store.algorithm, "kid": kid(keys, family), "typ": "JWT"},
+        {"alg": store.algorithm, "kid": kid(keys, family), "typ": SESSION_TYPE},
         ok(**extra),
         key,
         store.algorithm,
@@ -610,10 +642,28 @@ def signed_by_a_stranger() -> str:
     """EdDSA, signed by a key we do not hold, naming that key's thumbprint as its kid."""
     stranger = Ed25519PrivateKey.generate()
     stranger_kid = JWTStore(stranger, algorithm="EdDSA").jwks()["keys"][0]["kid"]
-    return forge({"alg": "EdDSA", "kid": stranger_kid}, ok(), stranger, "EdDSA")
+    return forge(
+        {"alg": "EdDSA", "kid": stranger_kid, "typ": SESSION_TYPE}, ok(), stranger, "EdDSA"
+    )
 
 
-HS_HEADER = {"alg": "HS256", "typ": "JWT"}
+# Every header below says "session+jwt", so that each case is refused for its own reason.
+HS_HEADER = {"alg": "HS256", "typ": SESSION_TYPE}
+
+
+def with_nested(document: dict[str, Any], depth: int) -> str:
+    """``document`` as JSON text, plus a member holding lists that bring it ``depth`` deep."""
+    return json.dumps(document)[:-1] + ',"x":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+def nested_payload(depth: int) -> Callable[[Keys], str]:
+    return lambda k: hs(k, HS_HEADER, with_nested(ok(), depth))
+
+
+def nested_header(depth: int) -> Callable[[Keys], str]:
+    return lambda k: hs(k, with_nested(HS_HEADER, depth), ok())
+
+
 #: (family of the store under attack, builder of the hostile token)
 HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
     "alg-none": ("hs", lambda k: unsigned(k, "none")),
@@ -622,19 +672,21 @@ HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
     "alg-none-with-a-signature": ("hs", lambda k: unsigned(k, "none") + b64(b"x" * 32)),
     "alg-hs512-with-the-same-secret": (
         "hs",
-        lambda k: forge({"alg": "HS512"}, ok(), k.secret + k.secret, "HS512"),
+        lambda k: forge({"alg": "HS512", "typ": SESSION_TYPE}, ok(), k.secret + k.secret, "HS512"),
     ),
     "alg-hs384-where-hs256-is-configured": (
         "hs",
-        lambda k: forge({"alg": "HS384"}, ok(), k.secret + k.secret[:16], "HS384"),
+        lambda k: forge(
+            {"alg": "HS384", "typ": SESSION_TYPE}, ok(), k.secret + k.secret[:16], "HS384"
+        ),
     ),
     "alg-rs256-signed-with-an-attacker-key": (
         "rsa",
-        lambda k: pyjwt.encode(ok(), private_key("RS256"), algorithm="RS256"),
+        lambda k: mint(ok(), private_key("RS256"), "RS256"),
     ),
     "alg-es256-on-an-eddsa-store": (
         "ed",
-        lambda k: pyjwt.encode(ok(), private_key("ES256"), algorithm="ES256"),
+        lambda k: mint(ok(), private_key("ES256"), "ES256"),
     ),
     "confusion-hs256-with-the-rsa-public-key": ("rsa", lambda k: confusion(k, "rsa")),
     "confusion-hs256-with-the-ec-public-key": ("ec", lambda k: confusion(k, "ec")),
@@ -673,6 +725,31 @@ HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
         "hs",
         lambda k: hs(k, HS_HEADER, json.dumps(ok())[:-1] + ',"x":' + "[" * 2000 + "]" * 2000 + "}"),
     ),
+    # One level past MAX_DEPTH (the claims object is the first level), then the depths at
+    # which Python's parser does (3.11) or does not (3.12+) give up by itself.
+    **{
+        f"payload-nested-{depth}": (
+            "hs",
+            nested_payload(depth),
+        )
+        for depth in (MAX_DEPTH + 1, 1000, 2500)
+    },
+    "payload-nested-objects": (
+        "ed",
+        lambda k: forge(
+            {"alg": "EdDSA", "kid": kid(k, "ed"), "typ": SESSION_TYPE},
+            json.dumps(ok())[:-1] + ',"x":' + '{"a":' * 1500 + "1" + "}" * 1501,
+            k.ed,
+            "EdDSA",
+        ),
+    ),
+    **{
+        f"header-nested-{depth}": (
+            "hs",
+            nested_header(depth),
+        )
+        for depth in (MAX_DEPTH + 1, 1000)
+    },
     "duplicate-claim-sub": (
         "hs",
         lambda k: hs(k, HS_HEADER, json.dumps(ok())[:-1] + ',"sub":"admin"}'),
@@ -687,13 +764,13 @@ HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
     ),
     "duplicate-header-alg": (
         "hs",
-        lambda k: hs(k, '{"alg":"none","alg":"HS256"}', ok()),
+        lambda k: hs(k, '{"alg":"none","alg":"HS256","typ":"session+jwt"}', ok()),
     ),
     "header-not-an-object": ("hs", lambda k: hs(k, '["HS256"]', ok())),
-    "header-crit": ("hs", lambda k: hs(k, {"alg": "HS256", "crit": ["exp"]}, ok())),
-    "header-b64-false": ("hs", lambda k: hs(k, {"alg": "HS256", "b64": False}, ok())),
-    "kid-unknown": ("hs", lambda k: hs(k, {"alg": "HS256", "kid": "not-a-key-we-hold"}, ok())),
-    "kid-not-a-string": ("hs", lambda k: hs(k, {"alg": "HS256", "kid": 0}, ok())),
+    "header-crit": ("hs", lambda k: hs(k, {**HS_HEADER, "crit": ["exp"]}, ok())),
+    "header-b64-false": ("hs", lambda k: hs(k, {**HS_HEADER, "b64": False}, ok())),
+    "kid-unknown": ("hs", lambda k: hs(k, {**HS_HEADER, "kid": "not-a-key-we-hold"}, ok())),
+    "kid-not-a-string": ("hs", lambda k: hs(k, {**HS_HEADER, "kid": 0}, ok())),
     "kid-of-another-key": ("ed", lambda k: signed_by_a_stranger()),
     "expired": ("hs", lambda k: genuine(k, exp=int(time.time()) - 1)),
     "exp-missing": ("hs", lambda k: genuine(k, exp=None)),
@@ -766,7 +843,7 @@ async def test_genuine_tokens_built_like_the_hostile_ones_open(keys: Keys) -> No
     for family in ("hs", "ed", "ec", "rsa"):
         session = await opened(keys.store(family), genuine(keys, family))
         assert session is not None and dict(session) == {"sub": "mallory"}
-    minted = pyjwt.encode(ok(), keys.secret, algorithm="HS256")  # no kid: the first key
+    minted = mint(ok(), keys.secret, "HS256")  # no kid: the first key
     assert await opened(keys.store("hs"), minted) is not None
     padded = genuine(keys, pad="x" * (MAX_TOKEN_BYTES * 3 // 4 - 400))
     assert len(padded) <= MAX_TOKEN_BYTES and await opened(keys.store("hs"), padded) is not None
@@ -805,6 +882,191 @@ async def test_hostile_token_is_a_fresh_session_never_a_500_never_logged(
             assert len(part) < 12 or part not in message, f"logged: {message[:80]}"
 
 
+async def test_a_token_nested_to_the_depth_limit_opens(keys: Keys) -> None:
+    """Control for the payload-nested cases: MAX_DEPTH levels, claims object included."""
+    store = keys.store("hs")
+    at_limit = hs(keys, HS_HEADER, with_nested(ok(), MAX_DEPTH))
+    header_at_limit = hs(keys, with_nested(HS_HEADER, MAX_DEPTH), ok())
+    for token in (at_limit, header_at_limit):
+        session = await opened(store, token)
+        assert session is not None and session["sub"] == "mallory"
+    deep: dict[str, Any] = {}
+    level = deep
+    for _ in range(30):
+        level["a"] = level = {}
+    session = await opened(store, genuine(keys, config=deep))
+    assert session is not None and session["config"] == deep
+
+
+async def test_a_session_nested_past_the_depth_limit_is_never_issued() -> None:
+    store = JWTStore(secrets.token_bytes(32))
+    session = JWTSession()
+    session["x"] = json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)  # one more with the claims
+    with pytest.raises(SerializationError, match="nested deeper than 64"):
+        await store.save(None, store.dump(session, JSON, int(time.time())), ttl=60, namespace=NS)
+    # A flash message sits three deep (claims, private claim, list of flashes).
+    flashed = JWTSession()
+    flashed.flash(json.loads("[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)))
+    with pytest.raises(SerializationError, match="nested deeper than 64"):
+        await store.save(None, store.dump(flashed, JSON, int(time.time())), ttl=60, namespace=NS)
+    flashed = JWTSession()
+    flashed.flash(json.loads("[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3)))
+    token = await store.save(
+        None, store.dump(flashed, JSON, int(time.time())), ttl=60, namespace=NS
+    )
+    assert token is not None and await opened(JWTStore(store._keys[0].sign), token) is not None
+
+
+# -- tokens minted elsewhere: typed, with iat, bound to the default name (RFC 8725 3.11) ----------
+
+TEN_YEARS = 3650 * DAY
+
+
+def typed(keys: Keys, typ: Any = SESSION_TYPE, /, **extra: Any) -> str:
+    """A token signed with the store's secret, as another service would mint it, no ``_sk``."""
+    header: dict[str, Any] = {"alg": "HS256", "kid": kid(keys)}
+    if typ is not None:
+        header["typ"] = typ
+    return forge(header, ok(**extra), keys.secret, "HS256")
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+#: name -> (the session name it is presented under, builder). Each is signed with the store's
+#: own key and passes every other check: only what the name says is wrong with it.
+FOREIGN: dict[str, tuple[str, Callable[[Keys], str]]] = {
+    "typ-missing": (NS, lambda k: typed(k, None)),
+    "typ-JWT": (NS, lambda k: typed(k, "JWT")),
+    "typ-jwt-lowercase": (NS, lambda k: typed(k, "jwt")),
+    "typ-application-jwt": (NS, lambda k: typed(k, "application/jwt")),
+    "typ-at+jwt": (NS, lambda k: typed(k, "at+jwt")),
+    "typ-application-at+jwt": (NS, lambda k: typed(k, "application/at+jwt")),
+    "typ-id-token": (NS, lambda k: typed(k, "id_token+jwt")),
+    "typ-empty": (NS, lambda k: typed(k, "")),
+    "typ-session+jwt-with-a-space": (NS, lambda k: typed(k, "session+jwt ")),
+    "typ-session+jwt-with-parameters": (NS, lambda k: typed(k, "session+jwt; v=1")),
+    "typ-a-list": (NS, lambda k: typed(k, [SESSION_TYPE])),
+    "typ-null": (NS, lambda k: forge('{"alg":"HS256","typ":null}', ok(), k.secret, "HS256")),
+    "pyjwt-default-header": (NS, lambda k: pyjwt.encode(ok(), k.secret, algorithm="HS256")),
+    "iat-missing": (NS, lambda k: typed(k, iat=None)),
+    "iat-missing-ten-year-exp": (NS, lambda k: typed(k, iat=None, exp=now_s() + TEN_YEARS)),
+    "iat-missing-with-jti": (NS, lambda k: typed(k, iat=None, jti="unsubscribe-42")),
+    "iat-a-string": (NS, lambda k: typed(k, iat=str(now_s()))),
+    "iat-true": (NS, lambda k: typed(k, iat=True)),
+    "iat-in-the-future": (NS, lambda k: typed(k, iat=now_s() + 120)),
+    "iat-in-the-future-ten-year-exp": (
+        NS,
+        lambda k: typed(k, iat=now_s() + 400 * DAY, exp=now_s() + TEN_YEARS),
+    ),
+    "iat-past-the-idle-timeout": (NS, lambda k: typed(k, iat=now_s() - 2 * DAY)),
+    "iat-past-the-absolute-timeout-ten-year-exp": (
+        NS,
+        lambda k: typed(k, iat=now_s() - 31 * DAY, exp=now_s() + TEN_YEARS),
+    ),
+    "iat-1000-days-ago-ten-year-exp": (
+        NS,
+        lambda k: typed(k, iat=now_s() - 1000 * DAY, exp=now_s() + TEN_YEARS),
+    ),
+    "other-session-name": ("ADMIN_SESSION", lambda k: typed(k)),
+    "other-session-name-untyped": ("ADMIN_SESSION", lambda k: typed(k, None)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+async def test_foreign_token_opens_nothing_in_the_store(keys: Keys, case: str) -> None:
+    name, build = FOREIGN[case]
+    assert await opened(keys.store("hs"), build(keys), namespace=name) is None
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+async def test_foreign_token_is_a_fresh_session_never_a_500_never_logged(
+    aiohttp_client: Any, keys: Keys, logs: pytest.LogCaptureFixture, case: str
+) -> None:
+    name, build = FOREIGN[case]
+    token = build(keys)
+    app = api_app(keys.store("hs"), cookie_name=name, idle_timeout=DAY, absolute_timeout=30 * DAY)
+    client = await aiohttp_client(app)
+    response = await client.get("/me", headers=bearer(token))
+    assert response.status == 200
+    assert await response.json() == FRESH
+    assert "Session-Token" not in response.headers
+    response = await client.post("/set/x", json=1, headers=bearer(token))
+    fresh = response.headers["Session-Token"]
+    assert fresh != token and await me(client, fresh) == {"data": {"x": 1}, "new": False}
+    assert not [r for r in logs.records if r.levelno >= logging.ERROR]
+    for record in logs.records:
+        for part in (token, *token.split(".")):
+            assert len(part) < 12 or part not in record.getMessage()
+
+
+async def test_a_foreign_token_opens_when_typed_with_iat_under_the_default_name(
+    keys: Keys,
+) -> None:
+    """Control for FOREIGN: the same tokens, with what the case took away, open."""
+    store = keys.store("hs")
+    for typ in (SESSION_TYPE, "application/session+jwt", "Session+JWT"):
+        session = await opened(store, typed(keys, typ))
+        assert session is not None and dict(session) == {"sub": "mallory"}
+    ten_years = typed(keys, iat=now_s() - 3600, exp=now_s() + TEN_YEARS)
+    assert await opened(store, ten_years) is not None
+    assert await opened(store, typed(keys), namespace="ADMIN_SESSION") is None
+    # For another name, the issuer mints the private claim with "n", as we do.
+    private = {"s": "minted-1", "c": now_s(), "a": now_s(), "n": "ADMIN_SESSION"}
+    named = typed(keys, **{PRIVATE_CLAIM: private})
+    assert await opened(store, named, namespace="ADMIN_SESSION") is not None
+    assert await opened(store, named) is None
+
+
+async def test_accept_untyped_opens_a_jwt_without_typ_but_never_another_type(keys: Keys) -> None:
+    store = JWTStore(keys.secret, issuer=ISSUER, audience=AUDIENCE, accept_untyped=True)
+    typ: Any
+    for typ in (None, "JWT", "jwt", "application/jwt", SESSION_TYPE):
+        assert await opened(store, typed(keys, typ)) is not None, typ
+    assert await opened(store, pyjwt.encode(ok(), keys.secret, algorithm="HS256")) is not None
+    for typ in ("at+jwt", "application/at+jwt", "", [SESSION_TYPE]):
+        assert await opened(store, typed(keys, typ)) is None, typ
+    assert await opened(store, typed(keys, None, iat=None)) is None  # iat stays required
+    assert await opened(store, typed(keys, None), namespace="ADMIN_SESSION") is None
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_accept_untyped_must_be_a_bool(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="accept_untyped"):
+        JWTStore(secrets.token_bytes(32), accept_untyped=value)  # type: ignore[arg-type]
+
+
+async def test_a_foreign_token_times_out_from_its_iat_not_from_the_request(
+    aiohttp_client: Any, clock: FakeClock
+) -> None:
+    """An "unsubscribe" token with a ten-year exp, typed as a session: the timeouts end it."""
+    secret = secrets.token_bytes(32)
+    app = api_app(JWTStore(secret), idle_timeout=DAY, absolute_timeout=30 * DAY)
+    client = await aiohttp_client(app)
+    t = clock.now
+    minted = mint({"sub": "bob", "iat": t, "exp": t + TEN_YEARS}, secret, "HS256")
+    assert (await me(client, minted))["data"] == {"sub": "bob"}  # day 0
+    clock.advance(DAY + 1)
+    assert await me(client, minted) == FRESH  # idle since iat, though never presented
+    clock.advance(999 * DAY)
+    assert await me(client, minted) == FRESH  # day 1000
+    # Re-issued while young, the session keeps iat as its creation: the absolute timeout.
+    clock.now = t
+    reissued = (await client.post("/set/n", json=1, headers=bearer(minted))).headers[
+        "Session-Token"
+    ]
+    decoded = pyjwt.decode(reissued, secret, algorithms=["HS256"], options={"verify_iat": False})
+    assert decoded[PRIVATE_CLAIM]["c"] == t
+    assert decoded["exp"] <= t + 30 * DAY
+
+
+async def test_our_tokens_say_session_jwt_in_their_header() -> None:
+    for algorithm in ALGORITHMS:
+        token = await issue(JWTStore(private_key(algorithm), algorithm=algorithm), {"a": 1})
+        assert pyjwt.get_unverified_header(token)["typ"] == SESSION_TYPE
+
+
 # -- keys: rotation, kid, JWKS ---------------------------------------------------------------------
 
 
@@ -827,11 +1089,9 @@ async def test_rotation_old_tokens_still_open_and_new_ones_use_the_new_key() -> 
 async def test_a_token_without_kid_is_checked_against_the_first_key() -> None:
     first, second = secrets.token_bytes(32), secrets.token_bytes(32)
     store = JWTStore([first, second])
-    assert await opened(store, pyjwt.encode(claims(sub="a"), first, algorithm="HS256"))
-    assert await opened(store, pyjwt.encode(claims(sub="a"), second, algorithm="HS256")) is None
-    with_kid = pyjwt.encode(
-        claims(sub="a"), second, algorithm="HS256", headers={"kid": store._keys[1].kid}
-    )
+    assert await opened(store, mint(claims(sub="a"), first, "HS256"))
+    assert await opened(store, mint(claims(sub="a"), second, "HS256")) is None
+    with_kid = mint(claims(sub="a"), second, "HS256", kid=store._keys[1].kid)
     assert await opened(store, with_kid) is not None
 
 
@@ -1001,6 +1261,125 @@ async def test_logging_out_with_any_copy_kills_the_whole_session(
     assert await me(client, third) == FRESH
 
 
+async def test_the_high_s_twin_of_a_logged_out_es256_token_does_not_open(
+    aiohttp_client: Any,
+) -> None:
+    """(r, s) -> (r, n - s) makes a second string that verifies; it is the same token."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    client = await aiohttp_client(
+        api_app(JWTStore(key, algorithm="ES256", revocation=MemoryStore()))
+    )
+    # Minted elsewhere without jti: the deny list names it by what the signature covers.
+    minted = mint({"sub": "bob", "iat": now_s(), "exp": now_s() + 600}, key, "ES256")
+    twin = es256_twin(minted)
+    assert pyjwt.decode(twin, key.public_key(), algorithms=["ES256"])["sub"] == "bob"
+    assert (await me(client, minted))["data"] == {"sub": "bob"}
+    await client.post("/logout", headers=bearer(minted))
+    assert await me(client, minted) == FRESH
+    assert await me(client, twin) == FRESH
+
+
+async def test_a_high_s_es256_signature_is_refused_and_ours_are_low_s(keys: Keys) -> None:
+    store = keys.store("ec")
+    tokens = [await issue(store, {"i": i}) for i in range(40)]
+    assert all(s_of(token) <= P256_ORDER // 2 for token in tokens)
+    twin = es256_twin(tokens[0])
+    assert pyjwt.decode(
+        twin, keys.ec.public_key(), algorithms=["ES256"], audience=AUDIENCE, issuer=ISSUER
+    )
+    assert await opened(store, tokens[0]) is not None
+    assert await opened(keys.store("ec"), twin) is None  # not from the cache: verified
+
+
+async def test_a_foreign_token_without_jti_is_deny_listed_by_its_signing_input() -> None:
+    secret = secrets.token_bytes(32)
+    deny_list = MemoryStore()
+    store = JWTStore(secret, revocation=deny_list)
+    minted = mint({"sub": "bob", "iat": now_s(), "exp": now_s() + 600}, secret, "HS256")
+    await store.delete(minted, namespace=NS)
+    signing_input = minted.rsplit(".", 1)[0].encode()
+    sid = b64(hashlib.sha256(signing_input).digest()[:16])
+    assert await deny_list.get(store._deny_key(sid)) is not None
+
+
+def clocked(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> MemoryStore:
+    """A MemoryStore whose records expire by the test's clock (it keeps monotonic time)."""
+    from types import SimpleNamespace
+
+    from aiohttp_sessionkit.stores import memory
+
+    monkeypatch.setattr(memory, "time", SimpleNamespace(monotonic=clock))
+    return MemoryStore()
+
+
+async def test_logout_with_a_shorter_lived_newest_copy_still_kills_the_older_copy(
+    aiohttp_client: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JWTStore(secrets.token_bytes(32), revocation=clocked(monkeypatch, clock))
+    app = api_app(store, idle_timeout=7 * DAY, absolute_timeout=30 * DAY)
+
+    async def shorten(request: web.Request) -> web.Response:
+        (await get_session(request)).max_age = 3600
+        return web.Response(text="short")
+
+    app.router.add_post("/short", shorten)
+    client = await aiohttp_client(app)
+    older = await login(client)  # valid for 7 days
+    newest = (await client.post("/short", headers=bearer(older))).headers["Session-Token"]
+    assert pyjwt.decode(newest, options={"verify_signature": False})["exp"] == clock.now + 3600
+    await client.post("/logout", headers=bearer(newest))
+    assert await me(client, older) == FRESH
+    clock.advance(2 * DAY)  # the newest copy has long expired; the older one has not
+    assert await me(client, older) == FRESH
+    clock.advance(5 * DAY - 60)
+    assert await me(client, older) == FRESH
+
+
+@pytest.mark.parametrize("first", ["knows-the-timeout", "does-not"])
+async def test_a_second_logout_extends_the_deny_entry_and_never_shortens_it(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    secret = secrets.token_bytes(32)
+    deny_list = clocked(monkeypatch, clock)
+    # Two processes on one deny list: one has restored a session (so it knows the absolute
+    # timeout, 30 days), the other has not (its entry lasts as long as the token could).
+    knows = JWTStore(secret, revocation=deny_list)
+    blind = JWTStore(secret, revocation=deny_list)
+    older = await issue(knows, {"sub": "alice"}, ttl=7 * DAY)
+    session = await opened(knows, older)  # restored: knows learns the 30 days
+    assert session is not None
+    draft = knows.dump(session, JSON, clock.now)
+    newest = await knows.save(older, draft, ttl=3600, namespace=NS)
+    assert newest is not None
+    order = [knows, blind] if first == "knows-the-timeout" else [blind, knows]
+    for process in order:
+        await process.delete(newest, namespace=NS)
+    clock.advance(2 * DAY)
+    assert await blind.load(older, namespace=NS) is None
+    assert await knows.load(older, namespace=NS) is None
+
+
+@pytest.mark.parametrize("first", ["knows-the-timeout", "does-not"])
+async def test_every_server_store_keeps_the_later_end_of_two_logouts(
+    server_store_factory: StoreFactory, first: str
+) -> None:
+    """The same two logouts as above, on every server store: the entry ends at the later
+    of the two ends (the session's creation plus 30 days), whichever came first."""
+    secret = secrets.token_bytes(32)
+    deny_list = cast(ServerStore, server_store_factory())
+    knows = JWTStore(secret, revocation=deny_list)
+    blind = JWTStore(secret, revocation=cast(ServerStore, server_store_factory()))
+    token = await issue(knows, {"sub": "alice"}, ttl=3600)
+    session = await opened(knows, token)
+    assert session is not None
+    order = [knows, blind] if first == "knows-the-timeout" else [blind, knows]
+    for process in order:
+        await process.delete(token, namespace=NS)
+    sid = pyjwt.decode(token, secret, algorithms=["HS256"])[PRIVATE_CLAIM]["s"]
+    entry = await deny_list.get(knows._deny_key(sid))
+    assert entry is not None and int(entry) == session.created + 30 * DAY
+
+
 async def test_a_write_to_a_session_revoked_meanwhile_is_not_saved() -> None:
     deny_list = MemoryStore()
     store = JWTStore(secrets.token_bytes(32), revocation=deny_list)
@@ -1016,7 +1395,7 @@ async def test_a_write_to_a_session_revoked_meanwhile_is_not_saved() -> None:
 async def test_a_forged_token_cannot_put_anything_on_the_deny_list() -> None:
     deny_list = MemoryStore()
     store = JWTStore(secrets.token_bytes(32), revocation=deny_list)
-    forged = pyjwt.encode(claims(sub="x"), secrets.token_bytes(32), algorithm="HS256")
+    forged = mint(claims(sub="x"), secrets.token_bytes(32), "HS256")
     await store.delete(forged, namespace=NS)
     assert len(deny_list) == 0
 

@@ -14,6 +14,11 @@ session's bookkeeping in one private claim, ``_sk``, an object with these member
 * ``n``: the cookie name (session namespace) the token was issued under, present only when
   it is not the default: a token opens only under the name it was issued for.
 
+Every token we issue says what it is in its header, ``"typ": "session+jwt"`` (explicit
+typing, RFC 8725 section 3.11), and a token that does not say so is refused unless the store
+was built with ``accept_untyped=True``: a JWT the same key signed for another purpose (an
+unsubscribe link, an access token) is not a session. Every token must carry ``iat``.
+
 Signatures and keys come from PyJWT's algorithm implementations; the parsing and the claim
 checks are ours, because a session must refuse more than PyJWT's decoder does (duplicate
 members, non-canonical signatures, oversized tokens) and must never raise on bad input.
@@ -58,7 +63,7 @@ from ..cookies import DEFAULT_COOKIE_NAME
 from ..crypto import b64url_encode
 from ..exceptions import ConfigurationError, SerializationError, SessionError
 from ..ids import record_key
-from ..serializers import Serializer
+from ..serializers import Serializer, check_depth
 from ..session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session, report_skew
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "MAX_TOKEN_BYTES",
     "PRIVATE_CLAIM",
     "RESERVED_CLAIMS",
+    "SESSION_TYPE",
     "JWTSession",
     "JWTStore",
     "ReadOnlySession",
@@ -82,6 +88,12 @@ MAX_TOKEN_BYTES = 8192
 PRIVATE_CLAIM = "_sk"
 #: Claims the library sets itself; a handler that sets one gets a ValueError.
 RESERVED_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "iss", "aud", PRIVATE_CLAIM})
+#: The header ``typ`` of a session token (RFC 8725 section 3.11). Media types compare
+#: without case, and RFC 7515 lets the "application/" prefix be left out.
+SESSION_TYPE = "session+jwt"
+_SESSION_TYPES = frozenset({SESSION_TYPE, "application/" + SESSION_TYPE})
+# What a JWT without a more precise type says (RFC 7519 section 5.1), or nothing at all.
+_UNTYPED = frozenset({None, "jwt", "application/jwt"})
 
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -91,13 +103,46 @@ _MIN_RSA_BITS = 2048
 # the same for every cookie name: a JWT does not say which name it was issued under, so a
 # revocation must hold wherever the token is presented.
 _DENY_NAMESPACE = "aiohttp_sessionkit.jwt.revoked"
-_DENIED = b"revoked"
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _JSON_SEPARATORS = (",", ":")
 
 
 class ReadOnlySessionError(SessionError, RuntimeError):
     """A session of a store that holds only public keys was asked to change."""
+
+
+# The group orders of the ECDSA curves (SEC 2): (r, s) and (r, n - s) both verify, so only
+# the low-S form (s <= n/2) of a signature is accepted, and ours are always low-S. One token
+# then has one spelling, for the cache and the deny list alike.
+_ECDSA_ORDERS = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+        "581A0DB248B0A77AECEC196ACCC52973",
+        16,
+    ),
+    "ES512": int(
+        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7F"
+        "CC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+        16,
+    ),
+}
+
+
+def _high_s(signature: bytes, order: int) -> bool:
+    """True for an ECDSA signature (r || s, RFC 7518 section 3.4) whose s is over n/2."""
+    half = len(signature) // 2
+    return int.from_bytes(signature[half:], "big") > order // 2
+
+
+def _low_s(signature: bytes, order: int) -> bytes:
+    """The low-S form of an ECDSA signature: (r, n - s) when s is over n/2."""
+    if not _high_s(signature, order):
+        return signature
+    half = len(signature) // 2
+    return signature[:half] + (order - int.from_bytes(signature[half:], "big")).to_bytes(
+        half, "big"
+    )
 
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -168,8 +213,11 @@ def _no_constants(name: str) -> NoReturn:
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw, object_pairs_hook=_unique_members, parse_constant=_no_constants)
-    except (ValueError, RecursionError):  # JSONDecodeError, _Duplicate, bad UTF-8
+        # UTF-8 only (RFC 8259 section 8.1; json.loads would guess UTF-16 or UTF-32 too),
+        # and no deeper than the library's one limit, checked before the parser recurses.
+        text = check_depth(raw.decode("utf-8"))
+        value = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constants)
+    except (ValueError, RecursionError):  # JSONDecodeError, _Duplicate, bad UTF-8, too deep
         return None
     return value if isinstance(value, dict) else None
 
@@ -300,7 +348,7 @@ class _Verified:
     sid: str  # the lineage id (a token minted elsewhere: its jti, or a hash of it)
     exp: int | float
     nbf: int | float | None
-    iat: int | float | None
+    iat: int | float
     # From our private claim; None for a token minted elsewhere.
     created: int | None
     accessed: int | None
@@ -362,6 +410,10 @@ class JWTStore(AbstractStore):
     server-side store (memory, Redis, PostgreSQL, MongoDB) as ``revocation``: logout,
     ``regenerate()`` and ``new_session()`` then put the session on a deny list there, which
     every request checks (a store that cannot be reached answers 503).
+
+    A token opens only if its header says ``"typ": "session+jwt"`` (ours always do); with
+    ``accept_untyped=True`` a token whose ``typ`` is missing or ``JWT`` opens too, for an
+    issuer that cannot set the header. A token of another explicit type never opens.
     """
 
     client_side: ClassVar[bool] = True
@@ -377,6 +429,7 @@ class JWTStore(AbstractStore):
         leeway: int = 0,
         revocation: ServerStore | None = None,
         cache_size: int = 4096,
+        accept_untyped: bool = False,
     ) -> None:
         # (session name, token) -> the payload JSON of a token whose signature and shape
         # were verified (or that this store signed): see _open.
@@ -392,6 +445,8 @@ class JWTStore(AbstractStore):
         for name, value in (("issuer", issuer), ("audience", audience)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigurationError(f"{name}={value!r}: give a non-empty string or None")
+        if not isinstance(accept_untyped, bool):
+            raise ConfigurationError(f"accept_untyped={accept_untyped!r}: give True or False")
         if revocation is not None and not isinstance(revocation, ServerStore):
             raise ConfigurationError(
                 f"revocation={type(revocation).__name__}: give a server-side store "
@@ -402,7 +457,14 @@ class JWTStore(AbstractStore):
         self.audience = audience
         self.leeway = leeway
         self.revocation = revocation
+        self.accept_untyped = accept_untyped
+        # The longest absolute timeout a session of this store is held to, learned from
+        # restore() (the session layer's setting reaches a store no other way): every token
+        # of a session expires by its creation plus this, so a deny-list entry lasts that
+        # long. 0 until a session was restored here.
+        self._absolute_timeout = 0
         self._algorithm: Algorithm = get_default_algorithms()[algorithm]
+        self._ecdsa_order = _ECDSA_ORDERS.get(algorithm)
         listed: list[KeyInput] = list(keys) if isinstance(keys, list | tuple) else [keys]
         if not listed:
             raise ConfigurationError("keys=[]: give at least one key")
@@ -415,7 +477,7 @@ class JWTStore(AbstractStore):
         # The protected header and the issuer/audience members never change: encode once.
         first = self._keys[0]
         self._header = b64url_encode(
-            _dumps({"alg": algorithm, "kid": first.kid, "typ": "JWT"}).encode()
+            _dumps({"alg": algorithm, "kid": first.kid, "typ": SESSION_TYPE}).encode()
         )
         fixed = ""
         if issuer is not None:
@@ -496,10 +558,11 @@ class JWTStore(AbstractStore):
             secret = signer.sign
             assert isinstance(secret, bytes)  # _prepare_secret made it
             return _hmac_signer(secret, "sha" + self.algorithm[2:])
-        algorithm, key = self._algorithm, signer.sign
+        algorithm, key, order = self._algorithm, signer.sign, self._ecdsa_order
 
         def sign(message: bytes) -> bytes:
-            return bytes(algorithm.sign(message, key))
+            signature = bytes(algorithm.sign(message, key))
+            return signature if order is None else _low_s(signature, order)
 
         return sign
 
@@ -577,7 +640,7 @@ class JWTStore(AbstractStore):
             return None
         if verified.nbf is not None and verified.nbf > t + leeway:
             return None
-        if verified.iat is not None and verified.iat > t + leeway:
+        if verified.iat > t + leeway:
             return None
         if fresh:  # an expired token is not worth a place in the cache: cached only now
             self._verified.remember(key, verified)
@@ -610,6 +673,9 @@ class JWTStore(AbstractStore):
         raw_payload = _b64decode(payload_b64)
         if signature is None or raw_payload is None:
             return None
+        order = self._ecdsa_order
+        if order is not None and _high_s(signature, order):
+            return None  # the twin of a low-S signature: one token, one spelling
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
         try:
             if not self._algorithm.verify(signing_input, key.verify, signature):
@@ -626,6 +692,12 @@ class JWTStore(AbstractStore):
             return None
         if "crit" in header or "b64" in header:  # extensions we do not implement
             return None
+        typ = header.get("typ")
+        if typ is not None and not isinstance(typ, str):
+            return None
+        typ = None if typ is None else typ.lower()
+        if typ not in _SESSION_TYPES and not (self.accept_untyped and typ in _UNTYPED):
+            return None  # a JWT made for another purpose, or one that does not say
         kid = header.get("kid")
         if kid is None:
             return self._keys[0]
@@ -641,7 +713,8 @@ class JWTStore(AbstractStore):
         if nbf is not None and not _is_number(nbf):
             return None
         iat = claims.pop("iat", None)
-        if iat is not None and not _is_number(iat):
+        # Without iat nothing says when the session began: no timeout could ever end it.
+        if not _is_number(iat):
             return None
         iss = claims.pop("iss", None)
         if self.issuer is not None and iss != self.issuer:
@@ -658,8 +731,14 @@ class JWTStore(AbstractStore):
             return None
         private = claims.pop(PRIVATE_CLAIM, None)
         if private is None:
-            # Minted elsewhere: its jti names it on the deny list, else its own hash does.
-            sid = jti if jti else b64url_encode(hashlib.sha256(token.encode()).digest()[:16])
+            # Minted elsewhere. Like a token of ours without "n", it is bound to the default
+            # session name: another name needs the private claim with "n".
+            if namespace != DEFAULT_COOKIE_NAME:
+                return None
+            # Its jti names it on the deny list, else a hash of what the signature covers:
+            # never of the signature, which can have other spellings that verify.
+            signing_input = token[: token.rindex(".")]
+            sid = jti or b64url_encode(hashlib.sha256(signing_input.encode()).digest()[:16])
             return _Verified(_dumps(claims), None, sid, exp, nbf, iat, None, None, None)
         # A token we issued opens only under the name it was issued for.
         if not _valid_private(private) or private.get("n", DEFAULT_COOKIE_NAME) != namespace:
@@ -717,11 +796,14 @@ class JWTStore(AbstractStore):
             return None
         t = payload.now
         verified = payload.verified
+        if absolute_timeout > self._absolute_timeout:
+            self._absolute_timeout = absolute_timeout  # see __init__
         created, accessed = verified.created, verified.accessed
         max_age = verified.max_age
         if created is None or accessed is None:  # minted elsewhere: no bookkeeping claim
-            iat = verified.iat
-            created = accessed = t if iat is None else min(int(iat), t)
+            # Both timeouts count from iat, never from now: a token minted a year ago with
+            # a ten-year exp is a year old.
+            created = accessed = min(int(verified.iat), t)
         elif accessed < created:
             return None
         elif accessed > t + clock_skew_tolerance:  # created <= accessed: the later one
@@ -818,6 +900,16 @@ class JWTStore(AbstractStore):
             f"{data.private[1:]}"
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
+        try:
+            # Never issue what a verifier would refuse. The data's object is the payload's
+            # own, and our claims nest two deep at most, so the data alone tell, and are
+            # usually short enough to pass on their length; flash messages sit deeper.
+            check_depth(data.body if data.flashes is None else payload)
+        except ValueError as exc:
+            raise SerializationError(
+                f"the session cannot be a JWT: {exc} (the token's own claims count); keep "
+                "the session's data flatter; nothing was saved"
+            ) from exc
         signing_input = f"{self._header}.{b64url_encode(payload.encode('ascii'))}"
         issued = f"{signing_input}.{b64url_encode(sign(signing_input.encode('ascii')))}"
         if len(issued) > MAX_TOKEN_BYTES:
@@ -846,9 +938,12 @@ class JWTStore(AbstractStore):
     async def delete(self, token: str, *, namespace: str) -> None:
         """Put the token's session on the deny list (with ``revocation``); else nothing.
 
-        The entry is keyed by the session lineage id and outlives every token of the session
-        issued so far: each re-issue expires no later than now plus the presented token's
-        lifetime, so logging out with any copy also kills the later ones.
+        The entry is keyed by the session lineage id and lasts until the last moment any
+        token of the session could open: its creation plus the absolute timeout, which no
+        re-issue outlives whatever its ``max_age``. Before this store restored a session
+        it does not know that timeout, and the entry lasts until the presented token's
+        ``exp`` or its full lifetime from now, whichever is later. A later logout extends
+        the entry, never shortens it.
         """
         revocation = self.revocation
         if revocation is None:
@@ -858,9 +953,31 @@ class JWTStore(AbstractStore):
             return
         verified = opened.verified
         t = session_module.now()
-        lifetime = 0 if verified.iat is None else int(verified.exp - verified.iat)
-        ttl = max(int(verified.exp) + self.leeway - t, lifetime + self.leeway, 1)
-        await revocation.create(self._deny_key(verified.sid), _DENIED, ttl)
+        if self._absolute_timeout:
+            created = verified.created
+            if created is None:  # minted elsewhere: it began at iat (see restore)
+                created = min(int(verified.iat), t)
+            until = created + self._absolute_timeout
+        else:
+            until = max(int(verified.exp), t + int(verified.exp - verified.iat))
+        until += self.leeway
+        key, entry = self._deny_key(verified.sid), str(until).encode("ascii")
+        # create-only, so that an entry is never shortened; a longer one replaces it. Three
+        # rounds cover an entry that expires or is replaced between the calls.
+        for _ in range(3):
+            if await revocation.create(key, entry, max(until - t, 1)):
+                return
+            current = await revocation.get(key)
+            if current is not None:
+                if _deny_until(current) >= until:
+                    return
+                if await revocation.update(key, entry, max(until - t, 1)):
+                    return
+
+
+def _deny_until(entry: bytes) -> int:
+    """When a deny-list entry ends, as written by delete(); 0 for anything else."""
+    return int(entry) if entry.isdigit() and len(entry) < 12 else 0
 
 
 def _valid_private(private: Any) -> bool:
