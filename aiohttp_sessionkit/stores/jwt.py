@@ -111,9 +111,10 @@ class ReadOnlySessionError(SessionError, RuntimeError):
     """A session of a store that holds only public keys was asked to change."""
 
 
-# The group orders of the ECDSA curves (SEC 2): (r, s) and (r, n - s) both verify, so only
-# the low-S form (s <= n/2) of a signature is accepted, and ours are always low-S. One token
-# then has one spelling, for the cache and the deny list alike.
+# The group orders of the ECDSA curves (SEC 2): (r, s) and (r, n - s) both verify. We sign
+# in the low-S form (s <= n/2) and accept both, because common issuers (PyJWT among them) do
+# not normalize s and would see about half of their tokens refused; the two spellings of one
+# token share its deny-list entry, which names a token by jti or by what the signature covers.
 _ECDSA_ORDERS = {
     "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
     "ES384": int(
@@ -673,9 +674,6 @@ class JWTStore(AbstractStore):
         raw_payload = _b64decode(payload_b64)
         if signature is None or raw_payload is None:
             return None
-        order = self._ecdsa_order
-        if order is not None and _high_s(signature, order):
-            return None  # the twin of a low-S signature: one token, one spelling
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
         try:
             if not self._algorithm.verify(signing_input, key.verify, signature):
