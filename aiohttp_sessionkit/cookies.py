@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_COOKIE_NAME", "CookieParams"]
+__all__ = ["DEFAULT_COOKIE_NAME", "MAX_COOKIE_BYTES", "CookieParams"]
 
 DEFAULT_COOKIE_NAME = "AIOHTTP_SESSION"
+#: Browsers drop a cookie whose name and value exceed this many bytes.
+MAX_COOKIE_BYTES = 4096
 
 # RFC 6265 cookie-name is an RFC 7230 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

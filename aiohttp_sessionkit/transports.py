@@ -9,9 +9,8 @@ from typing import ClassVar
 from aiohttp import hdrs, web
 
 from .abc import AbstractTransport
-from .cookies import CookieParams
+from .cookies import MAX_COOKIE_BYTES, CookieParams
 from .exceptions import ConfigurationError, CookieTooLarge
-from .stores.cookie import MAX_COOKIE_BYTES
 
 __all__ = ["CookieTransport", "HeaderTransport", "presented_cookie"]
 log = logging.getLogger("aiohttp_sessionkit")

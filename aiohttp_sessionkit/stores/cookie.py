@@ -7,13 +7,11 @@ from typing import ClassVar
 
 from .._cache import VerifiedCache
 from ..abc import AbstractStore
+from ..cookies import MAX_COOKIE_BYTES
 from ..crypto import KeyLike, KeyRing
 from ..exceptions import CookieTooLarge
 
 __all__ = ["MAX_COOKIE_BYTES", "EncryptedCookieStore"]
-
-#: Browsers drop a cookie whose name and value exceed this many bytes.
-MAX_COOKIE_BYTES = 4096
 
 
 class EncryptedCookieStore(AbstractStore):
