@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "CookieTooLarge",
+    "ReadOnlySessionError",
     "SerializationError",
     "SessionError",
     "SessionResponseError",
@@ -36,6 +37,10 @@ class CookieTooLarge(SessionError):
         )
         self.size = size
         self.limit = limit
+
+
+class ReadOnlySessionError(SessionError, RuntimeError):
+    """A session of a store that holds only public keys was asked to change."""
 
 
 class SessionResponseError(SessionError, RuntimeError):

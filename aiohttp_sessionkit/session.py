@@ -6,7 +6,7 @@ import logging
 import struct
 import time
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .exceptions import SerializationError
 from .serializers import Serializer
@@ -270,17 +270,19 @@ def decode_payload(
     (by more than ``clock_skew_tolerance`` seconds)."""
     if len(payload) < _HEADER.size:
         return None
-    version, created, accessed, max_age = _HEADER.unpack_from(payload)
-    if version != _PAYLOAD_VERSION or max_age < -1 or max_age == 0:
+    version, created, accessed, stored_max_age = _HEADER.unpack_from(payload)
+    if version != _PAYLOAD_VERSION or stored_max_age < -1 or stored_max_age == 0:
         return None
-    t = now()
-    if accessed < created:
-        return None
-    if accessed > t + clock_skew_tolerance:  # created <= accessed: the later of the two
-        report_skew(accessed - t, clock_skew_tolerance)
-        return None
-    idle = idle_timeout if max_age < 0 else max_age
-    if t - accessed > idle or t - created > absolute_timeout:
+    max_age = None if stored_max_age < 0 else stored_max_age  # -1: the configured default
+    if not within_timeouts(
+        created,
+        accessed,
+        max_age,
+        now(),
+        idle_timeout,
+        absolute_timeout,
+        clock_skew_tolerance,
+    ):
         return None
     try:
         body = serializer.loads(payload[_HEADER.size :])
@@ -291,14 +293,55 @@ def decode_payload(
     flashes = body[1] if len(body) == 2 else []
     if not isinstance(flashes, list):
         return None
-    # Built field by field: this runs on every request that reads its session.
-    session = Session.__new__(Session)
+    return loaded_session(Session, identity, body[0], flashes, created, accessed, max_age)
+
+
+def within_timeouts(
+    created: int,
+    accessed: int,
+    max_age: int | None,
+    t: int,
+    idle_timeout: int,
+    absolute_timeout: int,
+    clock_skew_tolerance: int,
+) -> bool:
+    """Whether a stored session may still open at time ``t``: the clock checks every store's
+    restore shares (decode_payload, JWTStore). A session from the future by more than
+    ``clock_skew_tolerance`` seconds is refused and reported (see :func:`report_skew`)."""
+    if accessed < created:
+        return False
+    if accessed > t + clock_skew_tolerance:  # created <= accessed: the later of the two
+        report_skew(accessed - t, clock_skew_tolerance)
+        return False
+    idle = idle_timeout if max_age is None else max_age
+    return t - accessed <= idle and t - created <= absolute_timeout
+
+
+_SessionT = TypeVar("_SessionT", bound=Session)
+
+
+def loaded_session(
+    session_class: type[_SessionT],
+    identity: str | None,
+    data: dict[str, Any],
+    flashes: list[Any],
+    created: int,
+    accessed: int,
+    max_age: int | None,
+) -> _SessionT:
+    """A session as a store loaded it: not new, unchanged. Every store's restore builds its
+    session here, so a new Session field is set here as well as in ``Session.__init__``.
+
+    Built field by field, without ``__init__`` (which reads the clock and, in a subclass,
+    may check the data again): this runs on every request that reads its session.
+    """
+    session = session_class.__new__(session_class)
     session._identity = identity
-    session._data = body[0]
+    session._data = data
     session._new = False
     session._created = created
     session._accessed = accessed
-    session._max_age = None if max_age < 0 else max_age
+    session._max_age = max_age
     session._flashes = flashes
     session._dirty = False
     session._discard_old = False

@@ -28,7 +28,8 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.serializers import JSONSerializer
-from aiohttp_sessionkit.stores.jwt import JWTSession, _hmac_signer
+from aiohttp_sessionkit.stores.jwt import JWTSession
+from aiohttp_sessionkit.stores.jwt.jose import _hmac_signer
 
 NS = "AIOHTTP_SESSION"
 SECRET = secrets.token_bytes(32)

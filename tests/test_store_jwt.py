@@ -48,6 +48,7 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.serializers import MAX_DEPTH, JSONSerializer
+from aiohttp_sessionkit.session import decode_payload, encode_payload
 from aiohttp_sessionkit.stores.jwt import (
     MAX_TOKEN_BYTES,
     PRIVATE_CLAIM,
@@ -1550,3 +1551,67 @@ async def test_a_token_opens_only_under_the_name_it_was_issued_for() -> None:
     assert await opened(store, other, namespace="OTHER") is not None
     assert await opened(store, other, namespace=NS) is None
     assert await opened(store, default, namespace="OTHER") is None
+
+
+# -- restore() and decode_payload agree on the clock ---------------------------------------------
+
+EQ_IDLE = 3600
+EQ_ABSOLUTE = 86_400
+
+
+@pytest.mark.parametrize(
+    ("created", "accessed", "max_age", "tolerance"),
+    [
+        pytest.param(-100, -10, None, 60, id="fresh"),
+        pytest.param(-100, -EQ_IDLE, None, 60, id="idle-exactly-reached"),
+        pytest.param(-EQ_IDLE - 100, -EQ_IDLE - 1, None, 60, id="idle-passed"),
+        pytest.param(-EQ_ABSOLUTE, -10, None, 60, id="absolute-exactly-reached"),
+        pytest.param(-EQ_ABSOLUTE - 1, -10, None, 60, id="absolute-passed"),
+        pytest.param(-100, -60, 60, 60, id="max-age-exactly-reached"),
+        pytest.param(-100, -61, 60, 60, id="max-age-passed"),
+        pytest.param(-2 * EQ_IDLE, -EQ_IDLE - 1, 2 * EQ_IDLE, 60, id="max-age-over-idle"),
+        pytest.param(-EQ_ABSOLUTE - 1, -10, 2 * EQ_ABSOLUTE, 60, id="max-age-not-absolute"),
+        pytest.param(-10, -20, None, 60, id="accessed-before-created"),
+        pytest.param(-100, 60, None, 60, id="future-within-tolerance"),
+        pytest.param(-100, 61, None, 60, id="future-past-tolerance"),
+        pytest.param(30, 30, None, 60, id="created-in-the-future"),
+        pytest.param(0, 0, None, 0, id="now-with-no-tolerance"),
+        pytest.param(-100, 1, None, 0, id="future-with-no-tolerance"),
+    ],
+)
+def test_jwt_restore_and_decode_payload_agree_on_every_clock_case(
+    clock: FakeClock, created: int, accessed: int, max_age: int | None, tolerance: int
+) -> None:
+    """Both rebuild a session through the session layer's clock checks and constructor: the
+    same stored times open (with the same fields) or fail in both."""
+    t = clock.now
+    session = Session(
+        data={"sub": "ada", "n": [1, 2]},
+        created=t + created,
+        max_age=max_age,
+        flashes=["saved"],
+    )
+    timeouts: dict[str, Any] = {
+        "idle_timeout": EQ_IDLE,
+        "absolute_timeout": EQ_ABSOLUTE,
+        "clock_skew_tolerance": tolerance,
+    }
+    from_payload = decode_payload(
+        encode_payload(session, JSON, t + accessed), JSON, identity=None, **timeouts
+    )
+    store = JWTStore(secrets.token_bytes(32))
+    token = store.save_nowait(None, store.dump(session, JSON, t + accessed), 10 * DAY, NS)
+    assert token is not None
+    # A store that never saw this token: restore gets what a strict parse of it gives.
+    reader = JWTStore(store._keys[0].sign)
+    from_token = reader.restore(reader.load_nowait(token, NS), JSON, identity=None, **timeouts)
+
+    assert (from_payload is None) == (from_token is None)
+    if from_payload is not None and from_token is not None:
+        # is_dirty before pop_flashes, which marks the session changed
+        fields = [
+            (s.created, s.last_access, s.max_age, s.new, s.is_dirty, dict(s), s.pop_flashes())
+            for s in (from_payload, from_token)
+        ]
+        expected = (t + created, t + accessed, max_age, False, False, dict(session), ["saved"])
+        assert fields == [expected, expected]

@@ -1,359 +1,53 @@
-"""JWTStore: the session as a signed JSON Web Token that other services can verify.
-
-The token is a standard compact JWS (RFC 7515) whose claims are the session's data, at the
-top level, so any JWT library reads ``sub``, ``roles`` and the rest. The library owns the
-registered claims ``exp``, ``iat``, ``nbf``, ``jti``, ``iss`` and ``aud``, and keeps the
-session's bookkeeping in one private claim, ``_sk``, an object with these members:
-
-* ``s``: the session lineage id. It stays the same across the re-issues of one session (each
-  write issues a new token) and changes on a new session, ``regenerate()`` or a login. The
-  deny list used for revocation is keyed by it.
-* ``c``: when the session was created; ``a``: when it was last written (epoch seconds).
-* ``m``: the per-session ``max_age`` in seconds, present only when set.
-* ``f``: queued flash messages, present only when there are some.
-* ``n``: the cookie name (session namespace) the token was issued under, present only when
-  it is not the default: a token opens only under the name it was issued for.
-
-Every token we issue says what it is in its header, ``"typ": "session+jwt"`` (explicit
-typing, RFC 8725 section 3.11), and a token that does not say so is refused unless the store
-was built with ``accept_untyped=True``: a JWT the same key signed for another purpose (an
-unsubscribe link, an access token) is not a session. Every token must carry ``iat``.
-
-Signatures and keys come from PyJWT's algorithm implementations; the parsing and the claim
-checks are ours, because a session must refuse more than PyJWT's decoder does (duplicate
-members, non-canonical signatures, oversized tokens) and must never raise on bad input.
-"""
+"""JWTStore: verifies, opens and issues the tokens, and keeps the cache of verified tokens."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
-import os
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, NoReturn
+from typing import Any, ClassVar, NamedTuple
 
-try:
-    from cryptography.hazmat.primitives.asymmetric.ec import (
-        SECP256R1,
-        EllipticCurvePrivateKey,
-        EllipticCurvePublicKey,
-    )
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-    from jwt.algorithms import Algorithm, get_default_algorithms, has_crypto
-    from jwt.exceptions import InvalidKeyError
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        'JWTStore needs PyJWT with its crypto extra: pip install "aiohttp-sessionkit[jwt]"'
-    ) from exc
+from ... import session as session_module
+from ..._cache import VerifiedCache
+from ...abc import AbstractStore, ServerStore
+from ...cookies import DEFAULT_COOKIE_NAME
+from ...crypto import b64url_encode
+from ...exceptions import ConfigurationError, SerializationError
+from ...ids import record_key
+from ...serializers import Serializer, check_depth
+from ...session import (
+    DEFAULT_CLOCK_SKEW_TOLERANCE,
+    Session,
+    loaded_session,
+    within_timeouts,
+)
+from .jose import (
+    MAX_TOKEN_BYTES,
+    PRIVATE_CLAIM,
+    RESERVED_CLAIMS,
+    SESSION_TYPE,
+    _b64decode,
+    _dumps,
+    _json_object,
+    _quote,
+    _random_id,
+    _scan,
+    _Verified,
+    check_claims,
+    parse_header,
+)
+from .keys import KeyInput, _Key, algorithm_for, key_set, prepare_keys, signing_function
+from .sessions import JWTSession, ReadOnlySession, _check_claim_name, _read_only
 
-from aiohttp import web
+__all__ = ["JWTStore"]
 
-from .. import session as session_module
-from .._cache import VerifiedCache
-from ..abc import AbstractStore, ServerStore
-from ..cookies import DEFAULT_COOKIE_NAME
-from ..crypto import b64url_encode
-from ..exceptions import ConfigurationError, SerializationError, SessionError
-from ..ids import record_key
-from ..serializers import Serializer, check_depth
-from ..session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session, report_skew
-
-__all__ = [
-    "ALGORITHMS",
-    "MAX_TOKEN_BYTES",
-    "PRIVATE_CLAIM",
-    "RESERVED_CLAIMS",
-    "SESSION_TYPE",
-    "JWTSession",
-    "JWTStore",
-    "ReadOnlySession",
-    "ReadOnlySessionError",
-    "jwks_handler",
-]
-
-#: The algorithms a store can be configured with; a store accepts exactly one of them.
-ALGORITHMS = ("HS256", "HS384", "HS512", "EdDSA", "ES256", "RS256")
-#: A longer token is refused unread (and never issued): most servers cap a request header
-#: near 8 KB, and parsing an unbounded attacker-chosen blob costs CPU for nothing.
-MAX_TOKEN_BYTES = 8192
-#: The private claim holding the session's bookkeeping (see the module docstring).
-PRIVATE_CLAIM = "_sk"
-#: Claims the library sets itself; a handler that sets one gets a ValueError.
-RESERVED_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "iss", "aud", PRIVATE_CLAIM})
-#: The header ``typ`` of a session token (RFC 8725 section 3.11). Media types compare
-#: without case, and RFC 7515 lets the "application/" prefix be left out.
-SESSION_TYPE = "session+jwt"
-_SESSION_TYPES = frozenset({SESSION_TYPE, "application/" + SESSION_TYPE})
-# What a JWT without a more precise type says (RFC 7519 section 5.1), or nothing at all.
-_UNTYPED = frozenset({None, "jwt", "application/jwt"})
-
-# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
-_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-_MIN_RSA_BITS = 2048
 # The deny list shares a server store with nothing else of ours, but a fixed namespace keeps
 # its keys apart from session records if the application reuses one store for both. It is
 # the same for every cookie name: a JWT does not say which name it was issued under, so a
 # revocation must hold wherever the token is presented.
 _DENY_NAMESPACE = "aiohttp_sessionkit.jwt.revoked"
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_JSON_SEPARATORS = (",", ":")
-
-
-class ReadOnlySessionError(SessionError, RuntimeError):
-    """A session of a store that holds only public keys was asked to change."""
-
-
-# The group orders of the ECDSA curves (SEC 2): (r, s) and (r, n - s) both verify. We sign
-# in the low-S form (s <= n/2) and accept both, because common issuers (PyJWT among them) do
-# not normalize s and would see about half of their tokens refused; the two spellings of one
-# token share its deny-list entry, which names a token by jti or by what the signature covers.
-_ECDSA_ORDERS = {
-    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
-    "ES384": int(
-        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
-        "581A0DB248B0A77AECEC196ACCC52973",
-        16,
-    ),
-    "ES512": int(
-        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7F"
-        "CC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
-        16,
-    ),
-}
-
-
-def _high_s(signature: bytes, order: int) -> bool:
-    """True for an ECDSA signature (r || s, RFC 7518 section 3.4) whose s is over n/2."""
-    half = len(signature) // 2
-    return int.from_bytes(signature[half:], "big") > order // 2
-
-
-def _low_s(signature: bytes, order: int) -> bytes:
-    """The low-S form of an ECDSA signature: (r, n - s) when s is over n/2."""
-    if not _high_s(signature, order):
-        return signature
-    half = len(signature) // 2
-    return signature[:half] + (order - int.from_bytes(signature[half:], "big")).to_bytes(
-        half, "big"
-    )
-
-
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-def _hmac_signer(secret: bytes, hash_name: str) -> Callable[[bytes], bytes]:
-    """HMAC (RFC 2104) with the keyed inner and outer hash states computed once.
-
-    ``hmac.digest`` gives the same result, but with OpenSSL 3 it looks the algorithm up and
-    keys a new context on every call: measured under Valgrind, 32,000 instructions per
-    token, 7% of a loaded server's work on a write. Copying two prepared SHA-2 states is a
-    third of that. Verification still goes through PyJWT (constant-time comparison); the
-    tests check this signer against ``hmac.digest`` and PyJWT for every key length.
-    """
-    new = getattr(hashlib, hash_name)
-    block = new().block_size
-    if len(secret) > block:  # RFC 2104: a key longer than the block is hashed first
-        secret = new(secret).digest()
-    secret = secret.ljust(block, b"\0")
-    inner, outer = new(secret.translate(_IPAD)), new(secret.translate(_OPAD))
-
-    def sign(message: bytes) -> bytes:
-        step = inner.copy()
-        step.update(message)
-        final = outer.copy()
-        final.update(step.digest())
-        return final.digest()  # type: ignore[no-any-return]
-
-    return sign
-
-
-def _random_id() -> str:
-    """128 random bits, base64url: a lineage id or a ``jti``."""
-    return b64url_encode(os.urandom(16))
-
-
-def _b64decode(segment: str) -> bytes | None:
-    """Strict base64url without padding; None for anything else (including odd encodings)."""
-    if len(segment) % 4 == 1 or _B64URL.fullmatch(segment) is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Unused low bits of the last character must be zero: otherwise several encodings map to
-    # one value, and a "tampered" token would still verify.
-    return raw if b64url_encode(raw) == segment else None
-
-
-class _Duplicate(ValueError):
-    pass
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        # RFC 7519 allows rejecting duplicates; accepting the last one lets two parsers
-        # disagree on what a token says.
-        raise _Duplicate("duplicate member")
-    return result
-
-
-def _no_constants(name: str) -> NoReturn:
-    # NaN and Infinity are not JSON (RFC 8259); Python's parser accepts them by default.
-    raise ValueError(f"{name} is not JSON")
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        # UTF-8 only (RFC 8259 section 8.1; json.loads would guess UTF-16 or UTF-32 too),
-        # and no deeper than the library's one limit, checked before the parser recurses.
-        text = check_depth(raw.decode("utf-8"))
-        value = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constants)
-    except (ValueError, RecursionError):  # JSONDecodeError, _Duplicate, bad UTF-8, too deep
-        return None
-    return value if isinstance(value, dict) else None
-
-
-# One encoder and one decoder for the module: json.dumps() with options builds a new encoder
-# on every call. ASCII output: lone surrogates and the like travel as escapes every decoder
-# accepts.
-_dumps = json.JSONEncoder(separators=_JSON_SEPARATORS, allow_nan=False).encode
-# The decoder's C scanner, for JSON this module wrote itself (a verified token's data, kept
-# in the cache): JSONDecoder.decode wraps it in two Python calls and a regular expression.
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-# A str as a JSON string, the C function JSONEncoder.encode calls for one.
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_timestamp(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
-
-
-def _thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256): every process derives the same ``kid`` from a key."""
-    required = {
-        "RSA": ("e", "kty", "n"),
-        "EC": ("crv", "kty", "x", "y"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = {name: jwk[name] for name in required.get(jwk["kty"], ("k", "kty"))}
-    canonical = json.dumps(members, separators=_JSON_SEPARATORS, sort_keys=True)
-    return b64url_encode(hashlib.sha256(canonical.encode()).digest())
-
-
-# -- the session classes the store hands to the session layer ----------------------------------
-
-
-class JWTSession(Session):
-    """A session whose data are the claims of a JWT.
-
-    Setting a claim the library owns (``exp``, ``iat``, ``nbf``, ``jti``, ``iss``, ``aud``,
-    ``_sk``) raises ``ValueError`` naming it, so a handler cannot forge its own expiry.
-    """
-
-    __slots__ = ("_sid",)
-
-    def __init__(self, identity: str | None = None, **kwargs: Any) -> None:
-        super().__init__(identity, **kwargs)
-        self._sid: str | None = None
-        for key in self._data:
-            _check_claim_name(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if isinstance(key, str):
-            _check_claim_name(key)
-        super().__setitem__(key, value)
-
-
-def _check_claim_name(key: str) -> None:
-    if key in RESERVED_CLAIMS:
-        raise ValueError(
-            f"session[{key!r}]: {key!r} is a claim the session library sets itself "
-            f"(reserved: {', '.join(sorted(RESERVED_CLAIMS))}); use another key"
-        )
-
-
-def _read_only(action: str) -> NoReturn:
-    raise ReadOnlySessionError(
-        f"cannot {action}: this JWTStore holds only public keys, so it can verify tokens but "
-        "not issue them; change the session in the service that holds the private key"
-    )
-
-
-class ReadOnlySession(JWTSession):
-    """The session of a verify-only :class:`JWTStore`: any change raises ReadOnlySessionError."""
-
-    __slots__ = ()
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        _read_only(f"set session[{key!r}]")
-
-    def __delitem__(self, key: str) -> None:
-        _read_only(f"delete session[{key!r}]")
-
-    def clear(self) -> None:
-        if self._data:
-            _read_only("clear the session")
-
-    def changed(self) -> None:
-        _read_only("mark the session changed")
-
-    def invalidate(self) -> None:
-        _read_only("invalidate the session")
-
-    def regenerate(self) -> None:
-        _read_only("regenerate the session")
-
-    def flash(self, value: Any) -> None:
-        _read_only("queue a flash message")
-
-    def pop_flashes(self) -> list[Any]:
-        if self._flashes:
-            _read_only("pop flash messages")
-        return []
-
-    @property
-    def max_age(self) -> int | None:
-        """This session's lifetime in seconds; read-only here."""
-        return self._max_age
-
-    @max_age.setter
-    def max_age(self, value: int | None) -> None:
-        _read_only("change max_age")
 
 
 # -- what load() and dump() hand over ------------------------------------------------------------
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
-class _Verified:
-    """What a token says once its signature and its claims checked out, except for the checks
-    that depend on the clock (``exp``, ``nbf``, ``iat``): the cache of verified tokens keeps
-    these, so a token presented again is only checked against the clock."""
-
-    data_json: str  # the non-registered claims, as a JSON object
-    flashes_json: str | None  # the queued flash messages, as a JSON array, if any
-    sid: str  # the lineage id (a token minted elsewhere: its jti, or a hash of it)
-    exp: int | float
-    nbf: int | float | None
-    iat: int | float
-    # From our private claim; None for a token minted elsewhere.
-    created: int | None
-    accessed: int | None
-    max_age: int | None
 
 
 class _Opened(NamedTuple):
@@ -381,17 +75,6 @@ class _Draft:
     created: int
     accessed: int
     max_age: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kid: str
-    verify: Any  # what PyJWT's Algorithm.verify takes: a secret or a public key
-    sign: Any | None  # a secret or private key, None for a public key
-    jwk: dict[str, Any] | None  # the public JWK, None for HMAC secrets
-
-
-KeyInput = str | bytes | Any  # a secret, PEM text, or a cryptography key object
 
 
 class JWTStore(AbstractStore):
@@ -435,12 +118,7 @@ class JWTStore(AbstractStore):
         # (session name, token) -> the payload JSON of a token whose signature and shape
         # were verified (or that this store signed): see _open.
         self._verified: VerifiedCache[_Verified] = VerifiedCache(cache_size)
-        if algorithm not in ALGORITHMS:
-            raise ConfigurationError(
-                f"algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)}"
-            )
-        if not has_crypto:  # pragma: no cover - pyjwt[crypto] is the extra's requirement
-            raise ImportError('JWTStore needs cryptography: pip install "aiohttp-sessionkit[jwt]"')
+        self._algorithm = algorithm_for(algorithm)
         if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 3600:
             raise ConfigurationError(f"leeway={leeway!r}: give whole seconds from 0 to 3600")
         for name, value in (("issuer", issuer), ("audience", audience)):
@@ -464,17 +142,10 @@ class JWTStore(AbstractStore):
         # of a session expires by its creation plus this, so a deny-list entry lasts that
         # long. 0 until a session was restored here.
         self._absolute_timeout = 0
-        self._algorithm: Algorithm = get_default_algorithms()[algorithm]
-        self._ecdsa_order = _ECDSA_ORDERS.get(algorithm)
-        listed: list[KeyInput] = list(keys) if isinstance(keys, list | tuple) else [keys]
-        if not listed:
-            raise ConfigurationError("keys=[]: give at least one key")
-        self._keys = [self._prepare(key, position) for position, key in enumerate(listed)]
+        self._keys = prepare_keys(keys, algorithm)
         self._by_kid = {key.kid: key for key in self._keys}
-        if len(self._by_kid) != len(self._keys):
-            raise ConfigurationError("keys: the same key is listed twice; list each key once")
         self._signer = self._keys[0] if self._keys[0].sign is not None else None
-        self._sign = self._signing_function()
+        self._sign = signing_function(self._signer, algorithm)
         # The protected header and the issuer/audience members never change: encode once.
         first = self._keys[0]
         self._header = b64url_encode(
@@ -509,103 +180,12 @@ class JWTStore(AbstractStore):
         """True when the store holds no private key: it verifies but never issues tokens."""
         return self._signer is None
 
-    def _prepare(self, key: KeyInput, position: int) -> _Key:
-        where = f"keys[{position}]"
-        if self.algorithm in _HMAC_MIN_BYTES:
-            return self._prepare_secret(key, where)
-        try:
-            prepared = self._algorithm.prepare_key(key)
-        except (InvalidKeyError, ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"{where}: not a usable {self.algorithm} key ({exc}); give PEM text or a "
-                "cryptography key object"
-            ) from exc
-        public: Any
-        if self.algorithm == "RS256":
-            if not isinstance(prepared, RSAPrivateKey | RSAPublicKey):
-                self._wrong_key_type(where, "an RSA key")
-            if prepared.key_size < _MIN_RSA_BITS:
-                raise ConfigurationError(
-                    f"{where}: a {prepared.key_size}-bit RSA key is too weak; use at least "
-                    f"{_MIN_RSA_BITS} bits (or EdDSA)"
-                )
-            public = prepared.public_key() if isinstance(prepared, RSAPrivateKey) else prepared
-        elif self.algorithm == "ES256":
-            if not isinstance(prepared, EllipticCurvePrivateKey | EllipticCurvePublicKey):
-                self._wrong_key_type(where, "an EC key")
-            if not isinstance(prepared.curve, SECP256R1):
-                raise ConfigurationError(
-                    f"{where}: ES256 needs a P-256 (secp256r1) key, not {prepared.curve.name}"
-                )
-            public = (
-                prepared.public_key() if isinstance(prepared, EllipticCurvePrivateKey) else prepared
-            )
-        else:  # EdDSA
-            if not isinstance(prepared, Ed25519PrivateKey | Ed25519PublicKey):
-                self._wrong_key_type(where, "an Ed25519 key")
-            public = prepared.public_key() if isinstance(prepared, Ed25519PrivateKey) else prepared
-        jwk: dict[str, Any] = dict(self._algorithm.to_jwk(public, as_dict=True))
-        kid = _thumbprint(jwk)
-        jwk.update(kid=kid, alg=self.algorithm, use="sig")
-        signer = None if prepared is public else prepared
-        return _Key(kid=kid, verify=public, sign=signer, jwk=jwk)
-
-    def _signing_function(self) -> Callable[[bytes], bytes] | None:
-        """Signs with the first key: PyJWT's algorithm, or for HMAC :func:`_hmac_signer`."""
-        signer = self._signer
-        if signer is None:
-            return None
-        if self.algorithm in _HMAC_MIN_BYTES:
-            secret = signer.sign
-            assert isinstance(secret, bytes)  # _prepare_secret made it
-            return _hmac_signer(secret, "sha" + self.algorithm[2:])
-        algorithm, key, order = self._algorithm, signer.sign, self._ecdsa_order
-
-        def sign(message: bytes) -> bytes:
-            signature = bytes(algorithm.sign(message, key))
-            return signature if order is None else _low_s(signature, order)
-
-        return sign
-
-    def _wrong_key_type(self, where: str, wanted: str) -> NoReturn:
-        raise ConfigurationError(f"{where}: {self.algorithm} needs {wanted}")
-
-    def _prepare_secret(self, key: KeyInput, where: str) -> _Key:
-        if isinstance(key, str):
-            key = key.encode()
-        if not isinstance(key, bytes):
-            raise ConfigurationError(
-                f"{where}: {self.algorithm} takes a secret as bytes or str, not "
-                f"{type(key).__name__}"
-            )
-        minimum = _HMAC_MIN_BYTES[self.algorithm]
-        if len(key) < minimum:
-            raise ConfigurationError(
-                f"{where}: a {len(key)}-byte secret is too short for {self.algorithm}; use at "
-                f"least {minimum} random bytes, for example secrets.token_bytes({minimum})"
-            )
-        try:
-            secret = self._algorithm.prepare_key(key)
-        except InvalidKeyError as exc:
-            # PyJWT refuses PEM/SSH keys as HMAC secrets: the key-confusion attack's setup.
-            raise ConfigurationError(
-                f"{where}: this looks like an asymmetric key, not an HMAC secret; use "
-                "algorithm='EdDSA', 'ES256' or 'RS256' with it"
-            ) from exc
-        kid = _thumbprint({"kty": "oct", "k": b64url_encode(secret)})
-        return _Key(kid=kid, verify=secret, sign=secret, jwk=None)
-
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set of the verification keys, for ``/.well-known/jwks.json``.
 
         Raises ConfigurationError for HMAC algorithms: their key is a shared secret.
         """
-        if self.algorithm in _HMAC_MIN_BYTES:
-            raise ConfigurationError(
-                f"{self.algorithm} keys are shared secrets and must never be published; a "
-                "JWKS needs an asymmetric algorithm (EdDSA, ES256 or RS256)"
-            )
-        return {"keys": [dict(key.jwk) for key in self._keys if key.jwk is not None]}
+        return key_set(self._keys, self.algorithm)
 
     # -- lifecycle: the revocation store is ours to open and close ----------------------------
     async def open(self) -> None:
@@ -654,7 +234,9 @@ class JWTStore(AbstractStore):
         if raw_payload is None:
             return None
         claims = _json_object(raw_payload)
-        return None if claims is None else self._check_claims(claims, token, namespace)
+        if claims is None:
+            return None
+        return check_claims(claims, token, namespace, self.issuer, self.audience)
 
     def _verify(self, token: str) -> bytes | None:
         """The payload of ``token`` if its header and signature check out, else None."""
@@ -683,76 +265,14 @@ class JWTStore(AbstractStore):
         return raw_payload
 
     def _key_for(self, header_b64: str) -> _Key | None:
-        raw = _b64decode(header_b64)
-        header = None if raw is None else _json_object(raw)
-        # Exactly the configured algorithm: never "none", never a key type the token picks.
-        if header is None or header.get("alg") != self.algorithm:
+        """The key a token's header names (by ``kid``; the first key without one), or None."""
+        header = parse_header(header_b64, self.algorithm, self.accept_untyped)
+        if header is None:
             return None
-        if "crit" in header or "b64" in header:  # extensions we do not implement
-            return None
-        typ = header.get("typ")
-        if typ is not None and not isinstance(typ, str):
-            return None
-        typ = None if typ is None else typ.lower()
-        if typ not in _SESSION_TYPES and not (self.accept_untyped and typ in _UNTYPED):
-            return None  # a JWT made for another purpose, or one that does not say
         kid = header.get("kid")
         if kid is None:
             return self._keys[0]
         return self._by_kid.get(kid) if isinstance(kid, str) else None
-
-    def _check_claims(self, claims: dict[str, Any], token: str, namespace: str) -> _Verified | None:
-        """Every check of the claims that does not depend on the clock (see _open)."""
-        exp = claims.pop("exp", None)
-        # A token without exp would never expire: a session always has one.
-        if not _is_number(exp):
-            return None
-        nbf = claims.pop("nbf", None)
-        if nbf is not None and not _is_number(nbf):
-            return None
-        iat = claims.pop("iat", None)
-        # Without iat nothing says when the session began: no timeout could ever end it.
-        if not _is_number(iat):
-            return None
-        iss = claims.pop("iss", None)
-        if self.issuer is not None and iss != self.issuer:
-            return None
-        aud = claims.pop("aud", None)
-        if aud is not None or self.audience is not None:
-            # RFC 7519 4.1.3: a token meant for an audience is refused by anyone who is not it.
-            if self.audience is None:
-                return None
-            if aud != self.audience and not (isinstance(aud, list) and self.audience in aud):
-                return None
-        jti = claims.pop("jti", None)
-        if jti is not None and not isinstance(jti, str):
-            return None
-        private = claims.pop(PRIVATE_CLAIM, None)
-        if private is None:
-            # Minted elsewhere. Like a token of ours without "n", it is bound to the default
-            # session name: another name needs the private claim with "n".
-            if namespace != DEFAULT_COOKIE_NAME:
-                return None
-            # Its jti names it on the deny list, else a hash of what the signature covers:
-            # never of the signature, which can have other spellings that verify.
-            signing_input = token[: token.rindex(".")]
-            sid = jti or b64url_encode(hashlib.sha256(signing_input.encode()).digest()[:16])
-            return _Verified(_dumps(claims), None, sid, exp, nbf, iat, None, None, None)
-        # A token we issued opens only under the name it was issued for.
-        if not _valid_private(private) or private.get("n", DEFAULT_COOKIE_NAME) != namespace:
-            return None
-        flashes = private.get("f")
-        return _Verified(
-            _dumps(claims),
-            _dumps(flashes) if flashes else None,
-            private["s"],
-            exp,
-            nbf,
-            iat,
-            private["c"],
-            private["a"],
-            private.get("m"),
-        )
 
     def _deny_key(self, sid: str) -> str:
         return record_key(_DENY_NAMESPACE, sid)
@@ -802,26 +322,14 @@ class JWTStore(AbstractStore):
             # Both timeouts count from iat, never from now: a token minted a year ago with
             # a ten-year exp is a year old.
             created = accessed = min(int(verified.iat), t)
-        elif accessed < created:
+        # The same clock checks and the same construction as every other store's restore.
+        if not within_timeouts(
+            created, accessed, max_age, t, idle_timeout, absolute_timeout, clock_skew_tolerance
+        ):
             return None
-        elif accessed > t + clock_skew_tolerance:  # created <= accessed: the later one
-            report_skew(accessed - t, clock_skew_tolerance)
-            return None
-        idle = idle_timeout if max_age is None else max_age
-        if t - accessed > idle or t - created > absolute_timeout:
-            return None
-        session_class: Any = self.session_class
-        session = session_class.__new__(session_class)
-        session._identity = identity
-        session._data = payload.data
-        session._new = False
-        session._created = created
-        session._accessed = accessed
-        session._max_age = max_age
-        session._flashes = payload.flashes
-        session._dirty = False
-        session._discard_old = False
-        session._established = False
+        session: Any = loaded_session(
+            self.session_class, identity, payload.data, payload.flashes, created, accessed, max_age
+        )
         session._sid = verified.sid
         return session  # type: ignore[no-any-return]
 
@@ -978,19 +486,6 @@ def _deny_until(entry: bytes) -> int:
     return int(entry) if entry.isdigit() and len(entry) < 12 else 0
 
 
-def _valid_private(private: Any) -> bool:
-    if not isinstance(private, dict) or not isinstance(private.get("s"), str):
-        return False
-    if not isinstance(private.get("n", ""), str):
-        return False
-    if not _is_timestamp(private.get("c")) or not _is_timestamp(private.get("a")):
-        return False
-    max_age = private.get("m")
-    if max_age is not None and (not _is_timestamp(max_age) or not 0 < max_age < 2**31):
-        return False
-    return isinstance(private.get("f", []), list)
-
-
 def _serialization_error(data: dict[str, Any], exc: Exception) -> SerializationError:
     for key, value in data.items():
         try:
@@ -1004,20 +499,3 @@ def _serialization_error(data: dict[str, Any], exc: Exception) -> SerializationE
     return SerializationError(
         f"the session cannot be serialized as JSON ({exc}); nothing was saved"
     )
-
-
-def jwks_handler(store: JWTStore) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """An aiohttp handler serving ``store.jwks()``; raises ConfigurationError for HS* stores.
-
-    The key set is read once, here: a rotation means a new store, hence a new handler.
-    """
-    body = json.dumps(store.jwks(), separators=_JSON_SEPARATORS)
-
-    async def jwks(request: web.Request) -> web.Response:
-        return web.Response(
-            text=body,
-            content_type="application/jwk-set+json",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
-
-    return jwks
