@@ -7,6 +7,7 @@ warning, including a reference that resolves to nothing, fails the build.
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,32 @@ def _restore_attribute_docstring(
         lines[:] = _kept.pop(name)
 
 
+def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """Show a class's public bases: a base from a private module (``stores._db``, the
+    plumbing the database stores share) is shown as its own public bases."""
+    shown: list[Any] = []
+    for base in bases:
+        shown.extend(_public(base))
+    bases[:] = list(dict.fromkeys(shown))
+
+
+def _public(base: Any) -> list[Any]:
+    cls = typing.get_origin(base) or base
+    module = getattr(cls, "__module__", "")
+    if not module.startswith("aiohttp_sessionkit.") or not any(
+        part.startswith("_") for part in module.split(".")
+    ):
+        return [base]
+    return [
+        shown
+        for parent in cls.__bases__
+        if parent is not typing.Generic
+        for shown in _public(parent)
+    ]
+
+
 def setup(app: Any) -> None:
     app.connect("missing-reference", _public_alias)
+    app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-docstring", _keep_attribute_docstring, priority=400)
     app.connect("autodoc-process-docstring", _restore_attribute_docstring, priority=600)

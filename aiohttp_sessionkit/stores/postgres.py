@@ -14,9 +14,9 @@ PostgreSQL spends answering these, so this is where the time goes under load.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import re
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -25,27 +25,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'PostgresStore needs asyncpg: pip install "aiohttp-sessionkit[postgres]"'
     ) from exc
 
-from ..abc import ServerStore
-from ..batching import Batcher, each_on_failure
-from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..exceptions import ConfigurationError, StoreError
+from ._db import MAX_IDENTIFIER, DatabaseStore, Write, check_batch_size, identifier
 from ._startup import open_or_defer
 
 __all__ = ["PostgresStore"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 _INDEX_SUFFIX = "_expires_at_idx"
 _POOL_MIN_SIZE = 1
 _POOL_MAX_SIZE = 10
-#: The server gives up on a statement after this share of the session layer's
-#: store_timeout: before the request's 503, so a write answered 503 is rolled back.
-#: (sql.py uses the same share.)
-_SERVER_SHARE = 0.9
-#: Seconds a connection whose statement was cut short may take, beyond the server's own
-#: limit, to confirm the cancel before it is dropped (a hung server never confirms).
-_SETTLE_GRACE = 1.0
-#: Without a server-side limit (a borrowed pool, or store_timeout=None): the whole wait.
-_SETTLE_DEFAULT = 5.0
 
 # Errors meaning "the server cannot be used right now", not "the query is wrong".
 # OperatorInterventionError covers admin/crash shutdown, "the database system is starting up"
@@ -78,10 +66,6 @@ _DRIVER_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,
 )
 
-#: A create or an update: the record key, the payload, the TTL in seconds.
-_Write = tuple[str, bytes, int]
-_Item = TypeVar("_Item")
-
 
 class _Pool(Protocol):
     """The part of ``asyncpg.Pool`` this store uses, typed."""
@@ -102,18 +86,11 @@ class _Pool(Protocol):
     ) -> None: ...
 
 
-def _identifier(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-        raise ConfigurationError(
-            f"PostgresStore {what} must be a plain identifier (letters, digits and '_', not "
-            f"starting with a digit), got {value!r}"
-        )
-    if len(value.encode()) > _MAX_IDENTIFIER:
-        raise ConfigurationError(
-            f"PostgresStore {what} {value!r} is longer than PostgreSQL's "
-            f"{_MAX_IDENTIFIER}-byte limit for names"
-        )
-    return value
+_identifier = functools.partial(
+    identifier,
+    store="PostgresStore",
+    too_long=f"PostgreSQL's {MAX_IDENTIFIER}-byte limit for names",
+)
 
 
 def _quote(identifier: str) -> str:
@@ -124,15 +101,15 @@ def _quote(identifier: str) -> str:
 
 def _index_name(table: str) -> str:
     name = table + _INDEX_SUFFIX
-    if len(name) <= _MAX_IDENTIFIER:
+    if len(name) <= MAX_IDENTIFIER:
         return name
     # Keep long table names from colliding after truncation: add a digest of the full name.
     digest = hashlib.sha256(table.encode()).hexdigest()[:8]
-    keep = _MAX_IDENTIFIER - len(_INDEX_SUFFIX) - len(digest) - 1
+    keep = MAX_IDENTIFIER - len(_INDEX_SUFFIX) - len(digest) - 1
     return f"{table[:keep]}_{digest}{_INDEX_SUFFIX}"
 
 
-def _columns(writes: dict[str, _Write]) -> tuple[list[str], list[bytes], list[int]]:
+def _columns(writes: dict[str, Write]) -> tuple[list[str], list[bytes], list[int]]:
     """The keys, payloads and TTLs of distinct writes as three arrays, sorted by key.
 
     Key order makes every batch lock its rows in the same order, so two batches in flight
@@ -149,8 +126,11 @@ def _describe_dsn(dsn: str) -> str:
     return host_and_db.split("?", 1)[0] or "localhost"
 
 
-class PostgresStore(ServerStore):
+class PostgresStore(DatabaseStore[_Pool]):
     """Sessions in a PostgreSQL table, through an asyncpg pool it creates or borrows."""
+
+    #: What asyncpg raises for a failed statement; anything else is a bug, left alone.
+    _DRIVER_ERRORS = _DRIVER_ERRORS
 
     def __init__(
         self,
@@ -256,15 +236,10 @@ class PostgresStore(ServerStore):
             "SELECT count(*) FROM gone"
         )
 
-        self._ready: _Pool | None = None  # set once the pool exists and the table is checked
-        self._lock = asyncio.Lock()
-        self._store_timeout: float | None = None  # the smallest one setup() told us
-        # Connections whose statement was cut short, waiting for the server to confirm the
-        # cancel before they go back to the pool: they keep their pool slot meanwhile.
-        self._settling: set[asyncio.Task[None]] = set()
-        self._reads: Batcher[str] = Batcher(self._get_batch)
-        self._creates: Batcher[_Write] = Batcher(self._create_batch)
-        self._updates: Batcher[_Write] = Batcher(self._update_batch)
+        # A pool this store creates gets statement_timeout and lock_timeout as connection
+        # settings (no extra round trip), set when the pool is created (on open() or first
+        # use). A borrowed pool keeps its own: give it server_settings yourself.
+        super().__init__(server_limits=self._dsn is not None)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._qualified} on {self._where}>"
@@ -285,75 +260,27 @@ class PostgresStore(ServerStore):
         """
         await open_or_defer(self, self._prepare)
 
-    def set_store_timeout(self, seconds: float | None) -> None:
-        """Make the server abandon statements just before ``store_timeout`` (see
-        :meth:`AbstractStore.set_store_timeout`).
-
-        A pool this store creates gets ``statement_timeout`` and ``lock_timeout`` at 90% of
-        the smallest budget it was told, as connection settings (no extra round trip), so a
-        statement answered 503 is rolled back by the server itself. A borrowed pool keeps
-        its own settings: give it ``server_settings`` yourself (see docs/lifecycle.md).
-        Takes effect when the pool is created (on :meth:`open` or first use).
-        """
-        if seconds is not None and (self._store_timeout is None or seconds < self._store_timeout):
-            self._store_timeout = seconds
-
-    def _server_limit_ms(self) -> int | None:
-        """The server-side statement and lock limit, for a pool this store creates."""
-        if self._store_timeout is None or self._dsn is None:
-            return None
-        return max(1, int(self._store_timeout * _SERVER_SHARE * 1000))
-
-    async def close(self) -> None:
-        """Close the pool if this store created it; a borrowed pool stays open."""
-        for batcher in (self._reads, self._creates, self._updates):
-            await batcher.drain()
-        while self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
-        async with self._lock:
-            self._ready = None
-            if self._dsn is None or self._pool is None:
-                return
-            pool, self._pool = self._pool, None
-            await pool.close()  # terminates the connections itself if closing fails
-
-    async def get(self, key: str) -> bytes | None:
-        data: bytes | None = await self._reads.call(key)
-        return data
-
-    async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        # If a lost attempt did commit, the retry finds a live row and returns False:
-        # ServerStore then picks another id and the orphan expires. Never a double write.
-        return bool(await self._creates.call((key, data, ttl)))
-
-    async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._updates.call((key, data, ttl)))
+    async def _dispose(self) -> None:
+        if self._dsn is None or self._pool is None:
+            return  # the application's pool stays open
+        pool, self._pool = self._pool, None
+        await pool.close()  # terminates the connections itself if closing fails
 
     async def remove(self, key: str) -> None:
         # Not batched: logouts are rare, and a DELETE of one row holds one lock.
         await self._query("execute", self._sql_remove, key)
 
-    # One round trip per batch. A batch of one runs the single-row statement; a batch whose
-    # statement fails on a query error (not an outage) is run again item by item, so that
-    # what one caller sent fails that caller alone, as it did before batching.
+    # The statements of one record, and of a batch of them (see DatabaseStore).
 
-    async def _get_one(self, key: str) -> Any:
-        return await self._query("fetchval", self._sql_get, key)
+    async def _get_one(self, key: str) -> bytes | None:
+        data: bytes | None = await self._query("fetchval", self._sql_get, key)
+        return data
 
-    async def _create_one(self, write: _Write) -> Any:
+    async def _create_one(self, write: Write) -> bool:
         return await self._query("fetchval", self._sql_create, *write) is not None
 
-    async def _update_one(self, write: _Write) -> Any:
+    async def _update_one(self, write: Write) -> bool:
         return await self._query("fetchval", self._sql_update, *write) is not None
-
-    async def _get_batch(self, keys: list[str]) -> list[Any]:
-        return await each_on_failure(keys, self._get_many, self._get_one)
-
-    async def _create_batch(self, writes: list[_Write]) -> list[Any]:
-        return await each_on_failure(writes, self._create_many, self._create_one)
-
-    async def _update_batch(self, writes: list[_Write]) -> list[Any]:
-        return await each_on_failure(writes, self._update_many, self._update_one)
 
     async def _get_many(self, keys: list[str]) -> list[Any]:
         # A key asked twice (two requests of one session) is sent once; both get the row.
@@ -361,11 +288,11 @@ class PostgresStore(ServerStore):
         found = {row[0]: row[1] for row in rows}
         return [found.get(key) for key in keys]
 
-    async def _create_many(self, writes: list[_Write]) -> list[Any]:
+    async def _create_many(self, writes: list[Write]) -> list[Any]:
         # ON CONFLICT DO UPDATE refuses to touch one row twice in a statement, so a key sent
         # twice is written once: its first create may succeed, the next ones find it live
         # and fail, as they would one after the other. (Fresh random keys never repeat.)
-        first: dict[str, _Write] = {}
+        first: dict[str, Write] = {}
         for write in writes:
             first.setdefault(write[0], write)
         rows = await self._query("fetch", self._sql_create_many, *_columns(first))
@@ -376,7 +303,7 @@ class PostgresStore(ServerStore):
             created.discard(key)
         return results
 
-    async def _update_many(self, writes: list[_Write]) -> list[Any]:
+    async def _update_many(self, writes: list[Write]) -> list[Any]:
         # Two updates of one key (two concurrent requests of one session): the last one is
         # written, and both report success, as if they had run one after the other.
         last = {write[0]: write for write in writes}
@@ -389,8 +316,7 @@ class PostgresStore(ServerStore):
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         total = 0
         while True:
             deleted: int = await self._query("fetchval", self._sql_purge, batch_size)
@@ -439,13 +365,7 @@ class PostgresStore(ServerStore):
         return result
 
     def _settle(self, pool: _Pool, connection: Any) -> None:
-        limit = self._server_limit_ms()
-        budget = _SETTLE_DEFAULT if limit is None else limit / 1000 + _SETTLE_GRACE
-        task = asyncio.get_running_loop().create_task(
-            self._release_within(pool, connection, budget)
-        )
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._keep_settling(self._release_within(pool, connection, self._settle_budget()))
 
     @staticmethod
     async def _release_within(pool: _Pool, connection: Any, budget: float) -> None:
@@ -456,38 +376,30 @@ class PostgresStore(ServerStore):
         except (Exception, asyncio.CancelledError):  # noqa: S110 - terminated: nothing to do
             pass
 
-    async def _prepare(self) -> _Pool:
-        """Create the pool and check (or create) the table once; concurrent callers share it."""
-        async with self._lock:
-            if self._ready is not None:
-                return self._ready
-            try:
-                pool = self._pool
-                if pool is None:
-                    limit = self._server_limit_ms()
-                    settings = (
-                        None
-                        if limit is None
-                        else {"statement_timeout": str(limit), "lock_timeout": str(limit)}
-                    )
-                    pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=_POOL_MIN_SIZE,
-                        max_size=_POOL_MAX_SIZE,
-                        server_settings=settings,
-                    )
-                    self._pool = pool
-                # Without create_table only the table is required: its index may be named
-                # differently by whoever created it.
-                index = self._qualified_index if self._create_table else self._qualified
-                if not await pool.fetchval(self._sql_exists, self._qualified, index):
-                    if not self._create_table:
-                        raise self._missing_table()
-                    await self._run_ddl(pool)
-            except _DRIVER_ERRORS as exc:
-                raise self._translate(exc) from exc
-            self._ready = pool
-            return pool
+    async def _connect(self) -> _Pool:
+        """Create the pool (for a DSN) and check (or create) the table."""
+        pool = self._pool
+        if pool is None:
+            limit = self._server_limit()
+            settings = None
+            if limit is not None:
+                ms = str(max(1, int(limit * 1000)))
+                settings = {"statement_timeout": ms, "lock_timeout": ms}
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=_POOL_MIN_SIZE,
+                max_size=_POOL_MAX_SIZE,
+                server_settings=settings,
+            )
+            self._pool = pool
+        # Without create_table only the table is required: its index may be named
+        # differently by whoever created it.
+        index = self._qualified_index if self._create_table else self._qualified
+        if not await pool.fetchval(self._sql_exists, self._qualified, index):
+            if not self._create_table:
+                raise self._missing_table()
+            await self._run_ddl(pool)
+        return pool
 
     async def _run_ddl(self, pool: _Pool) -> None:
         # CREATE ... IF NOT EXISTS is not safe against a concurrent identical CREATE (both
@@ -507,15 +419,12 @@ class PostgresStore(ServerStore):
             "statements in PostgresStore.ddl, or pass create_table=True"
         )
 
-    def _translate(self, exc: BaseException) -> StoreError:
-        """The store exception for a driver error: StoreUnavailable or StoreError."""
+    def _is_unavailable(self, exc: BaseException) -> bool:
         # ValueError subclasses of InterfaceError (DataError, ClientConfigurationError) are
         # mistakes on the client side, not an unreachable server.
-        if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, ValueError):
-            detail = str(exc) or "no details"
-            return StoreUnavailable(
-                f"{self._where} is unavailable ({type(exc).__name__}: {detail})"
-            )
+        return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, ValueError)
+
+    def _named_error(self, exc: BaseException) -> StoreError | None:
         if isinstance(exc, asyncpg.UndefinedTableError):
             return self._missing_table()
         if isinstance(exc, asyncpg.InvalidSchemaNameError):
@@ -523,4 +432,4 @@ class PostgresStore(ServerStore):
                 f"schema {_quote(self._schema_name or '')} does not exist in {self._where}; "
                 "create it first (PostgresStore creates tables, not schemas)"
             )
-        return StoreError(f"{self._where} failed a session query ({type(exc).__name__}: {exc})")
+        return None

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -38,9 +38,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         'SQLAlchemyStore needs SQLAlchemy: pip install "aiohttp-sessionkit[sql]"'
     ) from exc
 
-from ..abc import ServerStore
-from ..batching import Batcher, each_on_failure
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ._db import MAX_IDENTIFIER, DatabaseStore, Write, check_batch_size, identifier
 from ._startup import open_or_defer
 
 __all__ = ["DEFAULT_TABLE", "SQLAlchemyStore", "define_table"]
@@ -50,8 +49,6 @@ log = logging.getLogger("aiohttp_sessionkit")
 #: The table name used when none is given.
 DEFAULT_TABLE = "aiohttp_sessions"
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MAX_IDENTIFIER = 63  # the shortest limit of the three dialects (PostgreSQL); MySQL allows 64
 _POOL_SIZE = 10
 #: Seconds a SQLite statement waits for another process's lock, in the driver's thread.
 #: Short, because asyncio cannot cancel that thread: a write that is still waiting there
@@ -62,15 +59,6 @@ _SQLITE_LOCK_WAIT = 0.05
 _SQLITE_BUSY_TIMEOUT = 30.0
 #: MySQL closes connections idle for longer than wait_timeout (8 h by default); recycle first.
 _POOL_RECYCLE = 3600
-#: The server gives up on a statement after this share of the session layer's
-#: store_timeout: before the request's 503, so a write answered 503 is rolled back.
-#: (postgres.py uses the same share.)
-_SERVER_SHARE = 0.9
-#: Seconds a connection whose statement was cut short may take, beyond the server's own
-#: limit, to confirm the cancel before it is dropped (a hung server never confirms).
-_SETTLE_GRACE = 1.0
-#: Without a server-side limit (a borrowed engine, or store_timeout=None): the whole wait.
-_SETTLE_DEFAULT = 5.0
 #: Dialects whose statements go on running on the server after their caller gave up, and
 #: that the store therefore cancels there (SQLite runs in-process: nothing runs on).
 _CANCELLABLE = frozenset({"postgresql", "mysql", "mariadb"})
@@ -104,9 +92,6 @@ _BATCHING: dict[str, frozenset[str]] = {
 #: Other dialects: the portable statements that every dialect runs the same way.
 _DEFAULT_BATCHING = frozenset({"get", "create"})
 
-#: A create or an update: the record key, the payload, the TTL in seconds.
-_Write = tuple[str, bytes, int]
-_Item = TypeVar("_Item")
 _T = TypeVar("_T")
 
 
@@ -143,18 +128,11 @@ def define_table(
     )
 
 
-def _identifier(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-        raise ConfigurationError(
-            f"SQLAlchemyStore {what} must be a plain identifier (letters, digits and '_', not "
-            f"starting with a digit), got {value!r}"
-        )
-    if len(value) > _MAX_IDENTIFIER:
-        raise ConfigurationError(
-            f"SQLAlchemyStore {what} {value!r} is longer than {_MAX_IDENTIFIER} characters, "
-            "which not every database accepts"
-        )
-    return value
+_identifier = functools.partial(
+    identifier,
+    store="SQLAlchemyStore",
+    too_long=f"{MAX_IDENTIFIER} characters, which not every database accepts",
+)
 
 
 def _now_ms() -> int:
@@ -202,8 +180,12 @@ def _engine_for(url: sa.URL) -> AsyncEngine:
 def _limit_server_time(engine: AsyncEngine, limit: Callable[[], float | None]) -> None:
     """Give each new connection of ``engine`` the server-side limit ``limit()`` returns.
 
-    Read when a connection opens, so a ``store_timeout`` learnt after the engine was built
-    (setup() runs after the store is constructed) applies to every connection.
+    PostgreSQL: ``statement_timeout`` and ``lock_timeout``, as asyncpg ``server_settings``
+    (no extra round trip). MariaDB: ``max_statement_time`` and ``innodb_lock_wait_timeout``;
+    MySQL: ``max_execution_time`` (reads only) and ``innodb_lock_wait_timeout`` (one
+    ``SET SESSION`` per connection). Read when a connection opens, so a ``store_timeout``
+    learnt after the engine was built (setup() runs after the store is constructed)
+    applies to every connection.
     """
     sync_engine = engine.sync_engine
     if engine.dialect.name == "postgresql":
@@ -279,7 +261,7 @@ def _describe(engine: AsyncEngine) -> str:
     return f"{url.get_backend_name()} at {where}"
 
 
-class SQLAlchemyStore(ServerStore):
+class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
     """Sessions in a SQL table, through an ``AsyncEngine`` it creates (from a URL) or borrows.
 
     ``url_or_engine``: a SQLAlchemy URL with an asyncio driver (``sqlite+aiosqlite:///path``,
@@ -373,24 +355,17 @@ class SQLAlchemyStore(ServerStore):
         # SQLite takes one writer at a time. Writers of this process queue here, in asyncio,
         # rather than in SQLite's busy handler, which sleeps in growing steps.
         self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
-        self._ready: AsyncEngine | None = None  # set once the table is checked
-        self._lock = asyncio.Lock()
-        self._store_timeout: float | None = None  # the smallest one setup() told us
-        # Statements cut short, being cancelled on the server: their connections stay
-        # checked out meanwhile. The cancel itself goes over a connection of its own.
-        self._settling: set[asyncio.Task[None]] = set()
+        # SQLite has no server; a borrowed engine keeps its own settings.
+        server_limits = self._owned and not self._sqlite
+        super().__init__(
+            server_limits=server_limits,
+            batching=_BATCHING.get(self._dialect, _DEFAULT_BATCHING),
+        )
+        # The cancel of a statement cut short goes over a connection of its own.
         self._canceller: AsyncEngine | None = None
         self._abandoned: set[AsyncConnection] = set()  # their caller gave up: never commit
-        if self._owned and not self._sqlite:
+        if server_limits:
             _limit_server_time(engine, self._server_limit)
-        batching = _BATCHING.get(self._dialect, _DEFAULT_BATCHING)
-        self._reads: Batcher[str] | None = Batcher(self._get_batch) if "get" in batching else None
-        self._creates: Batcher[_Write] | None = (
-            Batcher(self._create_batch) if "create" in batching else None
-        )
-        self._updates: Batcher[_Write] | None = (
-            Batcher(self._update_batch) if "update" in batching else None
-        )
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyStore {self.table.fullname} on {self._where}>"
@@ -405,59 +380,15 @@ class SQLAlchemyStore(ServerStore):
         """
         await open_or_defer(self, self._prepare)
 
-    def set_store_timeout(self, seconds: float | None) -> None:
-        """Make the server abandon statements just before ``store_timeout`` (see
-        :meth:`AbstractStore.set_store_timeout`).
-
-        An engine this store creates sets, on each new connection, 90% of the smallest
-        budget it was told: PostgreSQL's ``statement_timeout`` and ``lock_timeout`` (as
-        asyncpg ``server_settings``, no extra round trip); MariaDB's ``max_statement_time``
-        and ``innodb_lock_wait_timeout``, MySQL's ``max_execution_time`` (reads only) and
-        ``innodb_lock_wait_timeout`` (``SET SESSION`` once per connection). SQLite has no
-        server. A borrowed engine keeps its own settings (see docs/lifecycle.md).
-        """
-        if seconds is not None and (self._store_timeout is None or seconds < self._store_timeout):
-            self._store_timeout = seconds
-
-    def _server_limit(self) -> float | None:
-        """Seconds after which the server abandons a statement, for an engine we created."""
-        if self._store_timeout is None or not self._owned or self._sqlite:
-            return None
-        return self._store_timeout * _SERVER_SHARE
-
-    async def close(self) -> None:
-        """Dispose of the engine if this store created it; a borrowed engine stays open."""
-        for batcher in (self._reads, self._creates, self._updates):
-            if batcher is not None:
-                await batcher.drain()
-        while self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+    async def _dispose(self) -> None:
         if self._canceller is not None:
             canceller, self._canceller = self._canceller, None
             await canceller.dispose()
-        async with self._lock:
-            self._ready = None
-            if self._owned:
-                # The engine stays usable: a later call opens a fresh pool, as after startup.
-                await self.engine.dispose()
+        if self._owned:
+            # The engine stays usable: a later call opens a fresh pool, as after startup.
+            await self.engine.dispose()
 
-    # -- the four record operations
-
-    async def get(self, key: str) -> bytes | None:
-        if self._reads is not None:
-            data: bytes | None = await self._reads.call(key)
-            return data
-        return await self._get_one(key)
-
-    async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        if self._creates is not None:
-            return bool(await self._creates.call((key, data, ttl)))
-        return await self._create_one((key, data, ttl))
-
-    async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        if self._updates is not None:
-            return bool(await self._updates.call((key, data, ttl)))
-        return await self._update_one((key, data, ttl))
+    # -- the record operations (get, create and update go through DatabaseStore's batchers)
 
     async def remove(self, key: str) -> None:
         # Not batched: logouts are rare.
@@ -476,7 +407,7 @@ class SQLAlchemyStore(ServerStore):
 
         return await self._run(work)
 
-    async def _create_one(self, write: _Write) -> bool:
+    async def _create_one(self, write: Write) -> bool:
         key, data, ttl = write
         row = {"k": key, "d": data, "ms": ttl * 1000}
 
@@ -498,7 +429,7 @@ class SQLAlchemyStore(ServerStore):
         except _Duplicate:  # a concurrent create took the key meanwhile
             return False
 
-    async def _update_one(self, write: _Write) -> bool:
+    async def _update_one(self, write: Write) -> bool:
         key, data, ttl = write
 
         async def work(conn: AsyncConnection) -> bool:
@@ -514,19 +445,6 @@ class SQLAlchemyStore(ServerStore):
 
         return await self._run(work, write=True)
 
-    # -- shared statements: one round trip per batch. A batch of one runs the single-row
-    # statement; a batch whose statement fails on a query error (not an outage) runs again
-    # item by item, so that what one caller sent fails that caller alone.
-
-    async def _get_batch(self, keys: list[str]) -> list[Any]:
-        return await each_on_failure(keys, self._get_many, self._get_one)
-
-    async def _create_batch(self, writes: list[_Write]) -> list[Any]:
-        return await each_on_failure(writes, self._create_many, self._create_one)
-
-    async def _update_batch(self, writes: list[_Write]) -> list[Any]:
-        return await each_on_failure(writes, self._update_many, self._update_one)
-
     async def _get_many(self, keys: list[str]) -> list[Any]:
         distinct = list(dict.fromkeys(keys))  # two requests of one session: asked once
 
@@ -537,7 +455,7 @@ class SQLAlchemyStore(ServerStore):
         found = await self._run(work)
         return [found.get(key) for key in keys]
 
-    async def _create_many(self, writes: list[_Write]) -> list[Any]:
+    async def _create_many(self, writes: list[Write]) -> list[Any]:
         # One multi-row INSERT. Fresh random keys never collide; if one does (or a key is
         # sent twice), the whole INSERT fails and _batch retries item by item, where each
         # create gets its own create-only answer.
@@ -560,7 +478,7 @@ class SQLAlchemyStore(ServerStore):
         await self._run(work, write=True)
         return [True] * len(writes)
 
-    async def _update_many(self, writes: list[_Write]) -> list[Any]:
+    async def _update_many(self, writes: list[Write]) -> list[Any]:
         # Two updates of one key (two concurrent requests of one session): the last one is
         # written and both report success, as if they had run one after the other.
         last = {write[0]: write for write in writes}
@@ -569,7 +487,7 @@ class SQLAlchemyStore(ServerStore):
         )
         return [key in done for key, _, _ in writes]
 
-    async def _update_locked(self, conn: AsyncConnection, last: dict[str, _Write]) -> set[str]:
+    async def _update_locked(self, conn: AsyncConnection, last: dict[str, Write]) -> set[str]:
         """Update several rows in two statements, in one transaction, whatever their number.
 
         Not every database has UPDATE ... RETURNING to say which rows an update found
@@ -602,8 +520,7 @@ class SQLAlchemyStore(ServerStore):
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         total = 0
         while True:
 
@@ -701,9 +618,7 @@ class SQLAlchemyStore(ServerStore):
             # The connection is closed (back to the pool) only once the statement is over:
             # until then, no other statement can run on it and catch the cancel.
             self._abandoned.add(conn)
-            task = loop.create_task(self._cancel(conn, running))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._keep_settling(self._cancel(conn, running))
             raise
         except BaseException:
             await conn.close()
@@ -726,11 +641,9 @@ class SQLAlchemyStore(ServerStore):
     async def _cancel(self, conn: AsyncConnection, running: asyncio.Task[Any]) -> None:
         """Cancel the statement ``running`` waits on, then give its connection back (or drop
         it, when the server does not answer in time)."""
-        limit = self._server_limit()
-        budget = _SETTLE_DEFAULT if limit is None else limit + _SETTLE_GRACE
         kill = _KILL_SQL.get(self._dialect)
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(self._settle_budget()):
                 if running.done():
                     pass
                 elif kill is None:
@@ -804,27 +717,17 @@ class SQLAlchemyStore(ServerStore):
     def _abandoned_error(self) -> StoreUnavailable:
         return StoreUnavailable(f"{self._where}: rolled back a write whose caller gave up")
 
-    async def _prepare(self) -> AsyncEngine:
-        """Check (or create) the table once; concurrent callers share the check."""
-        async with self._lock:
-            if self._ready is not None:
-                return self._ready
-            engine = self.engine
-            try:
-                async with engine.connect() as conn:
-                    exists = await conn.run_sync(self._table_exists)
-                    if not exists:
-                        if not self._create_table:
-                            raise self._missing_table()
-                        await self._run_ddl(conn)
-                    if not self._autocommit:
-                        await conn.commit()
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc) from exc
-            self._ready = engine
-            return engine
+    async def _connect(self) -> AsyncEngine:
+        """Check (or create) the table; the engine opens its pool on the way."""
+        async with self.engine.connect() as conn:
+            exists = await conn.run_sync(self._table_exists)
+            if not exists:
+                if not self._create_table:
+                    raise self._missing_table()
+                await self._run_ddl(conn)
+            if not self._autocommit:
+                await conn.commit()
+        return self.engine
 
     def _table_exists(self, sync_conn: sa.Connection) -> bool:
         return bool(sa.inspect(sync_conn).has_table(self.table.name, schema=self.table.schema))
@@ -853,17 +756,15 @@ class SQLAlchemyStore(ServerStore):
             "create_table=True"
         )
 
-    def _translate(self, exc: BaseException) -> StoreError:
-        """The store exception for a driver error: StoreUnavailable or StoreError."""
-        if _is_unavailable(exc):
-            detail = str(getattr(exc, "orig", None) or exc) or "no details"
-            return StoreUnavailable(
-                f"{self._where} is unavailable ({type(exc).__name__}: {detail})"
-            )
-        if _is_missing_table(exc):
-            return self._missing_table()
-        detail = str(getattr(exc, "orig", None) or exc)
-        return StoreError(f"{self._where} failed a session query ({type(exc).__name__}: {detail})")
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        return _is_unavailable(exc)
+
+    def _error_detail(self, exc: BaseException) -> str:
+        # The DB-API's own error, without SQLAlchemy's statement and parameters.
+        return str(getattr(exc, "orig", None) or exc)
+
+    def _named_error(self, exc: BaseException) -> StoreError | None:
+        return self._missing_table() if _is_missing_table(exc) else None
 
 
 class _Duplicate(StoreError):
