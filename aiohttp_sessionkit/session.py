@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Iterator, MutableMapping
@@ -15,9 +16,12 @@ __all__ = ["Session"]
 # Payload: a version byte, then created, last access (unsigned 32-bit epoch seconds) and the
 # per-session max_age (signed; -1 for "use the configured default"), then the serialized
 # body [data] or [data, flashes]. Binary, so a ~100-byte session still seals into a small
-# cookie.
+# cookie. Version 2 adds 8 bytes after max_age: the session's lineage id, which only
+# client-side stores carry (a logout remembers it; see middleware.ENDED).
 _PAYLOAD_VERSION = 1
 _HEADER = struct.Struct(">BIIi")
+_LINEAGE_VERSION = 2
+_LINEAGE_HEADER = struct.Struct(">BIIi8s")
 _MAX_AGE_LIMIT = 2**31 - 1
 
 
@@ -37,6 +41,7 @@ class Session(MutableMapping[str, Any]):
         "_discard_old",
         "_flashes",
         "_identity",
+        "_lineage",
         "_max_age",
         "_new",
     )
@@ -62,6 +67,9 @@ class Session(MutableMapping[str, Any]):
         self._flashes: list[Any] = [] if flashes is None else flashes
         self._dirty = False
         self._discard_old = False
+        # The id a client-side session keeps across its re-issues (hex), or None: a logout
+        # remembers it so that a slower request of the same session cannot re-issue it.
+        self._lineage: str | None = None
 
     # -- what callers read ---------------------------------------------------------------
     @property
@@ -129,6 +137,7 @@ class Session(MutableMapping[str, Any]):
         self._dirty = True
         self._new = True
         self._identity = None
+        self._lineage = None
         self._created = self._accessed = now()
         self._max_age = None
 
@@ -137,6 +146,7 @@ class Session(MutableMapping[str, Any]):
         self._discard_old = True
         self._dirty = True
         self._identity = None
+        self._lineage = None
 
     def flash(self, value: Any) -> None:
         """Queue a message for a later request; read it with :meth:`pop_flashes`."""
@@ -199,7 +209,20 @@ def encode_payload(session: Session, serializer: Serializer, accessed: int) -> b
     except (TypeError, ValueError) as exc:
         raise _serialization_error(data, session._flashes, serializer, exc) from exc
     max_age = -1 if session._max_age is None else session._max_age
-    return _HEADER.pack(_PAYLOAD_VERSION, session._created, accessed, max_age) + encoded
+    lineage = session._lineage
+    if lineage is None:
+        return _HEADER.pack(_PAYLOAD_VERSION, session._created, accessed, max_age) + encoded
+    return (
+        _LINEAGE_HEADER.pack(
+            _LINEAGE_VERSION, session._created, accessed, max_age, bytes.fromhex(lineage)
+        )
+        + encoded
+    )
+
+
+def new_lineage() -> str:
+    """A fresh lineage id for a client-side session: 64 random bits, as hex."""
+    return os.urandom(8).hex()
 
 
 def _serialization_error(
@@ -234,7 +257,13 @@ def decode_payload(
     if len(payload) < _HEADER.size:
         return None
     version, created, accessed, max_age = _HEADER.unpack_from(payload)
-    if version != _PAYLOAD_VERSION or max_age < -1 or max_age == 0:
+    start, lineage = _HEADER.size, None
+    if version == _LINEAGE_VERSION and len(payload) >= _LINEAGE_HEADER.size:
+        start = _LINEAGE_HEADER.size
+        lineage = payload[_HEADER.size : start].hex()
+    elif version != _PAYLOAD_VERSION:
+        return None
+    if max_age < -1 or max_age == 0:
         return None
     t = now()
     if created > t + clock_skew or accessed > t + clock_skew or accessed < created:
@@ -243,7 +272,7 @@ def decode_payload(
     if t - accessed > idle or t - created > absolute_timeout:
         return None
     try:
-        body = serializer.loads(payload[_HEADER.size :])
+        body = serializer.loads(payload[start:])
     except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(body, list) or not 1 <= len(body) <= 2 or not isinstance(body[0], dict):
@@ -262,4 +291,5 @@ def decode_payload(
     session._flashes = flashes
     session._dirty = False
     session._discard_old = False
+    session._lineage = lineage
     return session

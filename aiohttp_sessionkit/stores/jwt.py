@@ -741,6 +741,7 @@ class JWTStore(AbstractStore):
         session._dirty = False
         session._discard_old = False
         session._sid = verified.sid
+        session._lineage = verified.sid  # what a logout remembers (middleware.ENDED)
         return session  # type: ignore[no-any-return]
 
     def dump(self, session: Session, serializer: Serializer, accessed: int) -> _Draft:
