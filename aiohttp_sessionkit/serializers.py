@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import json.encoder
+from itertools import compress
+from operator import not_
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSONSerializer", "Serializer"]
+from .exceptions import SerializationError
+
+__all__ = ["JSONSerializer", "NonStringKeyError", "Serializer", "check_keys"]
 
 
 @runtime_checkable
@@ -53,8 +57,92 @@ def _new_c_encoder() -> Any:
     )  # fmt: skip
 
 
+class NonStringKeyError(SerializationError):
+    """A dict key that is not a ``str``: JSON would store it as a string, so the value
+    would come back under another key (``1`` as ``"1"``), or overwrite the value of the
+    string key it collides with. ``path`` leads to it (dict keys and list indexes, the
+    offending key last); the message names it from ``root``."""
+
+    def __init__(self, path: tuple[Any, ...], *, root: str = "value") -> None:
+        self.path = path
+        key = path[-1]
+        shown = repr(key)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        where = root + "".join(f"[{step!r}]" for step in path)
+        super().__init__(
+            f"{where}: keys must be str, not {type(key).__name__} ({shown}); JSON would "
+            "turn the key into a string and the value would come back under another key; "
+            "nothing was saved"
+        )
+
+
+_CONTAINERS = (dict, list, tuple)
+# Exactly these types hold no dict: a container whose items are all of them needs no look
+# inside, which C-level map/all calls find without a Python loop over its items.
+_IS_SCALAR = frozenset((str, int, float, bool, type(None))).__contains__
+
+
+def check_keys(value: Any, *, root: str = "value") -> None:
+    """Raise :class:`NonStringKeyError` if any dict inside ``value`` has a key that is not
+    a ``str``. ``value`` must be acyclic (check after the encoder, which refuses cycles).
+
+    This runs on every save, so the common case stays in C: ``str.join`` refuses a
+    non-str key, and ``all(map(...))`` skips containers of scalars. Only when a key is
+    refused does a second walk find where it is.
+    """
+    todo = [value]
+    for container in todo:  # grows while it is walked: no recursion, however deep
+        if isinstance(container, dict):
+            try:
+                "".join(container)
+            except TypeError:
+                _locate(value, root)
+            items: Any = container.values()
+        elif isinstance(container, list | tuple):
+            items = container
+        else:  # a scalar of a subclass (an IntEnum member, say): encoded, holds no dict
+            continue
+        if not all(map(_IS_SCALAR, map(type, items))):
+            todo += compress(items, map(not_, map(_IS_SCALAR, map(type, items))))
+
+
+def _locate(value: Any, root: str) -> None:
+    """Raise NonStringKeyError for the first non-str key in ``value``, with its path."""
+    # Each entry: a container, and where it is as a linked list (parent, step) or None.
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    while stack:
+        container, where = stack.pop()
+        if isinstance(container, dict):
+            for key, item in container.items():
+                if not isinstance(key, str):
+                    raise NonStringKeyError(_unwind((where, key)), root=root) from None
+                if isinstance(item, _CONTAINERS):
+                    stack.append((item, (where, key)))
+        else:
+            for index, item in enumerate(container):
+                if isinstance(item, _CONTAINERS):
+                    stack.append((item, (where, index)))
+
+
+def _unwind(where: Any) -> tuple[Any, ...]:
+    steps = []
+    while where is not None:
+        where, step = where
+        steps.append(step)
+    return tuple(reversed(steps))
+
+
 class JSONSerializer:
-    """Compact, strict JSON (no NaN, Infinity or overflowing numbers), UTF-8 encoded."""
+    """Compact, strict JSON (no NaN, Infinity or overflowing numbers), UTF-8 encoded.
+
+    Types map as JSON does, with one refusal: ``str``, ``int``, ``float``, ``bool``,
+    ``None``, ``list`` and ``dict`` come back as they went in; a ``tuple`` (or other list
+    or dict subclass) comes back as a plain ``list`` (``dict``), a ``str`` subclass such as
+    a ``StrEnum`` member as a plain ``str``. A dict key that is not a ``str``, at any depth,
+    raises :class:`NonStringKeyError` naming where it is: JSON would silently turn it into
+    a string. Anything else (sets, bytes, dates, objects) raises ``TypeError``.
+    """
 
     __slots__ = ("_c_encode", "_decoder", "_encoder", "_scan")
 
@@ -80,6 +168,7 @@ class JSONSerializer:
                 # the next call with a fresh one.
                 self._c_encode = _new_c_encoder()
                 raise
+        check_keys(value)
         return text.encode("utf-8", "surrogatepass")
 
     def loads(self, data: bytes) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from .exceptions import SerializationError
-from .serializers import Serializer
+from .serializers import NonStringKeyError, Serializer
 
 __all__ = ["Session"]
 
@@ -228,6 +228,10 @@ def new_lineage() -> str:
 def _serialization_error(
     data: dict[str, Any], flashes: list[Any], serializer: Serializer, exc: Exception
 ) -> SerializationError:
+    if isinstance(exc, NonStringKeyError) and len(exc.path) > 1:
+        # The path runs from the body [data, flashes]: name it from the session instead.
+        first, *rest = exc.path
+        return NonStringKeyError(tuple(rest), root="session" if first == 0 else "flashes")
     for key, value in data.items():
         try:
             serializer.dumps(value)

@@ -58,7 +58,7 @@ from ..cookies import DEFAULT_COOKIE_NAME
 from ..crypto import b64url_encode
 from ..exceptions import ConfigurationError, SerializationError, SessionError
 from ..ids import record_key
-from ..serializers import Serializer
+from ..serializers import Serializer, check_keys
 from ..session import Session
 
 __all__ = [
@@ -753,6 +753,7 @@ class JWTStore(AbstractStore):
             body = _dumps(data)
         except (TypeError, ValueError) as exc:
             raise _serialization_error(data, exc) from exc
+        check_keys(data, root="session")  # JSON would turn a non-str key into a str
         created, max_age = session._created, session._max_age
         private = f'{{"c":{created},"a":{accessed}'  # whole seconds: ints, no escaping
         if max_age is not None:
@@ -765,6 +766,7 @@ class JWTStore(AbstractStore):
                 raise SerializationError(
                     f"a flash message cannot be serialized as JSON ({exc}); nothing was saved"
                 ) from exc
+            check_keys(session._flashes, root="flashes")
             private += f',"f":{flashes}'
         return _Draft(
             body, private + "}", getattr(session, "_sid", None), flashes, created, accessed, max_age
