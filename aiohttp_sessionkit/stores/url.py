@@ -63,7 +63,8 @@ def store_from_url(url: str) -> AbstractStore:
         driver = "sql"
     else:
         raise ConfigurationError(
-            f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
+            # Never the URL itself: without a scheme, nothing shows where a password is.
+            f"no session store for the URL scheme {scheme + '://' if scheme else '(none)'}; use "
             f"one of {', '.join(SCHEMES)}"
         )
     try:
