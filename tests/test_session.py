@@ -8,10 +8,12 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiohttp_sessionkit.session as session_module
 from aiohttp_sessionkit import JSONSerializer, SerializationError, Session
-from aiohttp_sessionkit.serializers import NonStringKeyError
+from aiohttp_sessionkit.serializers import NonStringKeyError, check_keys
 from aiohttp_sessionkit.session import decode_payload, encode_payload
 
 NOW = 1_800_000_000
@@ -497,6 +499,8 @@ NON_STR_KEYS = [
     pytest.param({"flags": {True: 1}}, "session['flags'][True]", id="bool"),
     pytest.param({"m": {None: 1}}, "session['m'][None]", id="none"),
     pytest.param({"d": {"e": {"f": {7: 1}}}}, "session['d']['e']['f'][7]", id="deep"),
+    pytest.param({"a": 1, 2: "top"}, "session[2]", id="top-level-given-to-the-constructor"),
+    pytest.param({"note": "a { in a str", "m": {3: 1}}, "session['m'][3]", id="brace-in-a-str"),
 ]
 
 
@@ -544,3 +548,48 @@ def test_documented_type_mapping(serializer: JSONSerializer) -> None:
     assert dict(back) == {"pair": [1, 2], "nested": [[3, {"k": [4]}]], "red": 2, "n": None}
     assert type(back["red"]) is int
     assert all(type(key) is str for key in back)
+
+
+def _has_non_str_key(value: Any) -> bool:
+    """The readable version of check_keys: a plain recursive walk."""
+    if isinstance(value, dict):
+        return any(not isinstance(k, str) or _has_non_str_key(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_non_str_key(item) for item in value)
+    return False
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.text(alphabet='{}ab"', max_size=4)
+_KEYS = st.text(alphabet="{}ab", max_size=3) | st.integers(-2, 2) | st.none() | st.booleans()
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_KEYS, inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(_KEYS, _VALUES, max_size=4), flashes=st.lists(_VALUES, max_size=2))
+def test_the_key_check_agrees_with_a_plain_recursive_walk(
+    data: dict[Any, Any], flashes: list[Any]
+) -> None:
+    body = [data, flashes] if flashes else [data]
+    serializer = JSONSerializer()
+    try:
+        serializer.dumps(body)
+    except NonStringKeyError:
+        refused = True
+    else:
+        refused = False
+    assert refused == _has_non_str_key(body)
+    # The walk without the JSON text's shortcut agrees too.
+    try:
+        check_keys(body)
+    except NonStringKeyError:
+        assert refused
+    else:
+        assert not refused

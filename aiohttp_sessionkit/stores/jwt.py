@@ -753,7 +753,7 @@ class JWTStore(AbstractStore):
             body = _dumps(data)
         except (TypeError, ValueError) as exc:
             raise _serialization_error(data, exc) from exc
-        check_keys(data, root="session")  # JSON would turn a non-str key into a str
+        check_keys(data, root="session", encoded=body)  # JSON would make a str of a key
         created, max_age = session._created, session._max_age
         private = f'{{"c":{created},"a":{accessed}'  # whole seconds: ints, no escaping
         if max_age is not None:
@@ -766,7 +766,7 @@ class JWTStore(AbstractStore):
                 raise SerializationError(
                     f"a flash message cannot be serialized as JSON ({exc}); nothing was saved"
                 ) from exc
-            check_keys(session._flashes, root="flashes")
+            check_keys(session._flashes, root="flashes", encoded=flashes)
             private += f',"f":{flashes}'
         return _Draft(
             body, private + "}", getattr(session, "_sid", None), flashes, created, accessed, max_age

@@ -64,7 +64,8 @@ def store_from_url(url: str) -> AbstractStore:
     else:
         raise ConfigurationError(
             # Never the URL itself: without a scheme, nothing shows where a password is.
-            f"no session store for the URL scheme {scheme + '://' if scheme else '(none)'}; use "
+            "no session store for the URL scheme "
+            f"{repr(scheme + '://') if scheme else '(none)'}; use "
             f"one of {', '.join(SCHEMES)}"
         )
     try:
