@@ -88,11 +88,11 @@ def check_keys(value: Any, *, root: str = "value", encoded: str | None = None) -
     a ``str``. ``value`` must be acyclic (check after the encoder, which refuses cycles);
     ``encoded``, its JSON text when the caller has it, lets the common case skip the walk.
 
-    This runs on every save. A walk over the data in Python measured 28,000 instructions
-    per memory-store write (9% of the request), so it is the fallback: every dict puts at
-    least one ``{`` in the JSON text, so a text with one ``{`` holds at most one dict, and
-    when that is ``value`` itself or its first item (the session layer's ``[data,
-    flashes]``), one ``str.join`` over its keys checks it in C.
+    This runs on every save, and a walk over the data in Python costs several times the
+    encoding (docs/performance.md), so it is the fallback: every dict puts at least one
+    ``{`` in the JSON text, so a text with one ``{`` holds at most one dict, and when that
+    is ``value`` itself or its first item (the session layer's ``[data, flashes]``), one
+    ``str.join`` over its keys checks it in C.
     """
     if encoded is not None:
         braces = encoded.count("{")
