@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .masking import mask_credentials
+
 __all__ = [
     "ConfigurationError",
     "CookieTooLarge",
@@ -15,7 +17,14 @@ __all__ = [
 
 
 class SessionError(Exception):
-    """Base class of every error raised by aiohttp-sessionkit."""
+    """Base class of every error raised by aiohttp-sessionkit.
+
+    Its message never shows a password: a store URL in it (the library's own text, or a
+    driver's error quoted in it) has its credentials masked.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_credentials(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(SessionError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from .session import (
     Session,
     decode_payload,
     encode_payload,
+    new_lineage,
     now,
 )
 
@@ -31,6 +33,64 @@ log = logging.getLogger("aiohttp_sessionkit")
 _T = TypeVar("_T")
 #: Seconds a client is told to wait after a 503 caused by an unreachable store.
 RETRY_AFTER = 5
+#: How many ended client-side sessions one process remembers (about 150 bytes each).
+ENDED_LIMIT = 65_536
+
+
+class EndedLineages:
+    """Client-side sessions that a logout, ``regenerate()`` or ``new_session()`` in this
+    process ended, so that a slower request of the same session, still running, cannot
+    hand its client a fresh token of it (which would undo the logout).
+
+    A client-side store cannot delete the client's token; what this process can do is
+    refuse to re-issue it. Entries are keyed by a hash of the cookie name and the session's
+    lineage id (never a token) and kept until no token of the session can still be valid
+    (its creation plus the absolute timeout), at most ``limit`` of them: when full, expired
+    entries go first, then the oldest eighth. Other processes do not see them.
+    """
+
+    __slots__ = ("limit", "until")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.until: dict[bytes, int] = {}
+
+    @staticmethod
+    def _key(namespace: str, lineage: str) -> bytes:
+        return hashlib.blake2b(f"{namespace}\x00{lineage}".encode(), digest_size=16).digest()
+
+    def end(self, namespace: str, lineage: str, until: int) -> None:
+        """Remember that the session ``lineage`` ended; forget it at ``until`` (epoch s)."""
+        t = now()
+        if until <= t:
+            return
+        entries = self.until
+        if len(entries) >= self.limit:
+            for key in [key for key, end in entries.items() if end <= t]:
+                del entries[key]
+            # Still full: drop the oldest eighth at once, so the scan above is not paid on
+            # every logout of a saturated process.
+            keep = self.limit - max(1, self.limit // 8)
+            for key in list(entries)[: max(0, len(entries) - keep)]:
+                del entries[key]
+        entries[self._key(namespace, lineage)] = until
+
+    def holds(self, namespace: str, lineage: str) -> bool:
+        """True when the session ``lineage`` was ended in this process and may not be saved."""
+        if not self.until:  # no logout lately: no hash to compute
+            return False
+        key = self._key(namespace, lineage)
+        until = self.until.get(key)
+        if until is None:
+            return False
+        if until <= now():
+            del self.until[key]
+            return False
+        return True
+
+
+#: The sessions this process ended: shared by every application and store in the process.
+ENDED = EndedLineages(ENDED_LIMIT)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -210,6 +270,7 @@ class Slot:
         "config",
         "header",
         "legacy",
+        "lineage",
         "live",
         "session",
         "token",
@@ -230,6 +291,8 @@ class Slot:
         self.waiters: list[asyncio.Future[Session]] | None = None
         # A session read by a legacy reader: its old record goes once ours is saved.
         self.legacy: tuple[AbstractLegacyReader, str] | None = None
+        # A client-side session as loaded: its lineage id, and the time it was created.
+        self.lineage: tuple[str, int] | None = None
 
     def presented(self, request: web.Request) -> str | None:
         """The token the request presents, remembering the transport it came in."""
@@ -275,6 +338,10 @@ class Slot:
                     )
                 if session is not None:
                     self.live = True
+                    if store.client_side:
+                        lineage = getattr(session, "_lineage", None)
+                        if lineage is not None:
+                            self.lineage = (lineage, session._created)
                 elif config.legacy:
                     session = await self._load_legacy(token)
                 if session is None:
@@ -387,21 +454,15 @@ class Slot:
         session = self.session
         if session is None or not self.due():
             return
+        if session._discard_old:
+            await self._move(request, session)
+            return
         config = self.config
         store = config.store
         namespace = config.namespace
-        if session._discard_old:
-            if self.legacy is not None:
-                await self._drop_legacy()
-            if self.token is not None:
-                await config.call(store.delete(self.token, namespace=namespace))
-                self.live = False
-                if session.empty and not session._dirty:
-                    session._discard_old = False
-                    self._expire_cookie(request)
-                    return
-            session._discard_old = False
-            session._dirty = True
+        if self.lineage is not None and self._ended():
+            self._lost(session)
+            return
         if session.empty:
             if session._dirty:
                 session._dirty = False
@@ -412,18 +473,64 @@ class Slot:
                     self._expire_cookie(request)
             return
         # due(): the session changed, or it is live and its refresh is due
+        if session._lineage is None and store.client_side:
+            session._lineage = new_lineage()
         payload, t, ttl = self._payload(session)
-        if not self.live and session._established and config.save_established:
-            save: Callable[..., Awaitable[str | None]] = store.save  # declares the keyword
-            operation = save(None, payload, ttl=ttl, namespace=namespace, established=True)
-        else:
-            operation = store.save(
-                self.token if self.live else None, payload, ttl=ttl, namespace=namespace
-            )
+        operation = self._store_save(self.token if self.live else None, payload, ttl, session)
         token = await (operation if store.local else config.guarded(operation))  # call(), inlined
         self._saved(request, session, token, t, ttl)
         if self.legacy is not None:
             await self._drop_legacy()
+
+    def _store_save(
+        self, token: str | None, payload: Any, ttl: int, session: Session
+    ) -> Awaitable[str | None]:
+        """The store's save of ``payload`` under ``token`` (None: a new record). A new record
+        of an established session (a login) says so to a store that takes ``established``
+        (MemoryStore never evicts it for a visitor's session)."""
+        config = self.config
+        if token is None and session._established and config.save_established:
+            save: Callable[..., Awaitable[str | None]] = config.store.save  # takes the keyword
+            return save(None, payload, ttl=ttl, namespace=config.namespace, established=True)
+        return config.store.save(token, payload, ttl=ttl, namespace=config.namespace)
+
+    async def _move(self, request: web.Request, session: Session) -> None:
+        """Commit ``new_session()``, ``regenerate()`` or ``invalidate()``: the session moves to
+        a new record (or to none, when empty) and the old record is deleted.
+
+        The new record is written first: if that fails (a 503), the old one is untouched and
+        the client's cookie still opens it. Only then is the old record deleted; if that
+        fails, the new record is never handed out and expires unused.
+        """
+        config = self.config
+        store = config.store
+        namespace = config.namespace
+        token = None
+        t = ttl = 0
+        if not session.empty:
+            if session._lineage is None and store.client_side:
+                session._lineage = new_lineage()
+            payload, t, ttl = self._payload(session)
+            token = await config.call(self._store_save(None, payload, ttl, session))
+        old = self.token
+        if old is not None:
+            if store.client_side and self.lineage is None and not self.live:
+                # new_session() without a load: open the old token to learn what to end.
+                await self._learn_lineage(old)
+            await config.call(store.delete(old, namespace=namespace))
+            if self.lineage is not None:
+                lineage, created = self.lineage
+                ENDED.end(namespace, lineage, created + config.absolute_timeout)
+                self.lineage = None
+        if self.legacy is not None:
+            await self._drop_legacy()
+        session._discard_old = False
+        self.live = False
+        if token is None:
+            session._dirty = False
+            self._expire_cookie(request)
+        else:
+            self._saved(request, session, token, t, ttl)
 
     def commit_now(self, request: web.Request) -> bool:
         """:meth:`commit` without a coroutine, for a due change that is one plain save to a
@@ -444,6 +551,11 @@ class Slot:
             or not (self.live or config.store.client_side)
         ):
             return False
+        if self.lineage is not None and self._ended():
+            self._lost(session)
+            return True
+        if session._lineage is None and config.store.client_side:
+            session._lineage = new_lineage()
         # _payload(), inlined on purpose: this is the write of every request to a local
         # store, and the call measured 0.6% of a memory-store write under Valgrind, enough
         # to put it under its target (0.90 x the adjusted memory limit).
@@ -473,12 +585,7 @@ class Slot:
         session._dirty = False
         session._accessed = t
         if token is None:
-            # The record went away while this request ran (a logout, or expiry): never
-            # resurrect it. The client's cookie now points at nothing, so expire it.
-            log.debug("session %r was deleted during the request; not saved", config.namespace)
-            self.live = False
-            session._identity = None
-            self._expire_cookie(request)
+            self._lost(session)
             return
         if not config.store.client_side:
             session._identity = token
@@ -494,6 +601,44 @@ class Slot:
             self.applied = False
         self.token = token
         self.live = True
+
+    async def _learn_lineage(self, token: str) -> None:
+        """Set ``self.lineage`` from the client-side session ``token`` holds, if it opens."""
+        config = self.config
+        payload = await config.call(config.store.load(token, namespace=config.namespace))
+        if payload is None:
+            return
+        previous = config.restore(
+            payload,
+            config.serializer,
+            identity=None,
+            idle_timeout=config.idle_timeout,
+            absolute_timeout=config.absolute_timeout,
+        )
+        lineage = getattr(previous, "_lineage", None)
+        if previous is not None and lineage is not None:
+            self.lineage = (lineage, previous._created)
+
+    def _ended(self) -> bool:
+        """True when another request in this process ended the client-side session loaded
+        here (a logout or a login); ``self.lineage`` is set."""
+        assert self.lineage is not None
+        return ENDED.holds(self.config.namespace, self.lineage[0])
+
+    def _lost(self, session: Session) -> None:
+        """The session was ended by another request while this one ran: save nothing, and
+        send no token header at all.
+
+        The record is gone (a logout, a login's ``regenerate()``, or expiry): an update never
+        resurrects it. Nor does the client's token get expired: by now the client may hold
+        a newer one from that other request (the login's session, the logout's flash), and a
+        deletion would wipe it. A dead token left in the client opens nothing, and ids are
+        never adopted.
+        """
+        log.debug("session %r was ended during the request; not saved", self.config.namespace)
+        session._dirty = False
+        session._identity = None
+        self.live = False
 
     async def _drop_legacy(self) -> None:
         """Delete the record a legacy reader opened: the session moved over, or logged out."""

@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 import json.encoder
 import re
-from itertools import accumulate
+from itertools import accumulate, compress
+from operator import not_
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["MAX_DEPTH", "JSONSerializer", "Serializer", "check_depth"]
+from .exceptions import SerializationError
+
+__all__ = [
+    "MAX_DEPTH",
+    "JSONSerializer",
+    "NonStringKeyError",
+    "Serializer",
+    "check_depth",
+    "check_keys",
+]
 
 #: The deepest nesting of arrays and objects in any JSON the library decodes (session
 #: records, sealed cookies, JWT headers and claims, legacy records) or writes. Python's own
@@ -86,9 +96,108 @@ def _new_c_encoder() -> Any:
     )  # fmt: skip
 
 
+class NonStringKeyError(SerializationError):
+    """A dict key that is not a ``str``: JSON would store it as a string, so the value
+    would come back under another key (``1`` as ``"1"``), or overwrite the value of the
+    string key it collides with. ``path`` leads to it (dict keys and list indexes, the
+    offending key last); the message names it from ``root``."""
+
+    def __init__(self, path: tuple[Any, ...], *, root: str = "value") -> None:
+        self.path = path
+        key = path[-1]
+        shown = repr(key)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        where = root + "".join(f"[{step!r}]" for step in path)
+        super().__init__(
+            f"{where}: keys must be str, not {type(key).__name__} ({shown}); JSON would "
+            "turn the key into a string and the value would come back under another key; "
+            "nothing was saved"
+        )
+
+
+_CONTAINERS = (dict, list, tuple)
+# Exactly these types hold no dict: a container whose items are all of them needs no look
+# inside, which C-level map/all calls find without a Python loop over its items.
+_IS_SCALAR = frozenset((str, int, float, bool, type(None))).__contains__
+
+
+def check_keys(value: Any, *, root: str = "value", encoded: str | None = None) -> None:
+    """Raise ``NonStringKeyError`` if any dict inside ``value`` has a key that is not
+    a ``str``. ``value`` must be acyclic (check after the encoder, which refuses cycles);
+    ``encoded``, its JSON text when the caller has it, lets the common case skip the walk.
+
+    This runs on every save, and a walk over the data in Python costs several times the
+    encoding (docs/performance.md), so it is the fallback: every dict puts at least one
+    ``{`` in the JSON text, so a text with one ``{`` holds at most one dict, and when that
+    is ``value`` itself or its first item (the session layer's ``[data, flashes]``), one
+    ``str.join`` over its keys checks it in C.
+    """
+    if encoded is not None:
+        braces = encoded.count("{")
+        if braces <= 1:
+            only = value[0] if type(value) is list and value else value
+            if type(only) is dict:
+                try:
+                    "".join(only)
+                except TypeError:
+                    _locate(value, root)
+                return
+            if not braces:
+                return
+    todo = [value]
+    for container in todo:  # grows while it is walked: no recursion, however deep
+        if isinstance(container, dict):
+            try:
+                "".join(container)
+            except TypeError:
+                _locate(value, root)
+            items: Any = container.values()
+        elif isinstance(container, list | tuple):
+            items = container
+        else:  # a scalar of a subclass (an IntEnum member, say): encoded, holds no dict
+            continue
+        if not all(map(_IS_SCALAR, map(type, items))):
+            todo += compress(items, map(not_, map(_IS_SCALAR, map(type, items))))
+
+
+def _locate(value: Any, root: str) -> None:
+    """Raise NonStringKeyError for the first non-str key in ``value``, with its path."""
+    # Each entry: a container, and where it is as a linked list (parent, step) or None.
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    while stack:
+        container, where = stack.pop()
+        if isinstance(container, dict):
+            for key, item in container.items():
+                if not isinstance(key, str):
+                    raise NonStringKeyError(_unwind((where, key)), root=root) from None
+                if isinstance(item, _CONTAINERS):
+                    stack.append((item, (where, key)))
+        else:
+            for index, item in enumerate(container):
+                if isinstance(item, _CONTAINERS):
+                    stack.append((item, (where, index)))
+
+
+def _unwind(where: Any) -> tuple[Any, ...]:
+    steps = []
+    while where is not None:
+        where, step = where
+        steps.append(step)
+    return tuple(reversed(steps))
+
+
 class JSONSerializer:
     """Compact, strict JSON (no NaN, Infinity or overflowing numbers, nothing nested deeper
-    than :data:`~aiohttp_sessionkit.serializers.MAX_DEPTH`), UTF-8 encoded."""
+    than :data:`~aiohttp_sessionkit.serializers.MAX_DEPTH`), UTF-8 encoded.
+
+    Types map as JSON does, with one refusal: ``str``, ``int``, ``float``, ``bool``,
+    ``None``, ``list`` and ``dict`` come back as they went in; a ``tuple`` (or other list
+    or dict subclass) comes back as a plain ``list`` (``dict``), a ``str`` subclass such as
+    a ``StrEnum`` member as a plain ``str``. A dict key that is not a ``str``, at any depth,
+    raises ``NonStringKeyError`` naming where it is: JSON would silently turn it into
+    a string. Anything else (sets, bytes, dates, objects) raises ``TypeError``.
+    """
 
     __slots__ = ("_c_encode", "_decoder", "_encoder", "_scan")
 
@@ -114,6 +223,15 @@ class JSONSerializer:
                 # the next call with a fresh one.
                 self._c_encode = _new_c_encoder()
                 raise
+        # check_keys(value, encoded=text), its common case inlined: a session without
+        # nested dicts (one "{" in the text: the data dict) is checked by one C call.
+        if text.count("{") == 1 and type(value) is list and type(value[0]) is dict:
+            try:
+                "".join(value[0])
+            except TypeError:
+                check_keys(value)
+        else:
+            check_keys(value, encoded=text)
         # Never write what the next load would refuse.
         return check_depth(text).encode("utf-8", "surrogatepass")
 

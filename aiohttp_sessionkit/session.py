@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any, TypeVar
 
 from .exceptions import SerializationError
-from .serializers import Serializer
+from .serializers import NonStringKeyError, Serializer
 
 __all__ = ["Session"]
 
 # Payload: a version byte, then created, last access (unsigned 32-bit epoch seconds) and the
 # per-session max_age (signed; -1 for "use the configured default"), then the serialized
 # body [data] or [data, flashes]. Binary, so a ~100-byte session still seals into a small
-# cookie.
+# cookie. Version 2 adds 8 bytes after max_age: the session's lineage id, which only
+# client-side stores carry (a logout remembers it; see middleware.ENDED).
 _PAYLOAD_VERSION = 1
 _HEADER = struct.Struct(">BIIi")
+_LINEAGE_VERSION = 2
+_LINEAGE_HEADER = struct.Struct(">BIIi8s")
 _MAX_AGE_LIMIT = 2**31 - 1
 
 
@@ -68,6 +72,7 @@ class Session(MutableMapping[str, Any]):
         "_established",
         "_flashes",
         "_identity",
+        "_lineage",
         "_max_age",
         "_new",
     )
@@ -96,6 +101,9 @@ class Session(MutableMapping[str, Any]):
         # Went through new_session() or regenerate() in this request (a login): its new
         # record is one that a store with bounded room never evicts for an anonymous one.
         self._established = False
+        # The id a client-side session keeps across its re-issues (hex), or None: a logout
+        # remembers it so that a slower request of the same session cannot re-issue it.
+        self._lineage: str | None = None
 
     # -- what callers read ---------------------------------------------------------------
     @property
@@ -164,6 +172,7 @@ class Session(MutableMapping[str, Any]):
         self._dirty = True
         self._new = True
         self._identity = None
+        self._lineage = None
         self._created = self._accessed = now()
         self._max_age = None
 
@@ -173,6 +182,7 @@ class Session(MutableMapping[str, Any]):
         self._established = True
         self._dirty = True
         self._identity = None
+        self._lineage = None
 
     def flash(self, value: Any) -> None:
         """Queue a message for a later request; read it with :meth:`pop_flashes`."""
@@ -235,12 +245,29 @@ def encode_payload(session: Session, serializer: Serializer, accessed: int) -> b
     except (TypeError, ValueError) as exc:
         raise _serialization_error(data, session._flashes, serializer, exc) from exc
     max_age = -1 if session._max_age is None else session._max_age
-    return _HEADER.pack(_PAYLOAD_VERSION, session._created, accessed, max_age) + encoded
+    lineage = session._lineage
+    if lineage is None:
+        return _HEADER.pack(_PAYLOAD_VERSION, session._created, accessed, max_age) + encoded
+    return (
+        _LINEAGE_HEADER.pack(
+            _LINEAGE_VERSION, session._created, accessed, max_age, bytes.fromhex(lineage)
+        )
+        + encoded
+    )
+
+
+def new_lineage() -> str:
+    """A fresh lineage id for a client-side session: 64 random bits, as hex."""
+    return os.urandom(8).hex()
 
 
 def _serialization_error(
     data: dict[str, Any], flashes: list[Any], serializer: Serializer, exc: Exception
 ) -> SerializationError:
+    if isinstance(exc, NonStringKeyError) and len(exc.path) > 1:
+        # The path runs from the body [data, flashes]: name it from the session instead.
+        first, *rest = exc.path
+        return NonStringKeyError(tuple(rest), root="session" if first == 0 else "flashes")
     for key, value in data.items():
         try:
             serializer.dumps(value)
@@ -271,7 +298,13 @@ def decode_payload(
     if len(payload) < _HEADER.size:
         return None
     version, created, accessed, stored_max_age = _HEADER.unpack_from(payload)
-    if version != _PAYLOAD_VERSION or stored_max_age < -1 or stored_max_age == 0:
+    start, lineage = _HEADER.size, None
+    if version == _LINEAGE_VERSION and len(payload) >= _LINEAGE_HEADER.size:
+        start = _LINEAGE_HEADER.size
+        lineage = payload[_HEADER.size : start].hex()
+    elif version != _PAYLOAD_VERSION:
+        return None
+    if stored_max_age < -1 or stored_max_age == 0:
         return None
     max_age = None if stored_max_age < 0 else stored_max_age  # -1: the configured default
     if not within_timeouts(
@@ -285,7 +318,7 @@ def decode_payload(
     ):
         return None
     try:
-        body = serializer.loads(payload[_HEADER.size :])
+        body = serializer.loads(payload[start:])
     except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(body, list) or not 1 <= len(body) <= 2 or not isinstance(body[0], dict):
@@ -293,7 +326,9 @@ def decode_payload(
     flashes = body[1] if len(body) == 2 else []
     if not isinstance(flashes, list):
         return None
-    return loaded_session(Session, identity, body[0], flashes, created, accessed, max_age)
+    return loaded_session(
+        Session, identity, body[0], flashes, created, accessed, max_age, lineage=lineage
+    )
 
 
 def within_timeouts(
@@ -328,6 +363,8 @@ def loaded_session(
     created: int,
     accessed: int,
     max_age: int | None,
+    *,
+    lineage: str | None = None,
 ) -> _SessionT:
     """A session as a store loaded it: not new, unchanged. Every store's restore builds its
     session here, so a new Session field is set here as well as in ``Session.__init__``.
@@ -346,4 +383,5 @@ def loaded_session(
     session._dirty = False
     session._discard_old = False
     session._established = False
+    session._lineage = lineage
     return session

@@ -34,6 +34,7 @@ from aiohttp_sessionkit import (
     setup,
     store_from_url,
 )
+from aiohttp_sessionkit.masking import mask_credentials
 from aiohttp_sessionkit.stores.url import SCHEMES
 
 routes = web.RouteTableDef()
@@ -218,13 +219,13 @@ def store_from_env() -> AbstractStore:
     if not scheme or f"{scheme}://" not in SCHEMES:
         accepted = ", ".join(("cookie", *SCHEMES))
         raise SettingError(
-            f"SESSIONKIT_STORE={choice!r} names no store; use one of: {accepted} "
+            f"SESSIONKIT_STORE={mask_credentials(choice)!r} names no store; use one of: {accepted} "
             "(URLs in full, e.g. redis://127.0.0.1:6379/0)"
         )
     try:
         return store_from_url(choice)
     except ConfigurationError as exc:
-        raise SettingError(f"SESSIONKIT_STORE={choice!r}: {exc}") from None
+        raise SettingError(f"SESSIONKIT_STORE={mask_credentials(choice)!r}: {exc}") from None
 
 
 def make_app() -> web.Application:
@@ -253,9 +254,10 @@ async def serve(app: web.Application, host: str, port: int) -> None:
             ) from None
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        store = mask_credentials(os.environ.get("SESSIONKIT_STORE", "memory://"))
         print(
             f"aiohttp-sessionkit demo on http://{shown}:{bound_port}/ (store: "
-            f"{os.environ.get('SESSIONKIT_STORE', 'memory://')}); Ctrl+C stops it",
+            f"{store}); Ctrl+C stops it",
             flush=True,
         )
         await asyncio.Event().wait()
@@ -274,7 +276,7 @@ def main() -> int:
         app = make_app()
         asyncio.run(serve(app, host, port))
     except SettingError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        print(f"demo: {mask_credentials(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

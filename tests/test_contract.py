@@ -73,6 +73,12 @@ def build_app(store: AbstractStore, wire: Wire, **options: Any) -> web.Applicati
         session["bad"] = object()
         return web.Response(text="unreachable")
 
+    @routes.post("/int-keys")
+    async def int_keys(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["cart"] = {1: "one", "1": "the string one"}  # JSON would keep only one
+        return web.Response(text="unreachable")
+
     @routes.get("/stream")
     async def stream(request: web.Request) -> web.StreamResponse:
         session = await get_session(request)
@@ -341,6 +347,25 @@ async def test_value_that_is_not_json_names_the_key_and_writes_nothing(
     errors = [r for r in caplog.records if r.exc_info and r.exc_info[0] is SerializationError]
     assert errors, "the serialization error was not logged"
     assert "session['bad']" in str(errors[0].exc_info[1])  # type: ignore[index]
+
+
+async def test_a_non_str_key_is_refused_naming_its_path_and_writes_nothing(
+    aiohttp_client: Any, store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    counting = CountingStore(store)
+    client = await client_for(aiohttp_client, build_app(counting, COOKIE_WIRE))
+    cookie = await login(client, COOKIE_WIRE, user="alice")
+    saves = counting.saves
+    response = await client.post("/int-keys", headers=COOKIE_WIRE.present(cookie))
+    assert response.status == 500
+    assert sends_no_token(COOKIE_WIRE, response)
+    assert counting.saves == saves
+    errors = [r for r in caplog.records if r.exc_info and r.exc_info[0] is not None]
+    assert any(
+        str(r.exc_info[1]).startswith("session['cart'][1]: keys must be str")  # type: ignore[index]
+        for r in errors
+    )
+    assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
 
 
 async def test_stream_response_prepared_in_handler_saves_at_prepare(

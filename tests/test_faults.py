@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
-from conftest import StoreFactory
+from conftest import CountingStore, StoreFactory
 from servers import ServerHandle
 from test_contract import COOKIE_WIRE, build_app, client_for, cookie_value, login, read, with_cookie
 
-from aiohttp_sessionkit import get_session
+from aiohttp_sessionkit import AbstractStore, get_session
 
 _T = TypeVar("_T")
 
@@ -198,6 +198,43 @@ async def test_failed_save_never_leaves_a_cookie_pointing_at_unsaved_state(
                 (await pending).release()
     if server_store_factory.kind not in VOLATILE_KINDS:  # restarted empty otherwise
         assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
+    await assert_recovered(client)
+
+
+class FreezesBeforeCreate(CountingStore):
+    """A real store whose server freezes just before it is asked to create a record."""
+
+    def __init__(self, inner: AbstractStore, server: ServerHandle) -> None:
+        super().__init__(inner)
+        self.server = server
+        self.armed = False
+
+    async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
+        if token is None and self.armed:
+            self.server.pause()
+        return await super().save(token, data, ttl=ttl, namespace=namespace)
+
+
+@every_server_store
+async def test_a_regenerate_whose_new_record_fails_leaves_the_old_session_working(
+    aiohttp_client: Any, server_store_factory: StoreFactory, server: ServerHandle
+) -> None:
+    """regenerate() writes the new record first and deletes the old one only after that:
+    when the write fails, the client gets a 503, keeps its cookie, and it still opens."""
+    store = FreezesBeforeCreate(server_store_factory(), server)
+    app = build_app(store, COOKIE_WIRE, store_timeout=HANG_TIMEOUT)
+    client = await client_for(aiohttp_client, app)
+    cookie = await login(client, COOKIE_WIRE, user="alice")
+    store.armed = True
+    try:
+        async with asyncio.timeout(2 * HANG_LIMIT):
+            response = await client.post("/regenerate", headers=with_cookie(cookie))
+    finally:
+        store.armed = False
+        server.resume()
+    assert_unavailable(response)
+    assert store.deletes == 0  # the old record was never touched
+    assert (await read(client, COOKIE_WIRE, cookie))["data"] == {"user": "alice"}
     await assert_recovered(client)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiohttp_sessionkit.session as session_module
 from aiohttp_sessionkit import JSONSerializer, SerializationError, Session
+from aiohttp_sessionkit.serializers import NonStringKeyError, check_keys
 from aiohttp_sessionkit.session import decode_payload, encode_payload
 
 NOW = 1_800_000_000
@@ -339,7 +343,7 @@ def test_truncated_header_decodes_to_none(length: int) -> None:
     assert decode(raw_payload(b'[{"k":1}]')[:length]) is None
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_unknown_version_decodes_to_none(version: int) -> None:
     assert decode(raw_payload(b"[{}]", version=version)) is None
 
@@ -486,3 +490,106 @@ def test_lone_surrogate_round_trips_through_the_payload(serializer: JSONSerializ
     back = decode(encode_payload(session, serializer, NOW))
     assert back is not None
     assert dict(back) == {"a": "\ud800"}
+
+
+NON_STR_KEYS = [
+    pytest.param({"cart": {1: "a", "1": "b"}}, "session['cart'][1]", id="int-colliding"),
+    pytest.param({"cart": ["x", {2: "b"}]}, "session['cart'][1][2]", id="int-in-a-list"),
+    pytest.param({"a": ({"b": {1.5: 0}},)}, "session['a'][0]['b'][1.5]", id="float-in-a-tuple"),
+    pytest.param({"flags": {True: 1}}, "session['flags'][True]", id="bool"),
+    pytest.param({"m": {None: 1}}, "session['m'][None]", id="none"),
+    pytest.param({"d": {"e": {"f": {7: 1}}}}, "session['d']['e']['f'][7]", id="deep"),
+    pytest.param({"a": 1, 2: "top"}, "session[2]", id="top-level-given-to-the-constructor"),
+    pytest.param({"note": "a { in a str", "m": {3: 1}}, "session['m'][3]", id="brace-in-a-str"),
+]
+
+
+@pytest.mark.parametrize(("data", "where"), NON_STR_KEYS)
+def test_a_non_str_key_anywhere_is_refused_naming_where_it_is(
+    serializer: JSONSerializer, data: dict[str, Any], where: str
+) -> None:
+    # JSON would store the key as a string: {1: "a", "1": "b"} would come back as {"1": "b"}.
+    session = Session(data=data)
+    with pytest.raises(SerializationError) as info:
+        encode_payload(session, serializer, NOW)
+    assert str(info.value).startswith(f"{where}: keys must be str, not ")
+    assert isinstance(info.value, TypeError)
+
+
+def test_a_non_str_key_in_a_flash_message_is_refused(serializer: JSONSerializer) -> None:
+    session = Session(data={"fine": {"ok": 1}})
+    session.flash({"level": {0: "info"}})
+    with pytest.raises(
+        SerializationError, match=r"^flashes\[0\]\['level'\]\[0\]: keys must be str"
+    ):
+        encode_payload(session, serializer, NOW)
+
+
+def test_the_serializer_refuses_non_str_keys_on_its_own(serializer: JSONSerializer) -> None:
+    with pytest.raises(NonStringKeyError, match=r"^value\[0\]\[3\]: keys must be str, not int"):
+        serializer.dumps([{3: "x"}])
+    # The encoder is left usable, and str keys of any depth still encode.
+    assert serializer.dumps([{"a": [{"b": {"c": 1}}]}]) == b'[{"a":[{"b":{"c":1}}]}]'
+
+
+def test_documented_type_mapping(serializer: JSONSerializer) -> None:
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    session = Session(
+        data={"pair": (1, 2), "nested": [(3, {"k": (4,)})], Colour.RED: Level.HIGH, "n": None}
+    )
+    back = decode(encode_payload(session, serializer, NOW))
+    assert back is not None
+    # A tuple comes back as a list; enum members of str and int as the plain values.
+    assert dict(back) == {"pair": [1, 2], "nested": [[3, {"k": [4]}]], "red": 2, "n": None}
+    assert type(back["red"]) is int
+    assert all(type(key) is str for key in back)
+
+
+def _has_non_str_key(value: Any) -> bool:
+    """The readable version of check_keys: a plain recursive walk."""
+    if isinstance(value, dict):
+        return any(not isinstance(k, str) or _has_non_str_key(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_non_str_key(item) for item in value)
+    return False
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.text(alphabet='{}ab"', max_size=4)
+_KEYS = st.text(alphabet="{}ab", max_size=3) | st.integers(-2, 2) | st.none() | st.booleans()
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_KEYS, inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(_KEYS, _VALUES, max_size=4), flashes=st.lists(_VALUES, max_size=2))
+def test_the_key_check_agrees_with_a_plain_recursive_walk(
+    data: dict[Any, Any], flashes: list[Any]
+) -> None:
+    body = [data, flashes] if flashes else [data]
+    serializer = JSONSerializer()
+    try:
+        serializer.dumps(body)
+    except NonStringKeyError:
+        refused = True
+    else:
+        refused = False
+    assert refused == _has_non_str_key(body)
+    # The walk without the JSON text's shortcut agrees too.
+    try:
+        check_keys(body)
+    except NonStringKeyError:
+        assert refused
+    else:
+        assert not refused

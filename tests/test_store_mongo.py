@@ -467,3 +467,52 @@ async def check_outage_and_recovery(store: MongoStore, url_store: MongoStore, se
         fresh = await each.save(None, b"after", ttl=TTL, namespace=NS)
         assert fresh is not None
         assert await each.load(fresh, namespace=NS) == b"after"
+
+
+CORRUPT_DATA: dict[str, dict[str, Any]] = {
+    "data-missing": {},
+    "data-a-string": {"data": "not bytes"},
+    "data-null": {"data": None},
+    "data-a-huge-int": {"data": 10**15},  # bytes(int) would try to allocate that much
+    "data-an-int": {"data": 42},
+    "data-a-list-of-ints": {"data": [1, 0, 0, 0, 0]},
+    "data-a-document": {"data": {"user": "admin"}},
+    "data-a-bool": {"data": True},
+    "data-a-date": {"data": datetime(2030, 1, 1, tzinfo=UTC)},
+}
+
+
+@pytest.mark.parametrize("fields", CORRUPT_DATA.values(), ids=CORRUPT_DATA.keys())
+async def test_a_document_without_a_binary_payload_opens_a_fresh_session(
+    store: MongoStore, raw: Any, aiohttp_client: Any, fields: dict[str, Any]
+) -> None:
+    from aiohttp import DummyCookieJar, web
+
+    from aiohttp_sessionkit import get_session, setup
+    from aiohttp_sessionkit.ids import new_session_id
+
+    token = new_session_id()
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    await raw.insert_one({"_id": record_key(NS, token), "expires": expires, **fields})
+    assert await store.load(token, namespace=NS) is None
+
+    async def handler(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        seen = dict(session)
+        if request.method == "POST":
+            session["user"] = "alice"
+        return web.json_response({"seen": seen, "new": session.new})
+
+    app = web.Application()
+    setup(app, store, cookie_name=NS)
+    app.router.add_route("*", "/", handler)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
+    cookie = {"Cookie": f"{NS}={token}"}
+    response = await client.get("/", headers=cookie)
+    assert response.status == 200
+    assert await response.json() == {"seen": {}, "new": True}
+    response = await client.post("/", headers=cookie)
+    assert response.status == 200
+    issued = response.cookies[NS].value
+    assert issued and issued != token  # a new session under a new id, never the planted one
+    assert await store.load(issued, namespace=NS) is not None

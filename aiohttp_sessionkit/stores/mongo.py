@@ -156,7 +156,11 @@ class MongoStore(ServerStore):
             doc = await collection.find_one({"_id": key}, {"_id": 0, "data": 1, "expires": 1})
         if doc is None or not _is_live(doc.get("expires"), _now()):
             return None
-        return bytes(doc["data"])
+        data = doc.get("data")
+        # A document edited by hand or by another program may hold anything there: only
+        # BSON binary (bytes, or bson.Binary, a bytes subclass) is a payload of ours.
+        # bytes() of a str raises, and of an int allocates that many zero bytes.
+        return bytes(data) if isinstance(data, bytes) else None
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
         collection = await self._ready()

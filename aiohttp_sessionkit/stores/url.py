@@ -73,7 +73,9 @@ def store_from_url(url: str) -> AbstractStore:
         driver = "memcached"
     else:
         raise ConfigurationError(
-            f"no session store for the URL scheme {scheme + '://' if scheme else url!r}; use "
+            # Never the URL itself: without a scheme, nothing shows where a password is.
+            "no session store for the URL scheme "
+            f"{repr(scheme + '://') if scheme else '(none)'}; use "
             f"one of {', '.join(SCHEMES)}"
         )
     try:

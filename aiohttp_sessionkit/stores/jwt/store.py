@@ -13,7 +13,7 @@ from ...cookies import DEFAULT_COOKIE_NAME
 from ...crypto import b64url_encode
 from ...exceptions import ConfigurationError, SerializationError
 from ...ids import record_key
-from ...serializers import Serializer, check_depth
+from ...serializers import Serializer, check_depth, check_keys
 from ...session import (
     DEFAULT_CLOCK_SKEW_TOLERANCE,
     Session,
@@ -328,7 +328,14 @@ class JWTStore(AbstractStore):
         ):
             return None
         session: Any = loaded_session(
-            self.session_class, identity, payload.data, payload.flashes, created, accessed, max_age
+            self.session_class,
+            identity,
+            payload.data,
+            payload.flashes,
+            created,
+            accessed,
+            max_age,
+            lineage=verified.sid,  # what a logout remembers (middleware.ENDED)
         )
         session._sid = verified.sid
         return session  # type: ignore[no-any-return]
@@ -342,6 +349,7 @@ class JWTStore(AbstractStore):
             body = _dumps(data)
         except (TypeError, ValueError) as exc:
             raise _serialization_error(data, exc) from exc
+        check_keys(data, root="session", encoded=body)  # JSON would make a str of a key
         created, max_age = session._created, session._max_age
         private = f'{{"c":{created},"a":{accessed}'  # whole seconds: ints, no escaping
         if max_age is not None:
@@ -354,6 +362,7 @@ class JWTStore(AbstractStore):
                 raise SerializationError(
                     f"a flash message cannot be serialized as JSON ({exc}); nothing was saved"
                 ) from exc
+            check_keys(session._flashes, root="flashes", encoded=flashes)
             private += f',"f":{flashes}'
         return _Draft(
             body, private + "}", getattr(session, "_sid", None), flashes, created, accessed, max_age
