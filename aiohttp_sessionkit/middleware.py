@@ -482,6 +482,31 @@ class Slot:
         if self.legacy is not None:
             await self._drop_legacy()
 
+    async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
+        """Write ``session`` as a new record: its token, access time and lifetime."""
+        config = self.config
+        if session._lineage is None and config.store.client_side:
+            session._lineage = new_lineage()
+        payload, t, ttl = self._payload(session)
+        token = await config.call(self._store_save(None, payload, ttl, session))
+        return token, t, ttl
+
+    async def _end_old(self) -> None:
+        """Delete the record the client's token names, and remember its lineage as ended."""
+        config = self.config
+        store = config.store
+        old = self.token
+        if old is None:
+            return
+        if store.client_side and self.lineage is None and not self.live:
+            # new_session() without a load: open the old token to learn what to end.
+            await self._learn_lineage(old)
+        await config.call(store.delete(old, namespace=config.namespace))
+        if self.lineage is not None:
+            lineage, created = self.lineage
+            ENDED.end(config.namespace, lineage, created + config.absolute_timeout)
+            self.lineage = None
+
     def _store_save(
         self, token: str | None, payload: Any, ttl: int, session: Session
     ) -> Awaitable[str | None]:
@@ -498,30 +523,22 @@ class Slot:
         """Commit ``new_session()``, ``regenerate()`` or ``invalidate()``: the session moves to
         a new record (or to none, when empty) and the old record is deleted.
 
-        The new record is written first: if that fails (a 503), the old one is untouched and
-        the client's cookie still opens it. Only then is the old record deleted; if that
-        fails, the new record is never handed out and expires unused.
+        A login (``new_session()``, ``regenerate()``) writes the new record first: if that
+        fails (a 503), the old one is untouched and the client's cookie still opens it; if the
+        deletion then fails, the new record is never handed out and expires unused. A logout
+        (``invalidate()``) deletes first: it is final even when its "signed out" flash
+        session cannot be written (a 503 then, and a cookie that opens nothing).
         """
-        config = self.config
-        store = config.store
-        namespace = config.namespace
         token = None
         t = ttl = 0
-        if not session.empty:
-            if session._lineage is None and store.client_side:
-                session._lineage = new_lineage()
-            payload, t, ttl = self._payload(session)
-            token = await config.call(self._store_save(None, payload, ttl, session))
-        old = self.token
-        if old is not None:
-            if store.client_side and self.lineage is None and not self.live:
-                # new_session() without a load: open the old token to learn what to end.
-                await self._learn_lineage(old)
-            await config.call(store.delete(old, namespace=namespace))
-            if self.lineage is not None:
-                lineage, created = self.lineage
-                ENDED.end(namespace, lineage, created + config.absolute_timeout)
-                self.lineage = None
+        if session._established:
+            if not session.empty:
+                token, t, ttl = await self._write_new(session)
+            await self._end_old()
+        else:
+            await self._end_old()
+            if not session.empty:
+                token, t, ttl = await self._write_new(session)
         if self.legacy is not None:
             await self._drop_legacy()
         session._discard_old = False

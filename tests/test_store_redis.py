@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -315,22 +316,28 @@ async def test_rejected_credentials_raise_store_unavailable(redis_server: Server
 
 
 async def test_command_errors_other_than_connectivity_propagate(
-    store: RedisStore, raw: aioredis.Redis
+    redis_server: ServerHandle, raw: aioredis.Redis, prefix: str
 ) -> None:
-    # A refused command (here: Redis out of memory) is not an outage, so no StoreUnavailable;
-    # the same for a lone write and for writes that went together in one pipeline.
-    old: dict[Any, Any] = await raw.config_get("maxmemory")
-    await raw.config_set("maxmemory", 1)  # with the default policy, noeviction
+    # A refused command (here: an ACL user without SET, a misconfiguration) is not an
+    # outage, so no StoreUnavailable; the same for a lone write and for writes that went
+    # together in one pipeline. (A full Redis is an outage: see tests/test_eviction.py.)
+    user, password = f"reader-{prefix[:-1]}", secrets.token_hex(16)
+    await raw.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@read", "+ping"]
+    )
+    host_port = redis_server.url.split("://", 1)[1]
+    store = RedisStore(f"redis://{user}:{password}@{host_port}", key_prefix=prefix)
     try:
-        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
+        with pytest.raises(redis.exceptions.ResponseError, match="(?i)permission"):
             await store.create(KEY, b"x", 60)
         results = await asyncio.gather(
             *(store.create(f"{i:064x}", b"x", 60) for i in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, redis.exceptions.ResponseError) for r in results), results
+        assert await store.get(KEY) is None  # reads are allowed, and nothing was written
     finally:
-        await raw.config_set("maxmemory", old["maxmemory"])
-    assert await store.create(KEY, b"x", 60) is True
+        await store.close()
+        await raw.acl_deluser(user)
 
 
 async def test_a_key_of_another_type_reads_as_no_record(
