@@ -155,6 +155,7 @@ class Slot:
         "header",
         "legacy",
         "live",
+        "seen",
         "session",
         "token",
         "transport",
@@ -174,6 +175,23 @@ class Slot:
         self.waiters: list[asyncio.Future[Session]] | None = None
         # A session read by a legacy reader: its old record goes once ours is saved.
         self.legacy: tuple[AbstractLegacyReader, str] | None = None
+        # The request the application handed to get_session(): a middleware inside ours
+        # may have cloned it (request.clone(scheme="https") behind a TLS-terminating proxy),
+        # and the cookie's Secure attribute must follow what the handler saw.
+        self.seen: web.Request | None = None
+
+    def see(self, request: web.Request) -> None:
+        """Remember ``request`` as the one the handler saw, unless one already seen is
+        HTTPS and this one is not (a scheme rewrite is a trust decision: keep it)."""
+        seen = self.seen
+        if seen is None or (request.secure and not seen.secure):
+            self.seen = request
+
+    def issuing(self, request: web.Request) -> web.Request:
+        """The request whose scheme decides ``Secure``: ``request`` (the middleware's) if it
+        is HTTPS, else the one the handler saw."""
+        seen = self.seen
+        return request if seen is None or request.secure else seen
 
     def presented(self, request: web.Request) -> str | None:
         """The token the request presents, remembering the transport it came in."""
@@ -186,6 +204,8 @@ class Slot:
         return None
 
     async def load(self, request: web.Request) -> Session:
+        if request is not self.seen:
+            self.see(request)
         if self.session is not None:  # loaded by an earlier get_session() of this request
             return self.session
         if self.waiters is not None:  # another task of this request is loading it now
@@ -390,7 +410,7 @@ class Slot:
         transport = self.transport
         if token != self.token or (max_age is not None and transport.resend_unchanged):
             self.header = transport.issue(
-                request,
+                self.issuing(request),
                 config.cookie,
                 token,
                 max_age=None if max_age is None else min(max_age, ttl),
@@ -411,7 +431,7 @@ class Slot:
         """Tell the client to drop its token (expire the cookie, empty the header)."""
         if self.token is None:
             return
-        self.header = self.transport.clear(request, self.config.cookie)
+        self.header = self.transport.clear(self.issuing(request), self.config.cookie)
         self.applied = False
         self.token = None
 
