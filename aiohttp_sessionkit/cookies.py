@@ -24,8 +24,9 @@ _DELETED = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 class CookieParams:
     """Name and attributes of the session cookie.
 
-    ``secure=None`` means "auto": ``Secure`` is added when the request arrived over HTTPS
-    (``request.secure``; behind a proxy, install aiohttp's forwarded-headers handling).
+    ``secure=None`` means "auto": ``Secure`` is added when the request the handler saw is
+    HTTPS (``request.secure``, after any scheme rewrite by a middleware that trusts a
+    proxy's forwarded headers). Behind a proxy in production, use ``secure=True``.
     """
 
     name: str = DEFAULT_COOKIE_NAME

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import base64
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiohttp_remotes
 import pytest
 from aiohttp import DummyCookieJar, web
+from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
+from servers import HOST, free_port, port_accepts
 
-from aiohttp_sessionkit import MemoryStore, get_session, new_session, setup
+from aiohttp_sessionkit import (
+    ConfigurationError,
+    EncryptedCookieStore,
+    MemoryStore,
+    generate_key,
+    get_session,
+    new_session,
+    setup,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 COOKIE = "AIOHTTP_SESSION"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,3 +120,160 @@ async def test_cookie_is_not_secure_when_the_proxy_says_http(
     )
     assert await response.text() == "secure=False"
     assert "secure" not in cookie_attrs(response)
+
+
+# -- keys shared by every process ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param(None, id="None"),
+        pytest.param("", id="empty-string"),
+        pytest.param("   ", id="blank-string"),
+        pytest.param(b"", id="empty-bytes"),
+        pytest.param([], id="empty-list"),
+        pytest.param([None], id="list-of-None"),
+        pytest.param(["", generate_key()], id="empty-first-of-two"),
+    ],
+)
+def test_an_unset_key_fails_naming_the_environment_variable(keys: Any) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        EncryptedCookieStore(keys)
+    message = str(caught.value)
+    assert "SESSION_KEY" in message
+    assert "python -m aiohttp_sessionkit keygen" in message
+
+
+async def sealed_by(store: EncryptedCookieStore, data: dict[str, Any]) -> str:
+    app = web.Application()
+
+    async def write(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session.update(data)
+        return web.Response()
+
+    setup(app, store)
+    app.router.add_get("/", write)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.get("/")
+        token: str = response.cookies[COOKIE].value
+        return token
+
+
+async def test_a_cookie_sealed_under_another_processs_key_is_logged_once_per_key_id(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker_a = await sealed_by(EncryptedCookieStore(generate_key()), {"user": "ada"})
+    worker_b = await sealed_by(EncryptedCookieStore(generate_key()), {"user": "grace"})
+    app = web.Application()
+
+    async def read(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        return web.Response(text=str(session.get("user", "stranger")))
+
+    setup(app, EncryptedCookieStore(generate_key()))
+    app.router.add_get("/", read)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
+    caplog.set_level(logging.INFO, logger="aiohttp_sessionkit")
+    for token in (worker_a, worker_a, worker_b, worker_a, worker_b):
+        response = await client.get("/", headers={"Cookie": f"{COOKIE}={token}"})
+        assert await response.text() == "stranger"  # a fresh session, not an error
+    lines = [r for r in caplog.records if "not one of this process's keys" in r.getMessage()]
+    assert len(lines) == 2  # one per foreign key id, however often it comes back
+    assert all(r.levelno == logging.INFO for r in lines)
+    text = caplog.text
+    assert "SESSION_KEY" in lines[0].getMessage()
+    for token in (worker_a, worker_b):
+        assert token not in text and token[:16] not in text
+
+
+async def test_a_flood_of_invented_key_ids_is_not_logged_line_by_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    genuine = await sealed_by(EncryptedCookieStore(generate_key()), {"user": "ada"})
+    raw = bytearray(base64.urlsafe_b64decode(genuine + "=" * (-len(genuine) % 4)))
+    store = EncryptedCookieStore(generate_key())
+    caplog.set_level(logging.INFO, logger="aiohttp_sessionkit")
+    for n in range(500):
+        raw[1:4] = n.to_bytes(3, "big")
+        token = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+        assert await store.load(token, namespace=COOKIE) is None
+    assert 1 < len(caplog.records) <= 40
+
+
+# -- several workers under gunicorn ------------------------------------------------------------
+
+
+@pytest.fixture
+def gunicorn_workers(tmp_path: Path) -> Iterator[str]:
+    """examples/gunicorn_app.py under gunicorn: two aiohttp workers, --preload, one key."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),  # this checkout's package, not an installed one
+        "SESSION_KEY": generate_key(),
+    }
+    log_file = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "gunicorn_app:app",
+            "--chdir",
+            str(ROOT / "examples"),
+            "--worker-class",
+            "aiohttp.GunicornWebWorker",
+            "--workers",
+            "2",
+            "--preload",
+            "--bind",
+            f"{HOST}:{port}",
+            "--graceful-timeout",
+            "5",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_accepts(port):
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            assert time.monotonic() < deadline, "gunicorn did not listen within 30 s"
+            time.sleep(0.05)
+        yield f"http://{HOST}:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+async def test_a_session_is_read_by_both_gunicorn_workers(gunicorn_workers: str) -> None:
+    cookie = None
+    served: list[tuple[int, int]] = []  # (worker pid, visits) in request order
+    # A new connection per request lets the kernel hand each one to either worker.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True), cookie_jar=DummyCookieJar()
+    ) as http:
+        for _ in range(300):
+            headers: dict[str, str] = {} if cookie is None else {"Cookie": f"{COOKIE}={cookie}"}
+            async with http.get(gunicorn_workers, headers=headers) as response:
+                assert response.status == 200
+                body = await response.json()
+                cookie = response.cookies[COOKIE].value
+            served.append((body["worker"], body["visits"]))
+            workers = {pid for pid, _ in served}
+            switches = sum(a[0] != b[0] for a, b in itertools.pairwise(served))
+            if len(workers) == 2 and switches >= 3:
+                break
+    assert len({pid for pid, _ in served}) == 2, f"one worker served all of {len(served)}"
+    # The count went on across every switch of worker: each read the other's cookie.
+    assert [visits for _, visits in served] == list(range(1, len(served) + 1))
+    print(f"gunicorn: {len(served)} requests, workers in order: {[p for p, _ in served]}")

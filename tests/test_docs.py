@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
 
 import aiohttp_sessionkit
 
@@ -293,6 +294,7 @@ async def migration_after(client: TestClient[Any, Any] | None, ns: dict[str, Any
     assert client is not None
     first = await client.get("/_probe")
     assert await first.text() == "1" and len(cookie_of(first).value) == 43
+    assert cookie_of(first)["max-age"] == str(7 * 24 * 3600)  # not a browser-session cookie
     assert await (await client.get("/_probe")).text() == "2"
     await ns["redis"].aclose()
 
@@ -323,6 +325,8 @@ async def migration_cookie(client: TestClient[Any, Any] | None, ns: dict[str, An
     response = await client.get("/_probe", headers={"Cookie": f"AIOHTTP_SESSION={legacy}"})
     assert await response.text() == "42"
     assert cookie_of(response).value != legacy
+    # The migrated user's cookie keeps the old lifetime, not a browser-session one.
+    assert cookie_of(response)["max-age"] == str(7 * 24 * 3600)
 
 
 @check("migration-security", serve=False)
@@ -368,6 +372,48 @@ async def sql_models(client: TestClient[Any, Any] | None, ns: dict[str, Any]) ->
 async def sql_no_ddl(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert ns["app"].middlewares
     await ns["engine"].dispose()
+
+
+@check("deployment-gunicorn")
+async def deployment_gunicorn(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # Served here in one process; tests/test_deployment.py runs the same app under gunicorn.
+    assert client is not None
+    first = await client.get("/")
+    assert (await first.json())["visits"] == 1
+    assert cookie_of(first)["max-age"] == str(14 * 24 * 3600)
+    assert (await (await client.get("/")).json())["visits"] == 2
+
+
+@check("deployment-proxy", serve=False)
+async def deployment_proxy(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    app = await ns["make_app"]()
+
+    async def scheme(request: web.Request) -> web.Response:
+        session = await aiohttp_sessionkit.get_session(request)
+        session["seen"] = True
+        return web.Response(text=request.scheme)
+
+    app.router.add_get("/", scheme)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for forwarded, seen in (("https", "https"), (None, "http")):
+            headers = {} if forwarded is None else {"X-Forwarded-Proto": forwarded}
+            client.session.cookie_jar.clear()
+            response = await client.get("/", headers=headers)
+            assert await response.text() == seen
+            # secure=True: Secure whatever the proxy said, or forgot to say.
+            assert cookie_of(response)["secure"] is True
+
+
+def test_no_example_generates_a_key_per_process() -> None:
+    """A key generated at startup differs per worker and per restart: users are logged out
+    whenever a request reaches another process. No example a reader might copy does it."""
+    sources = [(e.where, e.code) for e in EXAMPLES if e.lang == "python"]
+    sources += [
+        (str(path.relative_to(ROOT)), path.read_text(encoding="utf-8"))
+        for path in sorted((ROOT / "examples").glob("*.py"))
+    ]
+    offenders = [where for where, code in sources if re.search(r"generate_key\(\)", code)]
+    assert not offenders, f"examples that generate a key at startup: {offenders}"
 
 
 # ------------------------------------------------------------------ the runner
@@ -422,6 +468,9 @@ async def test_program_example(
         source = source.replace(url, request.getfixturevalue(fixture).url)
     captured: list[web.Application] = []
     monkeypatch.setattr(web, "run_app", run_app_capture(captured))
+    # What the examples read from the environment, as a deployment would provide it.
+    monkeypatch.setenv("SESSION_KEY", aiohttp_sessionkit.generate_key())
+    monkeypatch.setenv("AIOHTTP_SESSION_KEY", Fernet.generate_key().decode())
     namespace: dict[str, Any] = {"__name__": f"docs_example_{example.name}"}
     code = compile(
         "\n" * (example.line - 1) + source,
