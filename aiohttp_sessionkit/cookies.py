@@ -83,10 +83,13 @@ class CookieParams:
                 "a __Host- cookie must have no domain and path='/': remove domain= and path= "
                 "(or drop the __Host- prefix)"
             )
-        if self.samesite == "None" and self.secure is False:
+        # Refused rather than Secure forced: with secure=None (auto) the cookie would lack
+        # Secure on plain HTTP, and browsers drop it there without a word.
+        if self.samesite == "None" and self.secure is not True:
             raise ConfigurationError(
-                "browsers reject SameSite=None without Secure: drop secure=False or choose "
-                "samesite='Lax'"
+                f"samesite='None' with secure={self.secure!r}: browsers reject SameSite=None "
+                "without Secure; set secure=True (the cookie then never travels over plain "
+                "HTTP) or choose samesite='Lax'"
             )
         attrs = f"; Path={self.path}"
         if self.domain is not None:
