@@ -147,6 +147,21 @@ async def login(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None
     assert await replay.text() == "Hello, stranger."
 
 
+@check("remember-me")
+async def remember_me(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    for form, max_age in (
+        ({"user": "ada", "remember": "on"}, str(14 * 24 * 3600)),
+        ({"user": "bo"}, ""),
+    ):
+        client.session.cookie_jar.clear()
+        response = await client.post("/login", data=form, allow_redirects=False)
+        assert response.status == 302
+        # With "remember me": a 14-day cookie; without: no Max-Age, a browser-session cookie.
+        assert cookie_of(response)["max-age"] == max_age
+        assert await (await client.get("/")).text() == f"Hello, {form['user']}."
+
+
 @check("store-url")
 async def store_url(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert client is not None
