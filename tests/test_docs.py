@@ -162,6 +162,28 @@ async def remember_me(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -
         assert await (await client.get("/")).text() == f"Hello, {form['user']}."
 
 
+@check("testing-handlers", serve=False)
+async def handler_tests(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # The example's test, run as pytest-aiohttp would run it.
+    clients: list[TestClient[Any, Any]] = []
+
+    async def aiohttp_client(app: web.Application) -> TestClient[Any, Any]:
+        started = TestClient(TestServer(app, host="127.0.0.1"))
+        await started.start_server()
+        clients.append(started)
+        return started
+
+    try:
+        await ns["test_a_signed_in_user_adds_to_the_cart"](aiohttp_client)
+        assert len(clients) == 1
+        # The next request sees what the example's test read: the session lives on.
+        response = await clients[0].post("/cart/pear")
+        assert await response.text() == "2 items"
+    finally:
+        for started in clients:
+            await started.close()
+
+
 @check("store-url")
 async def store_url(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert client is not None
