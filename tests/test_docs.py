@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import json
 import re
 import warnings
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import aiohttp_sessionkit
 
@@ -90,6 +92,16 @@ class Check:
 
 
 CHECKS: dict[str, Check] = {}
+
+#: The signing key of the issuer whose JWKS the JWT verifier example reads.
+DOCS_ISSUER_KEY = Ed25519PrivateKey.generate()
+
+
+def docs_issuer_jwks() -> dict[str, Any]:
+    from aiohttp_sessionkit import JWTStore
+
+    jwks: dict[str, Any] = JWTStore(DOCS_ISSUER_KEY, algorithm="EdDSA").jwks()
+    return jwks
 
 
 def check(
@@ -320,6 +332,32 @@ async def jwt_verifier(client: TestClient[Any, Any] | None, ns: dict[str, Any]) 
     assert restored is not None and restored["sub"] == "ada"
 
 
+@check("jwt-verifier-jwks", serve=False, servers={"redis://127.0.0.1:6379/0": "redis_server"})
+async def jwt_verifier_jwks(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    from aiohttp_sessionkit import JSONSerializer
+
+    verifier = ns["verifier"]
+    # The issuer whose JWKS the runner put in ISSUER_JWKS, sharing the verifier's deny list.
+    issuer = aiohttp_sessionkit.JWTStore(
+        DOCS_ISSUER_KEY,
+        algorithm="EdDSA",
+        issuer="https://auth.example",
+        audience="api",
+        revocation=verifier.revocation,
+    )
+    assert verifier.read_only and verifier.revocable
+    session = issuer.session_class()
+    session["sub"] = "ada"
+    token = await issuer.save(
+        None, issuer.dump(session, JSONSerializer(), session.created), ttl=60, namespace="S"
+    )
+    assert token is not None
+    assert (await verifier.load(token, namespace="S")) is not None
+    await issuer.delete(token, namespace="S")  # the issuer's logout
+    assert (await verifier.load(token, namespace="S")) is None  # seen by the verifier
+    await verifier.close()
+
+
 @check("migration-before", serve=False)
 async def migration_before(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert ns["app"].middlewares  # aiohttp-session's middleware, as the site had it
@@ -529,6 +567,7 @@ async def test_program_example(
     # What the examples read from the environment, as a deployment would provide it.
     monkeypatch.setenv("SESSION_KEY", aiohttp_sessionkit.generate_key())
     monkeypatch.setenv("AIOHTTP_SESSION_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("ISSUER_JWKS", json.dumps(docs_issuer_jwks()))
     namespace: dict[str, Any] = {"__name__": f"docs_example_{example.name}"}
     code = compile(
         "\n" * (example.line - 1) + source,

@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
@@ -358,7 +358,8 @@ class JWTStore(AbstractStore):
     first key. HMAC secrets (HS256/384/512) are ``bytes`` or ``str`` of at least 32/48/64
     bytes; asymmetric keys are PEM text or ``cryptography`` key objects. A store whose first
     key is a public key is read-only: it verifies tokens and raises ReadOnlySessionError on
-    any change.
+    any change. A verifier may be given the issuer's JSON Web Key Set instead, as a dict
+    (``{"keys": [...]}``): its keys for ``algorithm`` verify, under their own ``kid`` too.
 
     Without ``revocation`` a JWT cannot be revoked: logout drops the client's copy, but a
     copy taken earlier opens until its ``exp``. Keep ``max_age`` short, or pass any
@@ -407,12 +408,20 @@ class JWTStore(AbstractStore):
         self.revocation = revocation
         self._algorithm: Algorithm = get_default_algorithms()[algorithm]
         listed: list[KeyInput] = list(keys) if isinstance(keys, list | tuple) else [keys]
+        published: list[str | None] = []  # the kids a JWKS gives its keys (stores/jwks.py)
+        if isinstance(keys, Mapping):
+            from .jwks import keys_from_jwks
+
+            listed, published = map(list, zip(*keys_from_jwks(keys, algorithm), strict=True))
         if not listed:
             raise ConfigurationError("keys=[]: give at least one key")
         self._keys = [self._prepare(key, position) for position, key in enumerate(listed)]
         self._by_kid = {key.kid: key for key in self._keys}
         if len(self._by_kid) != len(self._keys):
             raise ConfigurationError("keys: the same key is listed twice; list each key once")
+        for key, kid in zip(self._keys, published, strict=False):
+            if kid is not None:  # an issuer that names keys its own way (not RFC 7638)
+                self._by_kid.setdefault(kid, key)
         self._signer = self._keys[0] if self._keys[0].sign is not None else None
         self._sign = self._signing_function()
         # The protected header and the issuer/audience members never change: encode once.
