@@ -191,7 +191,7 @@ class Slot:
         """The request whose scheme decides ``Secure``: ``request`` (the middleware's) if it
         is HTTPS, else the one the handler saw."""
         seen = self.seen
-        return request if seen is None or request.secure else seen
+        return request if seen is None or seen is request or request.secure else seen
 
     def presented(self, request: web.Request) -> str | None:
         """The token the request presents, remembering the transport it came in."""
@@ -204,7 +204,10 @@ class Slot:
         return None
 
     async def load(self, request: web.Request) -> Session:
-        if request is not self.seen:
+        seen = self.seen
+        if seen is None:  # the common case: one request object all the way to the handler
+            self.seen = request
+        elif request is not seen:
             self.see(request)
         if self.session is not None:  # loaded by an earlier get_session() of this request
             return self.session
