@@ -15,8 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jwt.algorithms import get_default_algorithms
-from jwt.exceptions import InvalidKeyError
+try:
+    from jwt.algorithms import get_default_algorithms
+    from jwt.exceptions import InvalidKeyError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'JWTStore needs PyJWT with its crypto extra: pip install "aiohttp-sessionkit[jwt]"'
+    ) from exc
 
 from ..exceptions import ConfigurationError
 
