@@ -392,6 +392,7 @@ async def new_session(request: web.Request, name: str | None = None) -> Session:
     :meth:`Session.regenerate`.
     """
     slot = _slot(request, name)
+    slot.see(request)
     if slot.waiters is not None:  # let a load in progress finish before replacing its result
         await slot.load(request)
     if slot.session is None:
@@ -414,6 +415,7 @@ async def save_session(request: web.Request, name: str | None = None) -> str | N
     middleware answers 503).
     """
     slot = _slot(request, name)
+    slot.see(request)
     session = slot.session
     if session is None:
         session = await slot.load(request)

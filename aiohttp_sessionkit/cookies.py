@@ -26,8 +26,9 @@ _DELETED = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 class CookieParams:
     """Name and attributes of the session cookie.
 
-    ``secure=None`` means "auto": ``Secure`` is added when the request arrived over HTTPS
-    (``request.secure``; behind a proxy, install aiohttp's forwarded-headers handling).
+    ``secure=None`` means "auto": ``Secure`` is added when the request the handler saw is
+    HTTPS (``request.secure``, after any scheme rewrite by a middleware that trusts a
+    proxy's forwarded headers). Behind a proxy in production, use ``secure=True``.
     """
 
     name: str = DEFAULT_COOKIE_NAME
@@ -84,10 +85,13 @@ class CookieParams:
                 "a __Host- cookie must have no domain and path='/': remove domain= and path= "
                 "(or drop the __Host- prefix)"
             )
-        if self.samesite == "None" and self.secure is False:
+        # Refused rather than Secure forced: with secure=None (auto) the cookie would lack
+        # Secure on plain HTTP, and browsers drop it there without a word.
+        if self.samesite == "None" and self.secure is not True:
             raise ConfigurationError(
-                "browsers reject SameSite=None without Secure: drop secure=False or choose "
-                "samesite='Lax'"
+                f"samesite='None' with secure={self.secure!r}: browsers reject SameSite=None "
+                "without Secure; set secure=True (the cookie then never travels over plain "
+                "HTTP) or choose samesite='Lax'"
             )
         attrs = f"; Path={self.path}"
         if self.domain is not None:

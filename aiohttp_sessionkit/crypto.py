@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -51,6 +52,17 @@ _HOW_TO = (
     "generate one with `python -m aiohttp_sessionkit keygen` or "
     "aiohttp_sessionkit.generate_key(), and keep it out of source control"
 )
+
+_UNSET = (
+    "is the environment variable that should hold it (SESSION_KEY, say) set in this "
+    "process? Give every process and host the same key, for example "
+    'EncryptedCookieStore(os.environ["SESSION_KEY"]), with the key generated once by '
+    "`python -m aiohttp_sessionkit keygen` and kept out of source control"
+)
+#: Distinct unknown key ids logged per key ring: a client can invent key ids at will.
+_UNKNOWN_LOGGED = 32
+
+log = logging.getLogger("aiohttp_sessionkit")
 
 KeyLike = str | bytes | bytearray
 
@@ -146,17 +158,24 @@ def _key_id(raw: bytes) -> bytes:
 class KeyRing:
     """Seals with the first key; opens with whichever listed key the token names."""
 
-    __slots__ = ("_by_id", "_current", "_current_id")
+    __slots__ = ("_by_id", "_current", "_current_id", "_unknown")
 
     def __init__(self, keys: KeyLike | Iterable[KeyLike]) -> None:
+        if keys is None:
+            raise ConfigurationError(f"no session key given (None): {_UNSET}")
         if isinstance(keys, (str, bytes, bytearray)):
             key_list: Sequence[KeyLike] = [keys]
         else:
             key_list = list(keys)
         if not key_list:
-            raise ConfigurationError(f"no session key given; {_HOW_TO}")
+            raise ConfigurationError(f"no session key given (an empty list): {_UNSET}")
         self._by_id: dict[bytes, AESGCM] = {}
+        self._unknown: set[bytes] = set()
         for key in key_list:
+            if key is None or (isinstance(key, (str, bytes, bytearray)) and not key.strip()):
+                raise ConfigurationError(
+                    f"a session key is {'None' if key is None else 'empty'}: {_UNSET}"
+                )
             raw = parse_key(key)
             kid = _key_id(raw)
             if kid in self._by_id:
@@ -184,6 +203,7 @@ class KeyRing:
             return None
         cipher = self._by_id.get(raw[1:_PREFIX])
         if cipher is None:
+            self._log_unknown(raw[1:_PREFIX])
             return None
         try:
             plaintext = cipher.decrypt(
@@ -194,3 +214,23 @@ class KeyRing:
         except InvalidTag:
             return None
         return plaintext, cipher is not self._current
+
+    def _log_unknown(self, kid: bytes) -> None:
+        """Say once per key id that a cookie was sealed under a key this process lacks: the
+        sign of processes or hosts that were given different keys (each user is logged out
+        whenever a request reaches another process). The key id only, never the token."""
+        unknown = self._unknown
+        if kid in unknown or len(unknown) > _UNKNOWN_LOGGED:
+            return
+        unknown.add(kid)
+        if len(unknown) > _UNKNOWN_LOGGED:
+            log.info("more cookies under unknown key ids; no longer logging them")
+            return
+        log.info(
+            "a session cookie was sealed under key id %s, which is not one of this process's "
+            "keys (%s; the first one seals); starting a new session. If every process should "
+            "share its sessions, give them all the same keys (SESSION_KEY); logged once per "
+            "key id",
+            kid.hex(),
+            ", ".join(k.hex() for k in self._by_id),
+        )

@@ -20,13 +20,22 @@ The tests are coroutines: they need pytest-asyncio, which ``pip install
 both its strict and auto modes run them. The ``store`` fixture must give a fresh store
 with no records, on a backend of its own (a fresh table, key prefix or database).
 
+It also helps the tests of an application that uses sessions: :func:`seed_session` gives a
+test client a session holding the data a test needs (a signed-in user, say), and
+:func:`read_session` returns what the application's handlers stored in it, both through the
+store the application was set up with, without building cookies by hand.
+
 This module imports pytest; ``import aiohttp_sessionkit`` never imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 try:
     import pytest
@@ -37,9 +46,86 @@ except ImportError as exc:  # a store author's test dependencies, not the librar
     ) from exc
 
 from .abc import ServerStore
+from .api import _APP_REGISTRY
 from .ids import is_valid_session_id, new_session_id, record_key
+from .middleware import SessionConfig
+from .session import now
+from .transports import CookieTransport
 
-__all__ = ["MALFORMED_TOKENS", "StoreContract"]
+__all__ = ["MALFORMED_TOKENS", "StoreContract", "read_session", "seed_session"]
+
+
+def _cookie_config(client: TestClient[Any, Any], name: str | None) -> SessionConfig:
+    app: web.Application | None = client.app
+    registry = None if app is None else app.get(_APP_REGISTRY)
+    if registry is None:
+        raise RuntimeError(
+            "the test client's application has no sessions: call aiohttp_sessionkit.setup(app, "
+            "store) in the application factory the test uses"
+        )
+    config = registry.get(name)
+    if not isinstance(config.transports[0], CookieTransport):
+        raise RuntimeError(
+            f"the session {config.namespace!r} does not travel in a cookie: save a session "
+            "through the application (a login route) and send its token yourself"
+        )
+    return config
+
+
+async def seed_session(
+    client: TestClient[web.Request, web.Application],
+    data: Mapping[str, Any],
+    *,
+    name: str | None = None,
+) -> str:
+    """Give ``client`` a session holding ``data``, as if a handler had stored it.
+
+    The session is written to the store the application was set up with (its first session,
+    or the one with cookie name ``name``), and its cookie goes into the client's cookie jar:
+    the next requests present it. Returns the token. Start the client first (pytest-aiohttp's
+    ``aiohttp_client`` fixture does), so that the store is open.
+    """
+    config = _cookie_config(client, name)
+    session = config.store.session_class()
+    session.update(data)
+    t = now()
+    payload = config.dump(session, config.serializer, t)
+    token = await config.store.save(
+        None,
+        payload,
+        ttl=min(config.idle_timeout, config.absolute_timeout),
+        namespace=config.namespace,
+    )
+    if token is None:  # only an update can find its record gone
+        raise RuntimeError(f"{config.store!r} did not save a new session")
+    client.session.cookie_jar.update_cookies(
+        {config.namespace: token}, response_url=client.make_url("/")
+    )
+    return token
+
+
+async def read_session(
+    client: TestClient[web.Request, web.Application], *, name: str | None = None
+) -> dict[str, Any] | None:
+    """The data of the session ``client`` holds now (what the handlers stored), or None
+    when the client holds no session cookie or its session is gone (signed out, expired)."""
+    config = _cookie_config(client, name)
+    tokens = [m.value for m in client.session.cookie_jar if m.key == config.namespace]
+    if not tokens or not tokens[-1]:
+        return None
+    token = tokens[-1]
+    payload = await config.store.load(token, namespace=config.namespace)
+    if payload is None:
+        return None
+    session = config.restore(
+        payload,
+        config.serializer,
+        identity=None if config.store.client_side else token,
+        idle_timeout=config.idle_timeout,
+        absolute_timeout=config.absolute_timeout,
+    )
+    return None if session is None else dict(session)
+
 
 #: Tokens a client may send that are not ids we issue; none may reach the backend.
 MALFORMED_TOKENS: tuple[str, ...] = (

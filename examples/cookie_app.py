@@ -11,7 +11,7 @@ import os
 
 from aiohttp import web
 
-from aiohttp_sessionkit import EncryptedCookieStore, generate_key, get_session, setup
+from aiohttp_sessionkit import EncryptedCookieStore, get_session, setup
 
 
 async def counter(request: web.Request) -> web.Response:
@@ -28,5 +28,9 @@ def make_app(keys: list[str]) -> web.Application:
 
 
 if __name__ == "__main__":
-    keys = [k for k in os.environ.get("SESSION_KEYS", "").split(",") if k] or [generate_key()]
+    # Never a fresh key as a fallback: each process (and each restart) would have its own,
+    # and users would be logged out whenever a request reached another one.
+    keys = [k for k in os.environ.get("SESSION_KEYS", "").split(",") if k]
+    if not keys:
+        raise SystemExit("set SESSION_KEYS to a key made by `python -m aiohttp_sessionkit keygen`")
     web.run_app(make_app(keys), port=8080)

@@ -28,7 +28,6 @@ from aiohttp_sessionkit import (
     ConfigurationError,
     EncryptedCookieStore,
     Session,
-    generate_key,
     get_session,
     new_session,
     setup,
@@ -214,7 +213,15 @@ def store_from_env() -> AbstractStore:
     """The store SESSIONKIT_STORE names: ``cookie`` or a store URL (default ``memory://``)."""
     choice = os.environ.get("SESSIONKIT_STORE", "memory://")
     if choice == "cookie":
-        return EncryptedCookieStore(os.environ.get("SESSIONKIT_KEY") or generate_key())
+        key = os.environ.get("SESSIONKIT_KEY")
+        if not key:
+            # No fresh key per process: a copy of this line in production would log every
+            # user out on each restart and on each request that reaches another worker.
+            raise SettingError(
+                "SESSIONKIT_STORE=cookie needs SESSIONKIT_KEY: generate one with "
+                "`python -m aiohttp_sessionkit keygen` (scripts/demo.sh does for a local run)"
+            )
+        return EncryptedCookieStore(key)
     scheme = urlsplit(choice).scheme.lower()
     if not scheme or f"{scheme}://" not in SCHEMES:
         accepted = ", ".join(("cookie", *SCHEMES))

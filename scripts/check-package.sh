@@ -66,6 +66,29 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 fi
 log "sdist: $(wc -l <"$work/sdist.txt") files, every tracked one, nothing built"
 
+# ------------------------------------------------------------------ license
+
+# The license as an SPDX expression (PEP 639), its text in both distributions, and no
+# deprecated license classifier (setuptools warns about it on every build).
+grep -qxF LICENSE "$work/sdist.txt" || die "the sdist lacks LICENSE"
+"$python" - "$wheel" <<'PY' || die "the wheel's license metadata is wrong (see above)"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    names = wheel.namelist()
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    headers = wheel.read(meta).decode().split("\n\n", 1)[0].splitlines()
+    problems = []
+    if "License-Expression: Apache-2.0" not in headers:
+        problems.append("no License-Expression: Apache-2.0")
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("no LICENSE in the wheel's .dist-info/licenses/")
+    if any(h.startswith("Classifier: License ::") for h in headers):
+        problems.append("a deprecated License :: classifier")
+    if problems:
+        sys.exit("; ".join(problems))
+PY
+log "license: Apache-2.0 (SPDX), LICENSE in the sdist and the wheel"
+
 # ------------------------------------------------------------------ fresh environments
 
 # install VENV REQUIREMENT: the wheel (and extras) into VENV, from the wheelhouse, falling

@@ -6,7 +6,7 @@
 #   SESSIONKIT_STORE  memory:// (default), cookie, or a store URL such as
 #                     redis://127.0.0.1:6379/0, postgresql://..., mongodb://...,
 #                     memcached://127.0.0.1:11211
-#   SESSIONKIT_KEY    the cookie store's key (default: a fresh one per run)
+#   SESSIONKIT_KEY    the cookie store's key (default: a fresh one per run of this script)
 #   HOST, PORT        where to listen (default 127.0.0.1 and 8080; PORT=0 picks a free port)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +23,9 @@ case "${store%%://*}" in
     *) extras=() ;;
 esac
 sessionkit_venv "${extras[@]}"
+if [[ "$store" == cookie && -z "${SESSIONKIT_KEY:-}" ]]; then
+    # A local demo only: a real deployment gives every process the same stored key.
+    SESSIONKIT_KEY="$("$VENV_PYTHON" -m aiohttp_sessionkit keygen)"
+    export SESSIONKIT_KEY
+fi
 exec "$VENV_PYTHON" examples/demo.py

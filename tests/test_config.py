@@ -52,7 +52,13 @@ REPO = Path(aiohttp_sessionkit.__file__).resolve().parent.parent
         pytest.param({"domain": "a.com;b"}, "';'", id="domain-semicolon"),
         pytest.param({"samesite": "bogus"}, "'Lax' (the default), 'Strict', 'None'", id="samesite"),
         pytest.param(
-            {"samesite": "None", "secure": False}, "drop secure=False", id="samesite-none-insecure"
+            {"samesite": "None", "secure": False}, "set secure=True", id="samesite-none-insecure"
+        ),
+        pytest.param({"samesite": "None"}, "set secure=True", id="samesite-none-auto-secure"),
+        pytest.param(
+            {"samesite": "none", "secure": None},
+            "set secure=True",
+            id="samesite-none-explicit-auto",
         ),
         pytest.param({"secure": "yes"}, "True, False or None", id="secure-not-bool"),
         pytest.param(
@@ -128,6 +134,53 @@ def test_memory_url_with_bad_max_entries_fails() -> None:
         store_from_url("memory://?max_entries=lots")
     with pytest.raises(ConfigurationError, match="max_entries"):
         store_from_url("memory://?max_entries=0")
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        pytest.param("memory://?max_entry=5", "did you mean 'max_entries'", id="memory-typo"),
+        pytest.param("memory://?size=5", "the options are max_entries", id="memory-unknown"),
+        pytest.param("memory://?max_entries=5&max_entries=9", "twice", id="memory-repeated"),
+        pytest.param("memory://?max_entries", "malformed", id="memory-no-equals"),
+        pytest.param("memory://?&&", "malformed", id="memory-empty-pairs"),
+        pytest.param("memory://cache/sessions", "no host or path", id="memory-host-path"),
+        pytest.param("memory:///sessions", "no host or path", id="memory-path"),
+        pytest.param("redis://127.0.0.1/abc", "database number", id="redis-db-name"),
+        pytest.param("redis://127.0.0.1:6379/0/1", "database number", id="redis-two-segments"),
+        pytest.param("rediss://127.0.0.1/0?max_entries=5", "'max_entries'", id="rediss-option"),
+        pytest.param("redis://127.0.0.1/0?socket_timout=1", "socket_timeout", id="redis-typo"),
+        pytest.param("unix:///run/redis.sock?dbb=1", "'dbb'", id="unix-option"),
+        pytest.param("redis+sentinel://h:26379/main/0?x=1", "'x'", id="sentinel-option"),
+        pytest.param("postgresql://127.0.0.1/app/sessions", "one path segment", id="pg-path"),
+        pytest.param("postgres://127.0.0.1/a/b/c", "one path segment", id="pg-three-segments"),
+        pytest.param("mongodb://127.0.0.1/app/sessions", "one path segment", id="mongo-path"),
+        pytest.param("mongodb://127.0.0.1/app?maxPoolSze=5", "'maxPoolSze'", id="mongo-option"),
+        pytest.param("mysql+asyncmy://127.0.0.1/app/x", "one path segment", id="mysql-path"),
+    ],
+)
+def test_store_url_with_an_unknown_option_or_path_fails_at_setup(url: str, hint: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        setup(web.Application(), url)
+    assert hint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://",
+        "memory://?max_entries=5",
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:6379/",
+        "rediss://user:pw@127.0.0.1:6380/3?socket_timeout=1&ssl_cert_reqs=none",
+        "unix:///run/redis.sock?db=2",
+        "postgresql://app@127.0.0.1/app?sslmode=disable",
+        "mongodb://127.0.0.1/app?maxPoolSize=5&authSource=admin",
+        "mysql+asyncmy://root@127.0.0.1/app",
+    ],
+)
+def test_store_urls_with_documented_options_still_build(url: str) -> None:
+    assert isinstance(store_from_url(url), aiohttp_sessionkit.AbstractStore)
 
 
 def test_same_cookie_name_twice_on_one_app_fails() -> None:

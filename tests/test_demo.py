@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 import demo
 
+from aiohttp_sessionkit import generate_key
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,7 @@ async def test_demo_login_counter_flash_logout(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     monkeypatch.setenv("SESSIONKIT_STORE", store)
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())
     client = await aiohttp_client(demo.make_app())
     home = await (await client.get("/")).text()
     assert "Sign in" in home

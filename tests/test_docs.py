@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import json
 import re
 import warnings
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import aiohttp_sessionkit
 
@@ -89,6 +92,16 @@ class Check:
 
 
 CHECKS: dict[str, Check] = {}
+
+#: The signing key of the issuer whose JWKS the JWT verifier example reads.
+DOCS_ISSUER_KEY = Ed25519PrivateKey.generate()
+
+
+def docs_issuer_jwks() -> dict[str, Any]:
+    from aiohttp_sessionkit import JWTStore
+
+    jwks: dict[str, Any] = JWTStore(DOCS_ISSUER_KEY, algorithm="EdDSA").jwks()
+    return jwks
 
 
 def check(
@@ -144,6 +157,43 @@ async def login(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None
     client.session.cookie_jar.clear()
     replay = await client.get("/", headers={"Cookie": f"AIOHTTP_SESSION={cookie.value}"})
     assert await replay.text() == "Hello, stranger."
+
+
+@check("remember-me")
+async def remember_me(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    for form, max_age in (
+        ({"user": "ada", "remember": "on"}, str(14 * 24 * 3600)),
+        ({"user": "bo"}, ""),
+    ):
+        client.session.cookie_jar.clear()
+        response = await client.post("/login", data=form, allow_redirects=False)
+        assert response.status == 302
+        # With "remember me": a 14-day cookie; without: no Max-Age, a browser-session cookie.
+        assert cookie_of(response)["max-age"] == max_age
+        assert await (await client.get("/")).text() == f"Hello, {form['user']}."
+
+
+@check("testing-handlers", serve=False)
+async def handler_tests(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # The example's test, run as pytest-aiohttp would run it.
+    clients: list[TestClient[Any, Any]] = []
+
+    async def aiohttp_client(app: web.Application) -> TestClient[Any, Any]:
+        started = TestClient(TestServer(app, host="127.0.0.1"))
+        await started.start_server()
+        clients.append(started)
+        return started
+
+    try:
+        await ns["test_a_signed_in_user_adds_to_the_cart"](aiohttp_client)
+        assert len(clients) == 1
+        # The next request sees what the example's test read: the session lives on.
+        response = await clients[0].post("/cart/pear")
+        assert await response.text() == "2 items"
+    finally:
+        for started in clients:
+            await started.close()
 
 
 @check("store-url")
@@ -321,6 +371,32 @@ async def jwt_verifier(client: TestClient[Any, Any] | None, ns: dict[str, Any]) 
     assert restored is not None and restored["sub"] == "ada"
 
 
+@check("jwt-verifier-jwks", serve=False, servers={"redis://127.0.0.1:6379/0": "redis_server"})
+async def jwt_verifier_jwks(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    from aiohttp_sessionkit import JSONSerializer
+
+    verifier = ns["verifier"]
+    # The issuer whose JWKS the runner put in ISSUER_JWKS, sharing the verifier's deny list.
+    issuer = aiohttp_sessionkit.JWTStore(
+        DOCS_ISSUER_KEY,
+        algorithm="EdDSA",
+        issuer="https://auth.example",
+        audience="api",
+        revocation=verifier.revocation,
+    )
+    assert verifier.read_only and verifier.revocable
+    session = issuer.session_class()
+    session["sub"] = "ada"
+    token = await issuer.save(
+        None, issuer.dump(session, JSONSerializer(), session.created), ttl=60, namespace="S"
+    )
+    assert token is not None
+    assert (await verifier.load(token, namespace="S")) is not None
+    await issuer.delete(token, namespace="S")  # the issuer's logout
+    assert (await verifier.load(token, namespace="S")) is None  # seen by the verifier
+    await verifier.close()
+
+
 @check("migration-before", serve=False)
 async def migration_before(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert ns["app"].middlewares  # aiohttp-session's middleware, as the site had it
@@ -332,6 +408,7 @@ async def migration_after(client: TestClient[Any, Any] | None, ns: dict[str, Any
     assert client is not None
     first = await client.get("/_probe")
     assert await first.text() == "1" and len(cookie_of(first).value) == 43
+    assert cookie_of(first)["max-age"] == str(7 * 24 * 3600)  # not a browser-session cookie
     assert await (await client.get("/_probe")).text() == "2"
     await ns["redis"].aclose()
 
@@ -362,6 +439,8 @@ async def migration_cookie(client: TestClient[Any, Any] | None, ns: dict[str, An
     response = await client.get("/_probe", headers={"Cookie": f"AIOHTTP_SESSION={legacy}"})
     assert await response.text() == "42"
     assert cookie_of(response).value != legacy
+    # The migrated user's cookie keeps the old lifetime, not a browser-session one.
+    assert cookie_of(response)["max-age"] == str(7 * 24 * 3600)
 
 
 @check("migration-security", serve=False)
@@ -409,6 +488,48 @@ async def sql_no_ddl(client: TestClient[Any, Any] | None, ns: dict[str, Any]) ->
     await ns["engine"].dispose()
 
 
+@check("deployment-gunicorn")
+async def deployment_gunicorn(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # Served here in one process; tests/test_deployment.py runs the same app under gunicorn.
+    assert client is not None
+    first = await client.get("/")
+    assert (await first.json())["visits"] == 1
+    assert cookie_of(first)["max-age"] == str(14 * 24 * 3600)
+    assert (await (await client.get("/")).json())["visits"] == 2
+
+
+@check("deployment-proxy", serve=False)
+async def deployment_proxy(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    app = await ns["make_app"]()
+
+    async def scheme(request: web.Request) -> web.Response:
+        session = await aiohttp_sessionkit.get_session(request)
+        session["seen"] = True
+        return web.Response(text=request.scheme)
+
+    app.router.add_get("/", scheme)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for forwarded, seen in (("https", "https"), (None, "http")):
+            headers = {} if forwarded is None else {"X-Forwarded-Proto": forwarded}
+            client.session.cookie_jar.clear()
+            response = await client.get("/", headers=headers)
+            assert await response.text() == seen
+            # secure=True: Secure whatever the proxy said, or forgot to say.
+            assert cookie_of(response)["secure"] is True
+
+
+def test_no_example_generates_a_key_per_process() -> None:
+    """A key generated at startup differs per worker and per restart: users are logged out
+    whenever a request reaches another process. No example a reader might copy does it."""
+    sources = [(e.where, e.code) for e in EXAMPLES if e.lang == "python"]
+    sources += [
+        (str(path.relative_to(ROOT)), path.read_text(encoding="utf-8"))
+        for path in sorted((ROOT / "examples").glob("*.py"))
+    ]
+    offenders = [where for where, code in sources if re.search(r"generate_key\(\)", code)]
+    assert not offenders, f"examples that generate a key at startup: {offenders}"
+
+
 # ------------------------------------------------------------------ the runner
 
 
@@ -420,6 +541,27 @@ def test_every_example_is_named_and_every_check_has_its_example() -> None:
     programs = {e.name or "" for e in EXAMPLES if e.lang == "python"}
     assert programs <= CHECKS.keys(), f"no check for {sorted(programs - CHECKS.keys())}"
     assert CHECKS.keys() <= programs, f"checks without examples: {CHECKS.keys() - programs}"
+
+
+def test_choosing_a_store_covers_every_store_and_url_scheme() -> None:
+    from aiohttp_sessionkit.stores.url import SCHEMES
+
+    page = (ROOT / "docs" / "stores.md").read_text(encoding="utf-8")
+    stores = [n for n in aiohttp_sessionkit.__all__ if n.endswith("Store") and "Abstract" not in n]
+    stores.remove("ServerStore")  # the base class for writing one
+    missing = [f"`{n}(" for n in stores if f"`{n}(" not in page]
+    missing += [scheme for scheme in SCHEMES if f"`{scheme}" not in page]
+    assert not missing, f"docs/stores.md does not cover {missing}"
+
+
+def test_the_api_reference_reads_on_github_too() -> None:
+    """Sphinx fills the {eval-rst} blocks; GitHub shows them raw. The Markdown table of
+    api.md names every documented name, so the page is a reference without Sphinx."""
+    api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^\.\. auto\w+:: aiohttp_sessionkit\.([\w.]+)$", api, re.M)
+    table = "\n".join(line for line in api.splitlines() if line.startswith("| `"))
+    missing = [name for name in documented if not re.search(rf"`{re.escape(name)}\b", table)]
+    assert not missing, f"docs/api.md's table of every public name lacks {missing}"
 
 
 def test_the_api_reference_documents_every_public_name() -> None:
@@ -473,6 +615,10 @@ async def test_program_example(
         source = source.replace(url, request.getfixturevalue(fixture).url)
     captured: list[web.Application] = []
     monkeypatch.setattr(web, "run_app", run_app_capture(captured))
+    # What the examples read from the environment, as a deployment would provide it.
+    monkeypatch.setenv("SESSION_KEY", aiohttp_sessionkit.generate_key())
+    monkeypatch.setenv("AIOHTTP_SESSION_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("ISSUER_JWKS", json.dumps(docs_issuer_jwks()))
     namespace: dict[str, Any] = {"__name__": f"docs_example_{example.name}"}
     code = compile(
         "\n" * (example.line - 1) + source,

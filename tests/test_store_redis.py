@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -261,20 +262,25 @@ async def test_close_closes_a_client_built_from_a_url(
     name = f"owned-{uuid.uuid4().hex[:8]}"
     s = RedisStore(_with_query(redis_server.url, client_name=name), key_prefix=prefix)
     assert s.owns_client
+    assert not await _client_named(raw, name)  # the constructor does not connect
     await s.open()
-    assert not await _client_named(raw, name)  # open() does not connect
+    assert await _client_named(raw, name)  # open() checks the server with one PING
     assert await s.save(None, b"x", ttl=60, namespace=NS) is not None
-    assert await _client_named(raw, name)
     await s.close()
     assert await _wait_until_gone(raw, name)
     await s.close()  # idempotent
 
 
-async def test_constructor_and_open_do_no_io() -> None:
-    # Nothing listens on port 1; only a command notices.
+async def test_constructor_does_no_io_and_open_starts_anyway_with_the_server_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the constructor does not notice, open() logs it once and
+    # returns, and each command answers StoreUnavailable.
     s = RedisStore("redis://127.0.0.1:1/0")
     try:
+        caplog.set_level(logging.WARNING, logger="aiohttp_sessionkit")
         await s.open()
+        assert ["starting anyway" in r.getMessage() for r in caplog.records] == [True]
         with pytest.raises(StoreUnavailable):
             await s.load(new_session_id(), namespace=NS)
     finally:
@@ -328,7 +334,7 @@ async def test_command_errors_other_than_connectivity_propagate(
     host_port = redis_server.url.split("://", 1)[1]
     store = RedisStore(f"redis://{user}:{password}@{host_port}", key_prefix=prefix)
     try:
-        with pytest.raises(redis.exceptions.ResponseError, match="(?i)permission"):
+        with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission"):
             await store.create(KEY, b"x", 60)
         results = await asyncio.gather(
             *(store.create(f"{i:064x}", b"x", 60) for i in range(5)), return_exceptions=True

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 try:
     import redis as redis_sync
     import redis.asyncio as aioredis
     import redis.exceptions as redis_errors
-    from redis.asyncio.connection import parse_url
+    from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..abc import ServerStore
 from ..batching import Batcher
 from ..exceptions import ConfigurationError, StoreUnavailable
+from ._startup import open_or_defer
 
 __all__ = ["RedisStore"]
 
@@ -261,8 +262,21 @@ class RedisStore(ServerStore):
         return self._client
 
     async def open(self) -> None:
-        """Create the client if the store owns one. Connects lazily, on the first command."""
-        _ = self.client
+        """Create the client if the store owns one, and ask the server for a PING: a server
+        that is down is logged once, as for every server store, and startup carries on."""
+        client = self.client
+
+        async def ping() -> None:
+            try:
+                await client.ping()
+            except _UNAVAILABLE as exc:
+                raise _unavailable("PING", exc) from exc
+            except Exception as exc:
+                if _failover_error(exc):
+                    raise _unavailable("PING", exc) from exc
+                raise
+
+        await open_or_defer(self, ping)
 
     async def close(self) -> None:
         """Close the client if the store created it; a borrowed client is left open."""
@@ -486,7 +500,34 @@ def _check_url(url: str) -> str:
         parse_url(url)
     except ValueError as exc:
         raise ConfigurationError(f"RedisStore URL is invalid: {exc}") from None
+    parts = urlsplit(url)
+    # redis-py reads a path that is no number as "no db" (database 0, silently), and hands
+    # unknown query options to every connection, failing only when the first one opens.
+    if scheme != "unix" and not parts.path.strip("/").isdigit() and parts.path not in ("", "/"):
+        raise ConfigurationError(
+            "RedisStore URL path must be a database number, for example redis://host:6379/0"
+        )
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _URL_OPTIONS:
+            raise ConfigurationError(
+                f"RedisStore URL option {name!r} is not supported; the options are "
+                f"{', '.join(sorted(_URL_OPTIONS))}"
+            )
     return url
+
+
+#: Query options of a redis://, rediss:// or unix:// URL: those redis-py parses, and the
+#: string-valued connection settings (TLS files, client name).
+_URL_OPTIONS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "client_name",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_ciphers",
+}
 
 
 def _check_client(client: object) -> aioredis.Redis | aioredis.RedisCluster:

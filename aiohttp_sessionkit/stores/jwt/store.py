@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -87,7 +87,8 @@ class JWTStore(AbstractStore):
     first key. HMAC secrets (HS256/384/512) are ``bytes`` or ``str`` of at least 32/48/64
     bytes; asymmetric keys are PEM text or ``cryptography`` key objects. A store whose first
     key is a public key is read-only: it verifies tokens and raises ReadOnlySessionError on
-    any change.
+    any change. A verifier may be given the issuer's JSON Web Key Set instead, as a dict
+    (``{"keys": [...]}``): its keys for ``algorithm`` verify, under their own ``kid`` too.
 
     Without ``revocation`` a JWT cannot be revoked: logout drops the client's copy, but a
     copy taken earlier opens until its ``exp``. Keep ``max_age`` short, or pass any
@@ -142,8 +143,17 @@ class JWTStore(AbstractStore):
         # of a session expires by its creation plus this, so a deny-list entry lasts that
         # long. 0 until a session was restored here.
         self._absolute_timeout = 0
+        published: list[str | None] = []  # the kids a JWKS gives its keys (jwks.py)
+        if isinstance(keys, Mapping):  # a JSON Web Key Set, as a verifier is given one
+            from .jwks import keys_from_jwks
+
+            listed, published = map(list, zip(*keys_from_jwks(keys, algorithm), strict=True))
+            keys = listed
         self._keys = prepare_keys(keys, algorithm)
         self._by_kid = {key.kid: key for key in self._keys}
+        for key, kid in zip(self._keys, published, strict=False):
+            if kid is not None:  # an issuer that names keys its own way (not RFC 7638)
+                self._by_kid.setdefault(kid, key)
         self._signer = self._keys[0] if self._keys[0].sign is not None else None
         self._sign = signing_function(self._signer, algorithm)
         # The protected header and the issuer/audience members never change: encode once.
