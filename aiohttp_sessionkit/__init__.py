@@ -43,7 +43,7 @@ from .transports import CookieTransport, HeaderTransport
 
 if TYPE_CHECKING:
     from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
-    from .stores.jwt import JWTStore, jwks_handler
+    from .stores.jwt import JWKSEndpoint, JWTStore, jwks_handler
     from .stores.memcached import MemcachedStore
     from .stores.mongo import MongoStore
     from .stores.postgres import PostgresStore
@@ -69,6 +69,7 @@ __all__ = [
     "EncryptedCookieStore",
     "HeaderTransport",
     "JSONSerializer",
+    "JWKSEndpoint",
     "JWTStore",
     "LegacySession",
     "MemcachedStore",
@@ -104,6 +105,7 @@ _LAZY = {
     "PostgresStore": ".stores.postgres",
     "MongoStore": ".stores.mongo",
     "MemcachedStore": ".stores.memcached",
+    "JWKSEndpoint": ".stores.jwt",
     "JWTStore": ".stores.jwt",
     "jwks_handler": ".stores.jwt",
     "SQLAlchemyStore": ".stores.sql",

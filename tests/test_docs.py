@@ -269,6 +269,15 @@ async def production_settings(client: TestClient[Any, Any] | None, ns: dict[str,
     assert isinstance(ns["app"], web.Application) and ns["app"].middlewares
 
 
+@check("jwt-verifier-jwks-url", serve=False)
+async def jwt_verifier_jwks_url(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    # Built without I/O (the set is fetched when the application starts); a verifier.
+    verifier = ns["verifier"]
+    assert isinstance(verifier, aiohttp_sessionkit.JWTStore) and verifier.read_only
+    assert verifier._follower is not None
+    assert verifier._follower.endpoint.min_refetch_interval == 60
+
+
 @check("two-sessions")
 async def two_sessions(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert client is not None

@@ -25,14 +25,16 @@ members, non-canonical signatures, oversized tokens) and must never raise on bad
 
 The package's modules, by job: ``keys`` (key preparation, ``kid``, signing, the JWKS),
 ``jose`` (strict parsing of the header and the claims, the claim checks, base64, the HMAC
-signer), ``sessions`` (the session classes) and ``store`` (JWTStore and its cache of
-verified tokens).
+signer), ``jwks`` (a published key set as a verifier's keys, and following a JWKS URL),
+``sessions`` (the session classes) and ``store`` (JWTStore and its cache of verified
+tokens).
 """
 
 from __future__ import annotations
 
 from ...exceptions import ReadOnlySessionError
 from .jose import MAX_TOKEN_BYTES, PRIVATE_CLAIM, RESERVED_CLAIMS, SESSION_TYPE
+from .jwks import JWKSEndpoint
 from .keys import ALGORITHMS, jwks_handler
 from .sessions import JWTSession, ReadOnlySession
 from .store import JWTStore
@@ -43,6 +45,7 @@ __all__ = [
     "PRIVATE_CLAIM",
     "RESERVED_CLAIMS",
     "SESSION_TYPE",
+    "JWKSEndpoint",
     "JWTSession",
     "JWTStore",
     "ReadOnlySession",

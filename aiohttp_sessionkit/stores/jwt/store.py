@@ -35,6 +35,7 @@ from .jose import (
     check_claims,
     parse_header,
 )
+from .jwks import JWKSEndpoint, KeyFollower, keys_from_jwks
 from .keys import KeyInput, _Key, algorithm_for, key_set, prepare_keys, signing_function
 from .sessions import JWTSession, ReadOnlySession, _check_claim_name, _read_only
 
@@ -88,7 +89,9 @@ class JWTStore(AbstractStore):
     bytes; asymmetric keys are PEM text or ``cryptography`` key objects. A store whose first
     key is a public key is read-only: it verifies tokens and raises ReadOnlySessionError on
     any change. A verifier may be given the issuer's JSON Web Key Set instead, as a dict
-    (``{"keys": [...]}``): its keys for ``algorithm`` verify, under their own ``kid`` too.
+    (``{"keys": [...]}``): its keys for ``algorithm`` verify, under their own ``kid`` too;
+    or a :class:`~aiohttp_sessionkit.stores.jwt.JWKSEndpoint`, to fetch the set at startup
+    and follow the issuer's key rotation without a restart.
 
     Without ``revocation`` a JWT cannot be revoked: logout drops the client's copy, but a
     copy taken earlier opens until its ``exp``. Keep ``max_age`` short, or pass any
@@ -106,7 +109,7 @@ class JWTStore(AbstractStore):
 
     def __init__(
         self,
-        keys: KeyInput | Sequence[KeyInput],
+        keys: KeyInput | Sequence[KeyInput] | Mapping[str, Any] | JWKSEndpoint,
         *,
         algorithm: str = "HS256",
         issuer: str | None = None,
@@ -143,24 +146,26 @@ class JWTStore(AbstractStore):
         # of a session expires by its creation plus this, so a deny-list entry lasts that
         # long. 0 until a session was restored here.
         self._absolute_timeout = 0
-        published: list[str | None] = []  # the kids a JWKS gives its keys (jwks.py)
-        if isinstance(keys, Mapping):  # a JSON Web Key Set, as a verifier is given one
-            from .jwks import keys_from_jwks
-
-            listed, published = map(list, zip(*keys_from_jwks(keys, algorithm), strict=True))
-            keys = listed
-        self._keys = prepare_keys(keys, algorithm)
-        self._by_kid = {key.kid: key for key in self._keys}
-        for key, kid in zip(self._keys, published, strict=False):
-            if kid is not None:  # an issuer that names keys its own way (not RFC 7638)
-                self._by_kid.setdefault(kid, key)
-        self._signer = self._keys[0] if self._keys[0].sign is not None else None
+        self._cache_size = cache_size
+        #: Fetches the keys of a JWKSEndpoint (None: the keys were given).
+        self._follower: KeyFollower | None = None
+        self._keys: list[_Key] = []
+        self._by_kid: dict[str, _Key] = {}
+        #: Our tokens' protected header, when this store has a first key to name in it.
+        self._header: str | None = None
+        if isinstance(keys, JWKSEndpoint):  # keys come at startup: open()
+            self._follower = KeyFollower(keys, self._install_jwks)
+        elif isinstance(keys, Mapping):  # a JSON Web Key Set, as a verifier is given one
+            self._install_jwks(keys)
+        else:
+            self._install(prepare_keys(keys, algorithm), [])
+        first = self._keys[0] if self._keys else None
+        self._signer = first if first is not None and first.sign is not None else None
         self._sign = signing_function(self._signer, algorithm)
-        # The protected header and the issuer/audience members never change: encode once.
-        first = self._keys[0]
-        self._header = b64url_encode(
-            _dumps({"alg": algorithm, "kid": first.kid, "typ": SESSION_TYPE}).encode()
-        )
+        if first is not None:  # never changes: encoded once
+            self._header = b64url_encode(
+                _dumps({"alg": algorithm, "kid": first.kid, "typ": SESSION_TYPE}).encode()
+            )
         fixed = ""
         if issuer is not None:
             fixed += f',"iss":{_dumps(issuer)}'
@@ -197,12 +202,33 @@ class JWTStore(AbstractStore):
         """
         return key_set(self._keys, self.algorithm)
 
-    # -- lifecycle: the revocation store is ours to open and close ----------------------------
+    def _install(self, keys: list[_Key], published: list[str | None]) -> None:
+        """Use ``keys``; ``published`` are the kids a JWKS gives them, in order."""
+        by_kid = {key.kid: key for key in keys}
+        for key, kid in zip(keys, published, strict=False):
+            if kid is not None:  # an issuer that names keys its own way (not RFC 7638)
+                by_kid.setdefault(kid, key)
+        if self._keys and keys != self._keys:
+            # A key that left the set must verify nothing more, cached tokens included.
+            self._verified = VerifiedCache(self._cache_size)
+        self._keys, self._by_kid = keys, by_kid
+
+    def _install_jwks(self, document: Mapping[str, Any]) -> None:
+        pairs = keys_from_jwks(document, self.algorithm)
+        self._install(
+            prepare_keys([key for key, _ in pairs], self.algorithm), [kid for _, kid in pairs]
+        )
+
+    # -- lifecycle: the revocation store and the key fetcher are ours to open and close -----
     async def open(self) -> None:
         if self.revocation is not None:
             await self.revocation.open()
+        if self._follower is not None:
+            await self._follower.start()
 
     async def close(self) -> None:
+        if self._follower is not None:
+            await self._follower.stop()
         if self.revocation is not None:
             await self.revocation.close()
 
@@ -281,8 +307,13 @@ class JWTStore(AbstractStore):
             return None
         kid = header.get("kid")
         if kid is None:
-            return self._keys[0]
-        return self._by_kid.get(kid) if isinstance(kid, str) else None
+            return self._keys[0] if self._keys else None
+        if not isinstance(kid, str):
+            return None
+        key = self._by_kid.get(kid)
+        if key is None and self._follower is not None:
+            self._follower.unknown_kid()  # a key the issuer rotated in since the last fetch
+        return key
 
     def _deny_key(self, sid: str) -> str:
         return record_key(_DENY_NAMESPACE, sid)
