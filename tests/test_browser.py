@@ -26,6 +26,8 @@ import pytest
 import pytest_asyncio
 from servers import in_ci
 
+from aiohttp_sessionkit import generate_key
+
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page
 
@@ -81,6 +83,7 @@ async def start_demo(store: str) -> tuple[asyncio.subprocess.Process, str]:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "SESSIONKIT_STORE": store,
+            "SESSIONKIT_KEY": generate_key(),  # the cookie store needs one (scripts/demo.sh)
             "HOST": "127.0.0.1",
             "PORT": "0",
         },

@@ -105,6 +105,7 @@ async def test_anonymous_pages_create_no_session(
     # A visitor who only looks at the sign-in form gets a CSRF cookie of its own and no
     # session: a flood of such views leaves nothing in the session store.
     monkeypatch.setenv("SESSIONKIT_STORE", store)
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())  # the cookie store's shared key
     client = await aiohttp_client(demo.make_app())
     first = await client.get("/")
     assert demo.CSRF_COOKIE in first.cookies and "AIOHTTP_SESSION" not in first.cookies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jwt
@@ -72,7 +73,10 @@ async def test_keys_named_by_the_issuers_own_kid_are_found_by_it() -> None:
 
     def minted(kid: str) -> str:
         return jwt.encode(
-            {"sub": "ada", "exp": 2**31}, key, algorithm="EdDSA", headers={"kid": kid}
+            {"sub": "ada", "iat": int(time.time()), "exp": 2**31},
+            key,
+            algorithm="EdDSA",
+            headers={"kid": kid, "typ": "session+jwt"},  # a session token, typed (RFC 8725)
         )
 
     assert await opened_data(verifier, minted("2026-a")) == {"sub": "ada"}
