@@ -43,7 +43,7 @@ class VerifiedCache(dict[tuple[str, str], _V], Generic[_V]):
             if not self.limit:
                 return
             # Full: start over. Evicting the oldest entry one at a time costs a scan over
-            # the dict's deleted slots on every write (measured: 3% of a loaded server's
-            # time on /write); a clear is one step, and the next requests refill it.
+            # the dict's deleted slots on every write (its cost: docs/performance.md,
+            # "Cookie store"); a clear is one step, and the next requests refill it.
             self.clear()
         self[key] = value

@@ -2,8 +2,8 @@
 
 Under load many requests want their sessions at the same moment, and a Python driver spends
 far more CPU per command (connection checkout, packing, awaiting the reply) than the server
-spends answering it: redis-py, for instance, about 90 µs per GET under concurrency on our
-benchmark machine, against 7 µs per key inside one MGET of 32 keys. A driver therefore hands
+spends answering it: with redis-py, one GET per request costs many times what one key
+inside a shared MGET does (figures in docs/performance.md). A driver therefore hands
 its commands to a :class:`Batcher`, which sends those issued in one iteration of the event
 loop in one round trip (one MGET, one pipeline, one query over an array of keys).
 

@@ -14,7 +14,12 @@ REPO_ROOT = BENCH_DIR.parent
 
 
 def use_working_tree() -> None:
-    """Import aiohttp_sessionkit from this checkout, installed or not."""
+    """Import aiohttp_sessionkit from this checkout, installed or not.
+
+    The one place benchmarks/ puts the repository root on ``sys.path``: the scripts run as
+    ``python benchmarks/NAME.py`` (their own folder is on the path already), and this root is
+    where the package and the tests' server harness (``tests.harness.servers``) live.
+    """
     root = str(REPO_ROOT)
     if root not in sys.path:
         sys.path.insert(0, root)

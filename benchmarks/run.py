@@ -193,7 +193,7 @@ _SERVER_ENV = {
 
 @contextlib.contextmanager
 def backing_servers(needed: set[str], problems: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Start the Redis/PostgreSQL/FerretDB servers ``needed`` (tests/servers.py), yield URLs.
+    """Start the Redis/PostgreSQL/FerretDB servers ``needed`` (tests.harness.servers), yield URLs.
 
     A backend whose ``SESSIONKIT_BENCH_*`` variable is set is used from there instead. A
     server that cannot start is reported in ``problems`` instead of failing the run.
@@ -202,14 +202,12 @@ def backing_servers(needed: set[str], problems: dict[str, str]) -> Iterator[dict
     started: list[ServerHandle] = []
     try:
         if needed:
-            tests_dir = str(bc.REPO_ROOT / "tests")
-            if tests_dir not in sys.path:
-                sys.path.insert(0, tests_dir)
+            bc.use_working_tree()  # the repository root, where the tests package lives
             try:
-                servers = importlib.import_module("servers")
+                servers = importlib.import_module("tests.harness.servers")
             except Exception as exc:
                 for backend in needed:
-                    problems[backend] = f"cannot import tests/servers.py: {exc!r}"
+                    problems[backend] = f"cannot import tests/harness/servers.py: {exc!r}"
                 needed = set()
         for backend in sorted(needed):
             external = os.environ.get(_SERVER_ENV[backend])

@@ -54,7 +54,7 @@ log "built $(basename "$sdist") and $(basename "$wheel"); twine check --strict p
 tar -tzf "$sdist" | sed -n 's|^[^/]*/||p' | grep -v '/$' | sort >"$work/sdist.txt"
 built="$(grep -E '(^|/)(__pycache__|build|dist|_build|\.venv|\.mypy_cache|\.pytest_cache|\.ruff_cache|\.hypothesis)/|\.(pyc|pyo|so|whl)$' "$work/sdist.txt" || true)"
 [[ -z "$built" ]] || die "the sdist holds built files: $built"
-for needed in tests/conftest.py tests/servers.py tools/ferretdb/go.mod tools/ferretdb/go.sum \
+for needed in tests/conftest.py tests/harness/servers.py tools/ferretdb/go.mod tools/ferretdb/go.sum \
     docs/conf.py docs/index.md examples/demo.py scripts/test.sh MANIFEST.in; do
     grep -qxF "$needed" "$work/sdist.txt" || die "the sdist lacks $needed"
 done

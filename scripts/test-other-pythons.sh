@@ -26,10 +26,11 @@ find_python() {
 ci=false
 case "${CI:-}" in "" | 0 | false | no | off) ;; *) ci=true ;; esac
 suites=(
-    tests/test_contract.py tests/test_hostile.py tests/test_session.py tests/test_crypto.py
-    tests/test_store_jwt.py tests/test_jwt_cache.py tests/test_transports.py
-    tests/test_cookie_store_cache.py tests/test_memory_store.py tests/test_config.py
-    tests/test_security.py tests/test_batching.py tests/test_docs.py
+    tests/stores/test_contract.py tests/stores/test_hostile.py tests/unit/test_session.py
+    tests/unit/test_crypto.py tests/stores/test_store_jwt.py tests/stores/test_jwt_cache.py
+    tests/unit/test_transports.py tests/stores/test_cookie_store_cache.py
+    tests/stores/test_memory_store.py tests/unit/test_config.py tests/stores/test_security.py
+    tests/unit/test_batching.py tests/system/test_docs.py
 )
 status=0
 for version in ${SESSIONKIT_OTHER_PYTHONS-3.12 3.13}; do

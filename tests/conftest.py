@@ -13,19 +13,6 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from cluster_servers import (  # noqa: F401 - server fixtures of the scale-out tests
-    postgres_pair_factory,
-    redis_cluster_servers,
-    redis_sentinel_servers,
-)
-from servers import (  # noqa: F401 - session-scoped server fixtures
-    mariadb_server,
-    memcached_server,
-    mongo_server,
-    postgres_server,
-    redis_server,
-    valkey_server,
-)
 
 import aiohttp_sessionkit.session as session_module
 from aiohttp_sessionkit import (
@@ -40,6 +27,19 @@ from aiohttp_sessionkit import (
     generate_key,
 )
 from aiohttp_sessionkit.serializers import Serializer
+from tests.harness.cluster_servers import (  # noqa: F401 - server fixtures of the scale-out tests
+    postgres_pair_factory,
+    redis_cluster_servers,
+    redis_sentinel_servers,
+)
+from tests.harness.servers import (  # noqa: F401 - session-scoped server fixtures
+    mariadb_server,
+    memcached_server,
+    mongo_server,
+    postgres_server,
+    redis_server,
+    valkey_server,
+)
 
 #: jwt: HS256, no revocation; jwt-revoke: EdDSA with a MemoryStore deny list;
 #: jwt-revoke-redis: ES256 with a deny list on the real Redis.
@@ -180,9 +180,8 @@ def _memcached_factory(url: str) -> Callable[[], AbstractStore]:
 
 def _redis_cluster_factory(servers: Any, clients: list[Any]) -> Callable[[], AbstractStore]:
     """RedisStores on the six-node cluster, each with its own (borrowed) RedisCluster client."""
-    from cluster_servers import cluster_client
-
     from aiohttp_sessionkit.stores.redis import RedisStore
+    from tests.harness.cluster_servers import cluster_client
 
     prefix = f"t{next(_unique)}-{uuid.uuid4().hex[:8]}:"
 

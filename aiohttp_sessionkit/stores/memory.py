@@ -67,9 +67,8 @@ class MemoryStore(ServerStore):
         key = key_for_token(namespace, token)
         if key is None:
             return None
-        # _get, inlined on purpose: a call fewer on every read. Measured under Valgrind, the
-        # two calls of load_nowait/save_nowait into _get/_update cost 0.9% of a write, which
-        # put the memory store under its target (0.90 x the adjusted memory limit).
+        # _get, inlined on purpose: a call fewer on every read, which kept the memory store
+        # at its target (figures in docs/performance.md, "Figures behind choices").
         records = self._anonymous
         record = records.pop(key, None)
         if record is None:

@@ -190,11 +190,10 @@ class MongoStore(ServerStore):
             # One findAndModify by _id alone, which returns the document as it was, instead
             # of update_one({"_id": key, "expires": {"$gt": now}}): FerretDB 1.24 (SQLite)
             # pushes only a bare _id filter down and scans the collection in Go for the
-            # compound one. Measured per update (server CPU): 29 ms with 1,000 documents
-            # and 108-129 ms with 5,000 for the compound filter; 7.4 ms and 26 ms for this,
-            # the same as update_one by _id alone (6.8 and 24 ms). A find_one then update_one
-            # by _id costs 8-10 and 35 ms plus a second round trip, which on MongoDB (where
-            # both filters use the _id index) would cost more than the scan saves.
+            # compound one: several times slower, growing with the collection (figures in
+            # docs/performance.md, "Figures behind choices"). A find_one then update_one by
+            # _id costs a second round trip, which on MongoDB (where both filters use the _id
+            # index) would cost more than the scan saves.
             # No projection: FerretDB 1.24 rejects findAndModify's "fields".
             before = await collection.find_one_and_update(
                 {"_id": key},

@@ -101,7 +101,8 @@ def _failover_error(exc: BaseException) -> bool:
     # ClusterPipeline's retry, which closes the whole client); disconnect() sets
     # ``_writer``/``_reader`` to None, and a task that already passed its ``is_connected``
     # check then calls ``self._writer.writelines(...)`` on None. Seen in about one SIGKILL
-    # failover in fifteen at first; 18 requests in ten failovers in tests/test_scale_redis.py.
+    # failover in fifteen at first; 18 requests in ten failovers in
+    # tests/system/test_scale_redis.py.
     # Only an AttributeError on None raised inside that module counts: our code never runs
     # there, so a bug of ours still surfaces as itself.
     if isinstance(exc, AttributeError):

@@ -78,11 +78,10 @@ _INSTALL = {
     "asyncpg": 'pip install "aiohttp-sessionkit[sql,postgres]"',
 }
 
-#: Which operations share statements, per dialect. Measured in one process, 64 concurrent
-#: callers (scripts/measure-sql-batching.py; figures in docs/sql.md): shared statements paid
-#: on every dialect for every operation, from 3x (updates on PostgreSQL) to 22x (loads).
-#: Updates paid this much only as one locking SELECT and one UPDATE (see _update_locked);
-#: as one UPDATE per row in a transaction they measured 0.94x on MariaDB.
+#: Which operations share statements, per dialect: shared statements paid on every dialect
+#: for every operation (scripts/measure-sql-batching.py; figures in docs/sql.md). Updates
+#: paid only as one locking SELECT and one UPDATE (see _update_locked); one UPDATE per row
+#: in a transaction was slower than unbatched on MariaDB.
 _BATCHING: dict[str, frozenset[str]] = {
     "sqlite": frozenset({"get", "create", "update"}),
     "postgresql": frozenset({"get", "create", "update"}),

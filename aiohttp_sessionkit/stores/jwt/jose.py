@@ -86,10 +86,10 @@ def _hmac_signer(secret: bytes, hash_name: str) -> Callable[[bytes], bytes]:
     """HMAC (RFC 2104) with the keyed inner and outer hash states computed once.
 
     ``hmac.digest`` gives the same result, but with OpenSSL 3 it looks the algorithm up and
-    keys a new context on every call: measured under Valgrind, 32,000 instructions per
-    token, 7% of a loaded server's work on a write. Copying two prepared SHA-2 states is a
-    third of that. Verification still goes through PyJWT (constant-time comparison); the
-    tests check this signer against ``hmac.digest`` and PyJWT for every key length.
+    keys a new context on every call, a sizeable share of a JWT write; copying two prepared
+    SHA-2 states costs far less (figures in docs/performance.md, "JWT store"). Verification
+    still goes through PyJWT (constant-time comparison); the tests check this signer against
+    ``hmac.digest`` and PyJWT for every key length.
     """
     new = getattr(hashlib, hash_name)
     block = new().block_size

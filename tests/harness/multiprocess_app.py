@@ -1,0 +1,92 @@
+"""The app the multi-process tests run in several OS processes (run as a script, by path).
+
+Arguments: ``--port P --store redis-cluster --target host:port,host:port[,...] --prefix X``
+or ``--store postgres --target postgresql://... --table T``. Every response carries the
+serving process id in ``X-Pid``, so a test can see its requests spread over processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from aiohttp import web
+
+from aiohttp_sessionkit import AbstractStore, get_session, setup
+
+PID = web.AppKey("pid", str)
+
+
+def build_store(kind: str, target: str, name: str) -> AbstractStore:
+    if kind == "redis-cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        from aiohttp_sessionkit.stores.redis import RedisStore
+
+        nodes = [ClusterNode(host, int(port)) for host, port in
+                 (entry.rsplit(":", 1) for entry in target.split(","))]  # fmt: skip
+        client: Any = RedisCluster(
+            startup_nodes=nodes, require_full_coverage=False, socket_timeout=5.0,
+            max_connections=512,
+        )  # fmt: skip
+        return RedisStore(client, key_prefix=name)
+    if kind == "postgres":
+        from aiohttp_sessionkit.stores.postgres import PostgresStore
+
+        return PostgresStore(target, table=name)
+    raise SystemExit(f"unknown store kind {kind!r}")
+
+
+def build_app(store: AbstractStore) -> web.Application:
+    app = web.Application()
+    setup(app, store, store_timeout=30)
+    app[PID] = str(os.getpid())
+
+    @web.middleware
+    async def stamp(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        response.headers["X-Pid"] = request.app[PID]
+        return response
+
+    app.middlewares.append(stamp)
+
+    async def incr(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["n"] = session.get("n", 0) + 1
+        return web.json_response(session["n"])
+
+    async def read(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        return web.json_response({"data": dict(session), "new": session.new})
+
+    async def mark(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session[f"k{request.match_info['i']}"] = 1
+        return web.Response(text="marked")
+
+    async def logout(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session.invalidate()
+        return web.Response(text="bye")
+
+    app.router.add_post("/incr", incr)
+    app.router.add_get("/read", read)
+    app.router.add_post("/mark/{i}", mark)
+    app.router.add_post("/logout", logout)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    store = build_store(args.store, args.target, args.name)
+    web.run_app(build_app(store), host="127.0.0.1", port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Interoperation with the real aiohttp-session and aiohttp-security packages."""

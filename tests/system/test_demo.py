@@ -1,0 +1,172 @@
+"""The demo app works end to end: sign in, count, flash, sign out, and says what is wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from aiohttp import DummyCookieJar
+
+from aiohttp_sessionkit import generate_key
+from examples import demo
+from tests.harness import REPO_ROOT
+
+ROOT = REPO_ROOT
+
+
+def csrf(text: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("store", ["memory://", "cookie"])
+async def test_demo_login_counter_flash_logout(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", store)
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())
+    client = await aiohttp_client(demo.make_app())
+    home = await (await client.get("/")).text()
+    assert "Sign in" in home
+    assert csrf(home) == csrf(await (await client.get("/")).text())  # one token per session
+    response = await client.post("/login", data={"user": "ada", "csrf": "forged"})
+    assert response.url.path == "/" and "expired" in response.url.query
+    assert demo.EXPIRED in (text := await response.text()) and "Sign in" in text
+    response = await client.post("/login", data={"user": "ada", "csrf": csrf(home)})
+    page = await response.text()
+    assert "Signed in as <b>ada</b>" in page and "Welcome, ada!" in page
+    assert "Welcome, ada!" not in await (await client.get("/")).text()  # flashes show once
+    assert "opened this page 1 time." in await (await client.get("/counter")).text()
+    assert "opened this page 2 times." in await (await client.get("/counter")).text()
+    session_page = await (await client.get("/session")).text()
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", session_page)
+    assert "&quot;visits&quot;: 2" in session_page
+    home = await (await client.get("/")).text()
+    response = await client.post("/logout", data={"csrf": csrf(home)})
+    page = await response.text()
+    assert "You have been signed out." in page and "Sign in" in page
+    assert "opened this page 1 time." in await (await client.get("/counter")).text()
+
+
+async def test_a_form_from_before_sign_in_is_refused_without_signing_out(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second tab still shows the sign-in form with the token of the session before sign-in.
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app())
+    stale_token = csrf(await (await client.get("/")).text())
+    await client.post("/login", data={"user": "ada", "csrf": stale_token})
+    response = await client.post("/login", data={"user": "eve", "csrf": stale_token})
+    page = await response.text()
+    assert demo.EXPIRED in page and "Signed in as <b>ada</b>" in page
+    assert response.history[0].status == 303 and "Set-Cookie" not in response.history[0].headers
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_mistyped_store_is_one_line_listing_every_accepted_value() -> None:
+    result = run_demo(SESSIONKIT_STORE="redis")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    for value in ("cookie", "memory://", "redis://", "postgres://", "postgresql://", "mongodb://"):
+        assert value in result.stderr
+
+
+def test_a_busy_port_is_one_line_and_no_url() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_demo(PORT=str(busy.getsockname()[1]), HOST="127.0.0.1")
+    assert result.returncode == 2 and result.stdout == ""  # no URL for a port it never bound
+    assert result.stderr.count("\n") == 1 and "PORT=" in result.stderr
+
+
+@pytest.mark.parametrize("store", ["memory://", "cookie"])
+async def test_anonymous_pages_create_no_session(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    # A visitor who only looks at the sign-in form gets a CSRF cookie of its own and no
+    # session: a flood of such views leaves nothing in the session store.
+    monkeypatch.setenv("SESSIONKIT_STORE", store)
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())  # the cookie store's shared key
+    client = await aiohttp_client(demo.make_app())
+    first = await client.get("/")
+    assert demo.CSRF_COOKIE in first.cookies and "AIOHTTP_SESSION" not in first.cookies
+    for _ in range(3):
+        again = await client.get("/")
+        assert "Set-Cookie" not in again.headers  # same CSRF cookie, still no session
+        assert csrf(await again.text()) == csrf(await first.text())
+    response = await client.post("/login", data={"user": "ada", "csrf": csrf(await first.text())})
+    assert "Signed in as <b>ada</b>" in await response.text()
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    [
+        "",
+        "short",
+        "A" * 42,  # one character short
+        "A" * 44,  # one too many
+        "A" * 42 + "=",  # padding
+        "A" * 42 + "+",  # standard base64, not the URL-safe alphabet
+        "A" * 42 + ".",
+        "A" * 41 + "%41",  # percent-encoded, never decoded
+        "A" * 21 + " " + "A" * 21,
+    ],
+)
+async def test_a_malformed_csrf_cookie_is_replaced_and_its_form_refused(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, nonce: str
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app(), cookie_jar=DummyCookieJar())
+    planted = {"Cookie": f"{demo.CSRF_COOKIE}={nonce}"}
+    home = await client.get("/", headers=planted)
+    assert home.status == 200
+    assert home.cookies[demo.CSRF_COOKIE].value not in ("", nonce)  # a fresh one of ours
+    refused = await client.post(
+        "/login",
+        data={"user": "eve", "csrf": csrf(await home.text())},
+        headers=planted,
+        allow_redirects=False,
+    )
+    assert refused.status == 303 and refused.headers["Location"] == "/?expired=1"
+    assert "Set-Cookie" not in refused.headers
+
+
+async def test_a_token_only_opens_with_the_cookie_it_was_made_for(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An attacker's own valid cookie and token pair does not work with the victim's cookie.
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    client = await aiohttp_client(demo.make_app(), cookie_jar=DummyCookieJar())
+    attacker, victim = await client.get("/"), await client.get("/")
+    victim_cookie = {"Cookie": f"{demo.CSRF_COOKIE}={victim.cookies[demo.CSRF_COOKIE].value}"}
+    refused = await client.post(
+        "/login",
+        data={"user": "eve", "csrf": csrf(await attacker.text())},
+        headers=victim_cookie,
+        allow_redirects=False,
+    )
+    assert refused.status == 303 and refused.headers["Location"] == "/?expired=1"
+    accepted = await client.post(
+        "/login",
+        data={"user": "ada", "csrf": csrf(await victim.text())},
+        headers=victim_cookie,
+        allow_redirects=False,
+    )
+    assert accepted.status == 302 and "AIOHTTP_SESSION" in accepted.cookies
+    assert accepted.cookies[demo.CSRF_COOKIE].value != victim.cookies[demo.CSRF_COOKIE].value
