@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 
+from aiohttp_sessionkit import generate_key
 from tests.harness import REPO_ROOT
 from tests.harness.servers import in_ci
-
-from aiohttp_sessionkit import generate_key
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page

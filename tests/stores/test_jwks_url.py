@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from servers import free_port
 
 from aiohttp_sessionkit import (
     ConfigurationError,
@@ -24,6 +23,7 @@ from aiohttp_sessionkit import (
     setup,
 )
 from aiohttp_sessionkit.stores.jwt import JWKSEndpoint
+from tests.harness.servers import free_port
 
 NS = "AIOHTTP_SESSION"
 FRESH = {"data": {}, "new": True}
