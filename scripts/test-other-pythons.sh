@@ -26,11 +26,11 @@ find_python() {
 ci=false
 case "${CI:-}" in "" | 0 | false | no | off) ;; *) ci=true ;; esac
 suites=(
-    tests/stores/test_contract.py tests/stores/test_hostile.py tests/unit/test_session.py
-    tests/unit/test_crypto.py tests/stores/test_store_jwt.py tests/stores/test_jwt_cache.py
-    tests/unit/test_transports.py tests/stores/test_cookie_store_cache.py
-    tests/stores/test_memory_store.py tests/unit/test_config.py tests/stores/test_security.py
-    tests/unit/test_batching.py tests/system/test_docs.py
+    tests/unit tests/system/test_docs.py
+    tests/stores/test_contract.py tests/stores/test_hostile.py tests/stores/test_store_jwt.py
+    tests/stores/test_jwt_cache.py tests/stores/test_jwks.py tests/stores/test_jwks_url.py
+    tests/stores/test_cookie_store_cache.py tests/stores/test_memory_store.py
+    tests/stores/test_security.py tests/stores/test_races.py
 )
 status=0
 for version in ${SESSIONKIT_OTHER_PYTHONS-3.12 3.13}; do
