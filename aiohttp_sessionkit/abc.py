@@ -41,8 +41,10 @@ by more than its native expiry lag.
 from __future__ import annotations
 
 import abc
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .cookies import CookieParams
 from .exceptions import StoreError
@@ -59,7 +61,67 @@ __all__ = [
     "AbstractTransport",
     "LegacySession",
     "ServerStore",
+    "mirrors",
+    "nowait_twin",
 ]
+
+_Twin = TypeVar("_Twin", bound=Callable[..., Any])
+
+#: The attribute :func:`mirrors` sets on a twin: the function object it mirrors.
+_MIRRORS = "__sessionkit_mirrors__"
+
+
+def mirrors(operation: Callable[..., Any]) -> Callable[[_Twin], _Twin]:
+    """Declare the decorated method the synchronous twin of the store's ``operation``.
+
+    The synchronous path, an optional part of the store contract: a store whose operations
+    finish without I/O (``local = True``) may define
+
+    * ``load_nowait(self, token: str, namespace: str) -> Any | None``, and
+    * ``save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None``
+
+    with exactly the results of ``load`` and ``save`` (arguments positional), each declared
+    with the very function it mirrors, in the same class body::
+
+        async def load(self, token: str, *, namespace: str) -> bytes | None:
+            return self.load_nowait(token, namespace)
+
+        @mirrors(load)
+        def load_nowait(self, token: str, namespace: str) -> bytes | None: ...
+
+    The session layer then calls the twin instead of the coroutine: no coroutine is created
+    for a request whose session is a dict lookup or a cached decryption away. It does so only
+    while the store's ``load`` (``save``) *is* the declared function (see
+    :func:`nowait_twin`), so that anything replacing it (a subclass's override, a wrapper
+    put on the class by instrumentation or a test spy) always runs.
+
+    A server-side store's ``save_nowait`` is called for updates only (``token`` is not
+    ``None``): a new record always goes through ``save``, so ServerStore's create loop runs.
+    """
+
+    def declare(twin: _Twin) -> _Twin:
+        setattr(twin, _MIRRORS, operation)
+        return twin
+
+    return declare
+
+
+def nowait_twin(store: AbstractStore, operation: str) -> Callable[..., Any] | None:
+    """``store.load_nowait`` (``operation="load"``) or ``store.save_nowait`` (``"save"``) when
+    the session layer may call it in place of the coroutine, else ``None``.
+
+    The one place that decides: the store is ``local``, its twin is declared with
+    :func:`mirrors`, and ``operation`` as the store would run it is the declared function
+    itself (looked up without binding, on the instance and then its class: a wrapper, in
+    either place, is a different object and turns the synchronous path off).
+    """
+    if not store.local:
+        return None
+    twin = getattr(store, f"{operation}_nowait", None)
+    mirrored = getattr(twin, _MIRRORS, None)
+    if mirrored is None or inspect.getattr_static(store, operation, None) is not mirrored:
+        return None
+    return twin
 
 
 class AbstractStore(abc.ABC):
@@ -129,28 +191,11 @@ class AbstractStore(abc.ABC):
 
     # -- optional: operations that never wait ------------------------------------------------
     #
-    # A store whose operations finish without I/O (``local``) may also define
-    #
-    #     def load_nowait(self, token: str, namespace: str) -> Any | None: ...
-    #     def save_nowait(
-    #         self, token: str | None, data: Any, ttl: int, namespace: str
-    #     ) -> str | None: ...
-    #
-    # with exactly the results of ``load`` and ``save`` (arguments positional). The session
-    # layer then calls them instead of the coroutines: no coroutine is created for a request
-    # whose session is a dict lookup or a cached decryption away, which measurably matters
-    # at a loaded server's request rate. They are used only when
-    #
-    # * ``local`` is true, and
-    # * the class whose ``load`` (``save``) would run defines ``load_nowait``
-    #   (``save_nowait``) too: a subclass that overrides ``load`` to wrap it, without its own
-    #   ``load_nowait``, is never bypassed.
-    #
-    # A server-side store's ``save_nowait`` is called for updates only (``token`` is not
-    # None): a new record always goes through ``save``, so ServerStore's create loop runs.
-    # The built-in memory, encrypted-cookie and JWT (without a deny list) stores define
-    # both. They are not declared here, so that ``hasattr`` on a store tells whether it
-    # has them.
+    # A ``local`` store may give ``load`` and ``save`` synchronous twins, declared with
+    # :func:`mirrors` (see there): ``load_nowait(token, namespace)`` and
+    # ``save_nowait(token, data, ttl, namespace)``. They are not declared here, so that a
+    # store without them has no such attribute; :func:`nowait_twin` decides whether the
+    # session layer may call one.
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Prepare connections, tables, indexes. Called once on application startup.

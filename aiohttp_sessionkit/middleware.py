@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import inspect
 import logging
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
+from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport, nowait_twin
 from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
 from .serializers import Serializer
@@ -115,8 +116,8 @@ class SessionConfig:
     #: Request headers the response varies on, as one ``Vary`` value and lowercased.
     vary: str = field(init=False)
     vary_lower: tuple[str, ...] = field(init=False)
-    #: ``store.load_nowait`` / ``store.save_nowait`` when the store offers them (the optional
-    #: hook described in abc.AbstractStore): ``load`` and ``save`` without a coroutine.
+    #: ``store.load_nowait`` / ``store.save_nowait`` when the session layer may call them in
+    #: place of ``load`` / ``save`` (abc.mirrors, abc.nowait_twin): no coroutine.
     load_nowait: Callable[[str, str], Any] | None = field(init=False)
     save_nowait: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
     #: True when ``store.save`` takes ``established=`` (see AbstractStore.save).
@@ -140,8 +141,8 @@ class SessionConfig:
         keeps_restore = type(store).restore is AbstractStore.restore and "restore" not in own
         set_(self, "dump", encode_payload if keeps_dump else store.dump)
         set_(self, "restore", decode_payload if keeps_restore else _restore_of(store))
-        set_(self, "load_nowait", _nowait_twin(self.store, "load"))
-        set_(self, "save_nowait", _nowait_twin(self.store, "save"))
+        set_(self, "load_nowait", nowait_twin(store, "load"))
+        set_(self, "save_nowait", nowait_twin(store, "save"))
         set_(self, "save_established", _takes_keyword(store.save, "established"))
         set_(
             self,
@@ -212,22 +213,6 @@ def _restore_of(store: AbstractStore) -> Callable[..., Session | None]:
     return without_tolerance
 
 
-def _nowait_twin(store: AbstractStore, method: str) -> Any:
-    """``store.load_nowait`` / ``store.save_nowait`` if the session layer may call it instead
-    of ``load`` / ``save``: the store is ``local`` and the class whose ``load`` / ``save``
-    runs defines the twin too (see AbstractStore).
-
-    A subclass that overrides ``load`` (a wrapper that counts calls, say) without its own
-    ``load_nowait`` gets no fast path, so its ``load`` is never bypassed.
-    """
-    twin = f"{method}_nowait"
-    for klass in type(store).__mro__:
-        attrs = vars(klass)
-        if method in attrs:
-            return getattr(store, twin) if twin in attrs and store.local else None
-    return None
-
-
 def _takes_keyword(method: Callable[..., Any], name: str) -> bool:
     """True when ``method`` declares a keyword parameter ``name`` (not just ``**kwargs``:
     a wrapper that forwards them may end at a store that does not take it)."""
@@ -260,6 +245,28 @@ class Registry:
                 f"no session is set up under the cookie name {name!r}; set up: "
                 f"{', '.join(sorted(self.by_name))}"
             ) from None
+
+
+class Action(enum.Enum):
+    """What committing one session does at the end of a request (chosen by :meth:`Slot.plan`)."""
+
+    NOTHING = "nothing"  # unchanged, and no refresh due
+    REFRESH = "refresh"  # unchanged, but its record's idle expiry is due a push (touch_interval)
+    UPDATE = "update"  # changed: rewrite the record the client's token names
+    CREATE = "create"  # changed, and no record holds it yet: write one, hand out its token
+    DELETE = "delete"  # changed to empty: delete its record, expire the client's token
+    LOGIN = "login"  # new_session() or regenerate(): write the new record, then delete the old
+    LOGOUT = "logout"  # invalidate(): delete the old record, then write any flash session
+
+
+# The members as module globals: the middleware compares one on every request, and a global
+# is one lookup where ``Action.NOTHING`` is two. (Enum members hash in Python code: hot paths
+# compare with ``is``, never ``in`` a set.)
+NOTHING, REFRESH, UPDATE, CREATE, DELETE, LOGIN, LOGOUT = Action
+#: The actions that write a change the handler made (not a refresh).
+CHANGES = frozenset({UPDATE, CREATE, DELETE, LOGIN, LOGOUT})
+#: The actions that hand the client a new token, or expire it, even from a server-side store.
+NEW_TOKEN = frozenset({CREATE, DELETE, LOGIN, LOGOUT})
 
 
 class Slot:
@@ -449,71 +456,121 @@ class Slot:
         session._discard_old = True
         self.session = session
 
-    def pending(self) -> bool:
-        """True if the session has changes that a commit would write."""
-        session = self.session
-        return session is not None and (session._dirty or session._discard_old)
+    def plan(self) -> Action:
+        """What a commit does now: the save rules, written once for :meth:`commit`, its
+        synchronous twin :meth:`commit_now` and a response already prepared (``_finish``).
 
-    def due(self) -> bool:
-        """True if :meth:`commit` has something to do: a change, or a throttled refresh."""
+        ==============================================================  ===========
+        the session in this request                                     action
+        ==============================================================  ===========
+        never loaded                                                    ``NOTHING``
+        ``new_session()`` or ``regenerate()`` (a login)                 ``LOGIN``
+        ``invalidate()`` (a logout)                                     ``LOGOUT``
+        changed, and now empty                                          ``DELETE``
+        changed, and its token names a live record                      ``UPDATE``
+        changed, and no live record (new, or its token did not open)    ``CREATE``
+        unchanged, live, not empty, last saved ``touch_interval`` ago   ``REFRESH``
+        anything else (a read)                                          ``NOTHING``
+        ==============================================================  ===========
+
+        One more rule applies when an action other than a move is carried out: a client-side
+        session that another request in this process ended (:meth:`_ended`) is not written
+        at all (:meth:`_lost`). It is checked there, not here, so that what a prepared
+        response may still do does not depend on a race.
+        """
         session = self.session
         if session is None:
-            return False
-        if session._dirty or session._discard_old:
-            return True
-        return (
+            return NOTHING
+        if session._discard_old:
+            return LOGIN if session._established else LOGOUT
+        if session._dirty:
+            if not (session._data or session._flashes):  # session.empty, one call less
+                return DELETE
+            return UPDATE if self.live else CREATE
+        if (
             self.live
-            and bool(session._data or session._flashes)  # not session.empty, one call less
-            and (now() - session._accessed >= self.config.touch_interval)
-        )
+            and (session._data or session._flashes)
+            and now() - session._accessed >= self.config.touch_interval
+        ):
+            return REFRESH
+        return NOTHING
+
+    def pending(self) -> bool:
+        """True if the session has changes that a commit would write (not just a refresh)."""
+        return self.plan() in CHANGES
 
     def needs_cookie(self) -> bool:
-        """True if committing the pending changes needs a new Set-Cookie to reach the client."""
-        session = self.session
-        return session is not None and (
-            self.config.store.client_side or session._discard_old or not self.live or session.empty
-        )
+        """True if committing the pending changes needs a new token header to reach the
+        client (always, for a client-side store: its token is the data)."""
+        return self.config.store.client_side or self.plan() in NEW_TOKEN
 
     async def commit(self, request: web.Request) -> None:
-        """Write what changed, once; leave the cookie to send in ``self.header``."""
-        session = self.session
-        if session is None or not self.due():
+        """Carry out :meth:`plan`, once; leave the token header to send in ``self.header``."""
+        action = self.plan()
+        if action is NOTHING:
             return
-        if session._discard_old:
+        session = self.session
+        assert session is not None  # plan() says NOTHING without one
+        if action is LOGIN or action is LOGOUT:
             await self._move(request, session)
             return
-        config = self.config
-        store = config.store
-        namespace = config.namespace
         if self.lineage is not None and self._ended():
             self._lost(session)
             return
-        if session.empty:
-            if session._dirty:
-                session._dirty = False
-                if self.live and self.token is not None:
-                    await config.call(store.delete(self.token, namespace=namespace))
+        config = self.config
+        if action is DELETE:
+            session._dirty = False
+            if self.token is not None:
+                if self.live:
+                    await config.call(config.store.delete(self.token, namespace=config.namespace))
                     self.live = False
-                if self.token is not None:
-                    self._expire_cookie(request)
+                self._expire_cookie(request)
             return
-        # due(): the session changed, or it is live and its refresh is due
-        if session._lineage is None and store.client_side:
-            session._lineage = new_lineage()
+        # CREATE, UPDATE or REFRESH
+        store = config.store
         payload, t, ttl = self._payload(session)
-        operation = self._store_save(self.token if self.live else None, payload, ttl, session)
-        token = await (operation if store.local else config.guarded(operation))  # call(), inlined
-        self._saved(request, session, token, t, ttl)
+        token = None if action is CREATE else self.token
+        operation = self._store_save(token, payload, ttl, session)
+        saved = await (operation if store.local else config.guarded(operation))  # call(), inlined
+        self._saved(request, session, saved, t, ttl)
         if self.legacy is not None:
             await self._drop_legacy()
 
+    def commit_now(self, request: web.Request, action: Action) -> bool:
+        """:meth:`commit` of ``action`` (this slot's :meth:`plan`) without a coroutine, when
+        it is one plain save to a store with a synchronous ``save_nowait``: an update or
+        refresh, or a client-side store's new token. False, doing nothing, for anything else.
+
+        A server-side store's new session is left to :meth:`commit`: it goes through the
+        store's create loop (``ServerStore.save``), which a subclass may have customised.
+        """
+        config = self.config
+        save_nowait = config.save_nowait
+        if (
+            save_nowait is None
+            or self.legacy is not None  # its old record is deleted with a coroutine
+            or not (
+                action is UPDATE
+                or action is REFRESH
+                or (action is CREATE and config.store.client_side)
+            )
+        ):
+            return False
+        session = self.session
+        assert session is not None  # plan() says NOTHING without one
+        if self.lineage is not None and self._ended():
+            self._lost(session)
+            return True
+        payload, t, ttl = self._payload(session)
+        token = None if action is CREATE else self.token
+        saved = save_nowait(token, payload, ttl, config.namespace)
+        self._saved(request, session, saved, t, ttl)
+        return True
+
     async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
         """Write ``session`` as a new record: its token, access time and lifetime."""
-        config = self.config
-        if session._lineage is None and config.store.client_side:
-            session._lineage = new_lineage()
         payload, t, ttl = self._payload(session)
-        token = await config.call(self._store_save(None, payload, ttl, session))
+        token = await self.config.call(self._store_save(None, payload, ttl, session))
         return token, t, ttl
 
     async def _end_old(self) -> None:
@@ -574,46 +631,14 @@ class Slot:
         else:
             self._saved(request, session, token, t, ttl)
 
-    def commit_now(self, request: web.Request) -> bool:
-        """:meth:`commit` without a coroutine, for a due change that is one plain save to a
-        built-in local store (the common write); False, doing nothing, for anything else.
-
-        A server-side store's new session is left to :meth:`commit`: it goes through the
-        store's create loop (``ServerStore.save``), which a subclass may have customised.
-        """
-        config = self.config
-        save_nowait = config.save_nowait
-        session = self.session
-        if (
-            save_nowait is None
-            or session is None
-            or session._discard_old
-            or self.legacy is not None
-            or not (session._data or session._flashes)  # session.empty: a deletion
-            or not (self.live or config.store.client_side)
-        ):
-            return False
-        if self.lineage is not None and self._ended():
-            self._lost(session)
-            return True
-        if session._lineage is None and config.store.client_side:
-            session._lineage = new_lineage()
-        # _payload(), inlined on purpose: this is the write of every request to a local
-        # store, and the call measured 0.6% of a memory-store write under Valgrind, enough
-        # to put it under its target (0.90 x the adjusted memory limit).
-        t = now()
-        payload = config.dump(session, config.serializer, t)
-        idle = config.idle_timeout if session._max_age is None else session._max_age
-        ttl = max(1, min(idle, session._created + config.absolute_timeout - t))
-        token = save_nowait(self.token if self.live else None, payload, ttl, config.namespace)
-        self._saved(request, session, token, t, ttl)
-        return True
-
     def _payload(self, session: Session) -> tuple[Any, int, int]:
         """What a save of ``session`` now writes: the payload, the time it records as the
         last access, and the record's lifetime (idle timeout or the session's ``max_age``,
-        never past the absolute timeout)."""
+        never past the absolute timeout). A client-side session gets its lineage id here,
+        on its first save."""
         config = self.config
+        if session._lineage is None and config.store.client_side:
+            session._lineage = new_lineage()
         t = now()
         payload = config.dump(session, config.serializer, t)
         idle = config.idle_timeout if session._max_age is None else session._max_age
@@ -801,7 +826,8 @@ def make_middleware(registry: Registry) -> Middleware:
             status = response.status
             if not prepared and status < 500:
                 for slot in slots.values():
-                    if slot.due() and not slot.commit_now(request):
+                    action = slot.plan()
+                    if action is not NOTHING and not slot.commit_now(request, action):
                         break  # a write that needs the store's coroutine: _finish below
                 else:  # nothing left to write (a read, a write to a local store): no coroutine
                     for slot in slots.values():

@@ -61,6 +61,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(web|web_app|web_request|web_response)\..*"),
     # a type variable of Batcher's signature, private by design
     (r"py:class", r"aiohttp_sessionkit\.batching\._Item"),
+    # the type variable of abc.mirrors' signature (the decorated method's own type)
+    (r"py:class", r"aiohttp_sessionkit\.abc\._Twin"),
 ]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from .._cache import VerifiedCache
-from ..abc import AbstractStore
+from ..abc import AbstractStore, mirrors
 from ..cookies import MAX_COOKIE_BYTES
 from ..crypto import KeyLike, KeyRing
 from ..exceptions import CookieTooLarge
@@ -47,8 +47,9 @@ class EncryptedCookieStore(AbstractStore):
     async def load(self, token: str, *, namespace: str) -> bytes | None:
         return self.load_nowait(token, namespace)
 
+    @mirrors(load)
     def load_nowait(self, token: str, namespace: str) -> bytes | None:
-        # load() without its coroutine: the session layer calls this one (see AbstractStore).
+        # load() without its coroutine: the session layer calls this one (see abc.mirrors).
         key = (namespace, token)
         payload = self._opened.get(key)
         if payload is not None:
@@ -64,8 +65,9 @@ class EncryptedCookieStore(AbstractStore):
     async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
         return self.save_nowait(token, data, ttl, namespace)
 
+    @mirrors(save)
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str:
-        # save() without its coroutine: the session layer calls this one (see AbstractStore).
+        # save() without its coroutine: the session layer calls this one (see abc.mirrors).
         sealed = self._ring.seal(data, namespace.encode())
         size = len(namespace) + 1 + len(sealed)
         if size > MAX_COOKIE_BYTES:

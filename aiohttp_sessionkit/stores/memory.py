@@ -7,7 +7,7 @@ import struct
 import time
 from typing import ClassVar
 
-from ..abc import ServerStore
+from ..abc import ServerStore, mirrors
 from ..exceptions import ConfigurationError, StoreUnavailable
 from ..ids import key_for_token
 
@@ -62,8 +62,9 @@ class MemoryStore(ServerStore):
     async def load(self, token: str, *, namespace: str) -> bytes | None:
         return self.load_nowait(token, namespace)
 
+    @mirrors(load)
     def load_nowait(self, token: str, namespace: str) -> bytes | None:
-        # load() without its coroutine: the session layer calls this one (see AbstractStore).
+        # load() without its coroutine: the session layer calls this one (see abc.mirrors).
         key = key_for_token(namespace, token)
         if key is None:
             return None
@@ -94,8 +95,9 @@ class MemoryStore(ServerStore):
             return await self._save_new(data, ttl, namespace, established=established)
         return self.save_nowait(token, data, ttl, namespace)
 
+    @mirrors(save)
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
-        # save() without its coroutine, for updates only (see AbstractStore): a new session
+        # save() without its coroutine, for updates only (see abc.mirrors): a new session
         # goes through save() and ServerStore's create loop.
         if token is None:
             raise ValueError("MemoryStore.save_nowait updates a record; create one with save()")

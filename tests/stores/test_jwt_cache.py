@@ -26,6 +26,7 @@ from aiohttp_sessionkit import (
     save_session,
     setup,
 )
+from aiohttp_sessionkit.abc import mirrors
 from aiohttp_sessionkit.serializers import JSONSerializer
 from aiohttp_sessionkit.stores.jwt import JWTSession
 from aiohttp_sessionkit.stores.jwt.jose import _hmac_signer
@@ -261,14 +262,6 @@ class CountingNowait(JWTStore):
         super().__init__(*args, **kwargs)
         self.calls: list[str] = []
 
-    def load_nowait(self, token: str, namespace: str) -> Any:
-        self.calls.append("load_nowait")
-        return super().load_nowait(token, namespace)
-
-    def save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None:
-        self.calls.append("save_nowait")
-        return super().save_nowait(token, data, ttl, namespace)
-
     async def load(self, token: str, *, namespace: str) -> Any:
         self.calls.append("load")
         return await super().load(token, namespace=namespace)
@@ -276,6 +269,17 @@ class CountingNowait(JWTStore):
     async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
         self.calls.append("save")
         return await super().save(token, data, ttl=ttl, namespace=namespace)
+
+    # Declared as the twins of this class's own load and save (abc.mirrors).
+    @mirrors(load)
+    def load_nowait(self, token: str, namespace: str) -> Any:
+        self.calls.append("load_nowait")
+        return super().load_nowait(token, namespace)
+
+    @mirrors(save)
+    def save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None:
+        self.calls.append("save_nowait")
+        return super().save_nowait(token, data, ttl, namespace)
 
 
 async def test_the_session_layer_reads_and_writes_through_the_nowait_path(
@@ -302,7 +306,7 @@ async def test_the_session_layer_reads_and_writes_through_the_nowait_path(
     response = await client.post("/bump", headers={"Authorization": f"Bearer {token}"})
     assert await response.json() == {"sub": "alice", "n": 1}
     assert response.headers["Session-Token"] != token
-    # The class overriding load and save also defines the twins, so they are what ran.
+    # The class overriding load and save also declares twins of them, so they are what ran.
     assert store.calls == ["load_nowait", "save_nowait"]
 
 

@@ -283,8 +283,8 @@ def test_max_entries_must_be_a_positive_int(bad: Any) -> None:
 async def test_a_subclass_that_overrides_loading_is_never_bypassed(
     aiohttp_client: AiohttpClient, override: str
 ) -> None:
-    # The session layer calls load_nowait directly, without load's coroutine: only when the
-    # class whose load would run defines load_nowait too, so an overridden load still runs.
+    # The session layer calls load_nowait directly, without load's coroutine: only while load
+    # is the very function the twin declares it mirrors (abc.mirrors), so an override runs.
     calls: list[str] = []
 
     class Spy(MemoryStore):

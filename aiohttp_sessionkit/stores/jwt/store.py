@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from ... import session as session_module
 from ..._cache import VerifiedCache
-from ...abc import AbstractStore, ServerStore
+from ...abc import AbstractStore, ServerStore, mirrors
 from ...cookies import DEFAULT_COOKIE_NAME
 from ...crypto import b64url_encode
 from ...exceptions import ConfigurationError, SerializationError
@@ -176,10 +176,6 @@ class JWTStore(AbstractStore):
         # deny list every load and update asks a server store, so the store is not local
         # (and load_nowait/save_nowait are not used).
         object.__setattr__(self, "local", revocation is None)
-        if revocation is None and type(self).load_nowait is JWTStore.load_nowait:
-            # load_nowait without its check for a deny list: one call less per request (not
-            # when a subclass overrides load_nowait: its override must run).
-            object.__setattr__(self, "load_nowait", self._open)
         object.__setattr__(
             self, "session_class", JWTSession if self._signer is not None else ReadOnlySession
         )
@@ -332,9 +328,10 @@ class JWTStore(AbstractStore):
             return None
         return opened
 
+    @mirrors(load)
     def load_nowait(self, token: str, namespace: str) -> _Opened | None:
         """:meth:`load` without a coroutine; the session layer calls it when there is no deny
-        list to ask (the store is then ``local``; see AbstractStore)."""
+        list to ask (the store is then ``local``; see abc.mirrors)."""
         if self.revocation is not None:
             raise RuntimeError("load_nowait: this JWTStore checks a deny list; await load()")
         return self._open(token, namespace)
@@ -418,9 +415,10 @@ class JWTStore(AbstractStore):
             return None  # logged out while this request ran: never resurrect it
         return self._issue(sid, data, ttl, namespace)
 
+    @mirrors(save)
     def save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None:
         """:meth:`save` without a coroutine; the session layer calls it when there is no deny
-        list to ask (the store is then ``local``; see AbstractStore)."""
+        list to ask (the store is then ``local``; see abc.mirrors)."""
         if self.revocation is not None:
             raise RuntimeError("save_nowait: this JWTStore checks a deny list; await save()")
         sid = self._lineage(token, data, namespace)
