@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
-from conftest import COOKIE, FakeClock, StoreFactory, Wire, set_cookies
 
 from aiohttp_sessionkit import AbstractStore, get_session, new_session, setup
 from aiohttp_sessionkit.middleware import Slot
 from aiohttp_sessionkit.serializers import JSONSerializer
+from tests.conftest import COOKIE, FakeClock, StoreFactory, Wire, set_cookies
 
 AppClient = TestClient[web.Request, web.Application]
 JSON = JSONSerializer()
