@@ -371,16 +371,6 @@ def get_session(request: web.Request, name: str | None = None) -> Coroutine[Any,
     middleware answers 503).
     """
     # A plain function returning the load coroutine: one coroutine per call, not two.
-    if name is None:  # the common case, without _slot()'s calls
-        try:
-            state = request[STATE_KEY]
-        except KeyError:
-            return _slot(request, name).load(request)  # raises the how-to-fix error
-        if state.slots is None:
-            config = state.registry.default
-            slot = Slot(config)
-            state.slots = {config.namespace: slot}
-            return slot.load(request)
     return _slot(request, name).load(request)
 
 

@@ -367,21 +367,15 @@ def loaded_session(
     lineage: str | None = None,
 ) -> _SessionT:
     """A session as a store loaded it: not new, unchanged. Every store's restore builds its
-    session here, so a new Session field is set here as well as in ``Session.__init__``.
-
-    Built field by field, without ``__init__`` (which reads the clock and, in a subclass,
-    may check the data again): this runs on every request that reads its session.
-    """
-    session = session_class.__new__(session_class)
-    session._identity = identity
-    session._data = data
-    session._new = False
-    session._created = created
-    session._accessed = accessed
-    session._max_age = max_age
-    session._flashes = flashes
-    session._dirty = False
-    session._discard_old = False
-    session._established = False
+    session here."""
+    session = session_class(
+        identity,
+        data=data,
+        new=False,
+        created=created,
+        accessed=accessed,
+        max_age=max_age,
+        flashes=flashes,
+    )
     session._lineage = lineage
     return session

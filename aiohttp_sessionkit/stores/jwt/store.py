@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -28,9 +29,7 @@ from .jose import (
     _b64decode,
     _dumps,
     _json_object,
-    _quote,
     _random_id,
-    _scan,
     _Verified,
     check_claims,
     parse_header,
@@ -54,15 +53,12 @@ _DENY_NAMESPACE = "aiohttp_sessionkit.jwt.revoked"
 class _Opened(NamedTuple):
     """A token valid now: what ``load`` returns and ``restore`` turns into a session. The
     data and flashes are fresh objects on every load, so a session changed in place never
-    changes the cache. Built with ``tuple.__new__`` (see _open): no Python call."""
+    changes the cache."""
 
     data: dict[str, Any]
     flashes: list[Any]
     verified: _Verified
     now: int  # the clock when the token was checked; restore() uses the same reading
-
-
-_new_tuple = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -257,8 +253,8 @@ class JWTStore(AbstractStore):
             return None
         if fresh:  # an expired token is not worth a place in the cache: cached only now
             self._verified.remember(key, verified)
-        flashes = [] if verified.flashes_json is None else _scan(verified.flashes_json, 0)[0]
-        return _new_tuple(_Opened, (_scan(verified.data_json, 0)[0], flashes, verified, t))
+        flashes = [] if verified.flashes_json is None else json.loads(verified.flashes_json)
+        return _Opened(json.loads(verified.data_json), flashes, verified, t)
 
     def _verify_claims(self, token: str, namespace: str) -> _Verified | None:
         """Signature, header, strict parse and the claim checks that do not use the clock."""
@@ -450,7 +446,7 @@ class JWTStore(AbstractStore):
         bound = "" if namespace == DEFAULT_COOKIE_NAME else f'"n":{_dumps(namespace)},'
         head = (
             f'{{"iat":{t},"exp":{t + ttl},"jti":"{_random_id()}"'
-            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_quote(sid)},{bound}'
+            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{bound}'
             f"{data.private[1:]}"
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
