@@ -284,6 +284,8 @@ def _serialization_error(
     )
 
 
+# The keywords of AbstractStore.restore, repeated on purpose: the default restore is this
+# function, and the session layer calls it directly for stores that keep that default.
 def decode_payload(
     payload: bytes,
     serializer: Serializer,

@@ -110,7 +110,9 @@ class MemoryStore(ServerStore):
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         return self._update(key, data, ttl)
 
-    def _get(self, key: str) -> bytes | None:
+    def _take(self, key: str) -> tuple[dict[str, bytes], bytes] | None:
+        """Remove the record under ``key`` and return it with the dict it was in, for the
+        caller to put back (re-inserting moves it to the most recently used end)."""
         records = self._anonymous
         record = records.pop(key, None)
         if record is None:
@@ -118,9 +120,16 @@ class MemoryStore(ServerStore):
             record = records.pop(key, None)
             if record is None:
                 return None
+        return records, record
+
+    def _get(self, key: str) -> bytes | None:
+        taken = self._take(key)
+        if taken is None:
+            return None
+        records, record = taken
         if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
             return None
-        records[key] = record  # re-inserting moves it to the most recently used end
+        records[key] = record
         return record[_EXPIRY.size :]
 
     def _create(self, key: str, data: bytes, ttl: int, *, established: bool) -> bool:
@@ -147,13 +156,10 @@ class MemoryStore(ServerStore):
         return True
 
     def _update(self, key: str, data: bytes, ttl: int) -> bool:
-        records = self._anonymous
-        existing = records.pop(key, None)
-        if existing is None:
-            records = self._established
-            existing = records.pop(key, None)
-            if existing is None:
-                return False
+        taken = self._take(key)
+        if taken is None:
+            return False
+        records, existing = taken
         now = time.monotonic()
         old = _EXPIRY.unpack_from(existing)[0]
         if old <= now:

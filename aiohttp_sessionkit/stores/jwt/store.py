@@ -333,7 +333,8 @@ class JWTStore(AbstractStore):
         return self._open(token, namespace)
 
     # abc.py types the defaults (staticmethods over the binary payload) as taking and giving
-    # bytes; the contract is "whatever load returned" and "whatever save takes".
+    # bytes; the contract is "whatever load returned" and "whatever save takes". Its
+    # keywords repeat AbstractStore.restore's on purpose: an override.
     def restore(
         self,
         payload: Any,
