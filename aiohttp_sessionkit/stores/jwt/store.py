@@ -61,6 +61,11 @@ class _Opened(NamedTuple):
     now: int  # the clock when the token was checked; restore() uses the same reading
 
 
+# Reads the JSON the cache holds, which jose.py wrote: json.loads would add its type checks
+# and two regular-expression matches for whitespace that JSON we wrote never has.
+_read_json = json.JSONDecoder().raw_decode
+
+
 @dataclass(slots=True)
 class _Draft:
     """What ``dump`` hands to ``save``: the claims, already JSON, waiting for exp/iat/jti."""
@@ -253,8 +258,8 @@ class JWTStore(AbstractStore):
             return None
         if fresh:  # an expired token is not worth a place in the cache: cached only now
             self._verified.remember(key, verified)
-        flashes = [] if verified.flashes_json is None else json.loads(verified.flashes_json)
-        return _Opened(json.loads(verified.data_json), flashes, verified, t)
+        flashes = [] if verified.flashes_json is None else _read_json(verified.flashes_json)[0]
+        return _Opened(_read_json(verified.data_json)[0], flashes, verified, t)
 
     def _verify_claims(self, token: str, namespace: str) -> _Verified | None:
         """Signature, header, strict parse and the claim checks that do not use the clock."""
