@@ -88,11 +88,10 @@ class Session(MutableMapping[str, Any]):
         max_age: int | None = None,
         flashes: list[Any] | None = None,
     ) -> None:
-        t = now()
         self._identity = identity
         self._data: dict[str, Any] = {} if data is None else data
         self._new = new
-        self._created = t if created is None else created
+        self._created = now() if created is None else created  # a loaded session has one
         self._accessed = self._created if accessed is None else accessed
         self._max_age = max_age
         self._flashes: list[Any] = [] if flashes is None else flashes
