@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
 from itertools import accumulate, compress
 from operator import not_
 from typing import Any, Protocol, runtime_checkable
 
-from ._speed import new_json_encoder
 from .exceptions import SerializationError
 
 __all__ = [
@@ -180,26 +180,16 @@ class JSONSerializer:
     a string. Anything else (sets, bytes, dates, objects) raises ``TypeError``.
     """
 
-    __slots__ = ("_c_encode", "_decoder", "_encoder")
+    __slots__ = ("_decoder", "_encoder")
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        self._c_encode: Any = new_json_encoder()  # the same, built once (see _speed.py)
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
     # "surrogatepass" both ways: a str holding a lone surrogate (which JSON's \uXXXX escapes
     # can produce) survives a round trip instead of failing the next save.
     def dumps(self, value: Any) -> bytes:
-        encode = self._c_encode
-        text: str
-        if encode is None:
-            text = self._encoder.encode(value)
-        else:
-            try:
-                text = "".join(encode(value, 0))
-            except BaseException:
-                self._c_encode = new_json_encoder()  # see new_json_encoder
-                raise
+        text = self._encoder.encode(value)
         check_keys(value, encoded=text)
         # Never write what the next load would refuse.
         return check_depth(text).encode("utf-8", "surrogatepass")
