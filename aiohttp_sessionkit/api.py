@@ -121,6 +121,13 @@ def _positive(name: str, value: object, *, zero: bool = False) -> int:
     return value
 
 
+def _not_seconds_or_none(value: object) -> bool:
+    """True unless ``value`` is None or a positive number of seconds (int or float)."""
+    return value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+    )
+
+
 def _listed(name: str, value: object, kind: type[Any]) -> tuple[Any, ...]:
     items = (value,) if isinstance(value, kind) else value
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
@@ -184,11 +191,7 @@ def _config(
                 "sessions would expire between refreshes; leave it out for a fitting default"
             )
     store_timeout = options.get("store_timeout", DEFAULT_STORE_TIMEOUT)
-    if store_timeout is not None and (
-        isinstance(store_timeout, bool)
-        or not isinstance(store_timeout, (int, float))
-        or store_timeout <= 0
-    ):
+    if _not_seconds_or_none(store_timeout):
         raise ConfigurationError(
             f"store_timeout={store_timeout!r}: give a positive number of seconds, or None for "
             "no limit"
@@ -250,11 +253,7 @@ def setup(
     """
     config = _config(store, dict(options), _SETUP_OPTIONS)
     purge_interval = options.get("purge_interval")
-    if purge_interval is not None and (
-        isinstance(purge_interval, bool)
-        or not isinstance(purge_interval, (int, float))
-        or purge_interval <= 0
-    ):
+    if _not_seconds_or_none(purge_interval):
         raise ConfigurationError(
             f"purge_interval={purge_interval!r}: give positive seconds or None"
         )
@@ -371,16 +370,6 @@ def get_session(request: web.Request, name: str | None = None) -> Coroutine[Any,
     middleware answers 503).
     """
     # A plain function returning the load coroutine: one coroutine per call, not two.
-    if name is None:  # the common case, without _slot()'s calls
-        try:
-            state = request[STATE_KEY]
-        except KeyError:
-            return _slot(request, name).load(request)  # raises the how-to-fix error
-        if state.slots is None:
-            config = state.registry.default
-            slot = Slot(config)
-            state.slots = {config.namespace: slot}
-            return slot.load(request)
     return _slot(request, name).load(request)
 
 

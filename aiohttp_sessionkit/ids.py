@@ -35,9 +35,7 @@ def record_key(namespace: str, session_id: str) -> str:
     a cookie. The namespace (the cookie name) is hashed in, so an id issued for one cookie
     name opens nothing under another. The key is SHA-256 of ``namespace NUL id``, as hex.
     """
-    hasher = _prefixed(namespace)
-    hasher.update(session_id.encode())
-    return hasher.hexdigest()
+    return hashlib.sha256(f"{namespace}\x00{session_id}".encode()).hexdigest()
 
 
 def key_for_token(namespace: str, token: str) -> str | None:
@@ -46,13 +44,9 @@ def key_for_token(namespace: str, token: str) -> str | None:
     key = memo.get((namespace, token))
     if key is not None:
         return key
-    # is_valid_session_id and record_key, inlined: this runs on every request with a session.
-    if len(token) != _ID_LENGTH or _ID_SHAPE.fullmatch(token) is None:
+    if not is_valid_session_id(token):
         return None
-    base = _PREFIXES.get(namespace)  # _prefixed(), inlined for the common case
-    hasher = _prefixed(namespace) if base is None else base.copy()
-    hasher.update(token.encode())
-    key = hasher.hexdigest()
+    key = record_key(namespace, token)
     memo.remember((namespace, token), key)
     return key
 
@@ -63,20 +57,3 @@ def key_for_token(namespace: str, token: str) -> str | None:
 # 1.5 MB when full); it holds live ids in process memory, as request handling does anyway,
 # never in a store.
 _KEYS: VerifiedCache[str] = VerifiedCache(4096)
-
-
-# A SHA-256 state that has hashed "namespace NUL", per namespace (the configured cookie
-# names: a handful). Copying it is about a quarter cheaper than a new hashlib.sha256(),
-# which with OpenSSL 3 looks the algorithm up on every call; the digests are the same.
-_PREFIXES: dict[str, hashlib._Hash] = {}
-_MAX_PREFIXES = 64
-
-
-def _prefixed(namespace: str) -> hashlib._Hash:
-    base = _PREFIXES.get(namespace)
-    if base is None:
-        base = hashlib.sha256(f"{namespace}\x00".encode())
-        if len(_PREFIXES) < _MAX_PREFIXES:
-            _PREFIXES[namespace] = base
-        return base.copy()  # never hand out the kept state itself
-    return base.copy()

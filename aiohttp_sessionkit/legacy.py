@@ -302,6 +302,7 @@ class AiohttpSessionRedis(_KeyedReader):
 
     _name = "AiohttpSessionRedis"
 
+    # _KeyedReader's options repeated, not **kwargs: the signature documents them.
     def __init__(
         self,
         url_or_client: str | aioredis.Redis,
@@ -393,6 +394,7 @@ class AiohttpSessionMemcached(_KeyedReader):
 
     _name = "AiohttpSessionMemcached"
 
+    # _KeyedReader's options repeated, not **kwargs: the signature documents them.
     def __init__(
         self,
         client: aiomcache.Client,

@@ -527,11 +527,10 @@ class Slot:
                 self._expire_cookie(request)
             return
         # CREATE, UPDATE or REFRESH
-        store = config.store
         payload, t, ttl = self._payload(session)
         token = None if action is CREATE else self.token
         operation = self._store_save(token, payload, ttl, session)
-        saved = await (operation if store.local else config.guarded(operation))  # call(), inlined
+        saved = await config.call(operation)
         self._saved(request, session, saved, t, ttl)
         if self.legacy is not None:
             await self._drop_legacy()
@@ -660,8 +659,7 @@ class Slot:
         transport = self.transport
         if token != self.token or (max_age is not None and transport.resend_unchanged):
             self.header = transport.issue(
-                # issuing(), inlined for a write's common case: the handler saw this request
-                request if self.seen is request else self.issuing(request),
+                self.issuing(request),
                 config.cookie,
                 token,
                 max_age=None if max_age is None else min(max_age, ttl),
@@ -765,20 +763,14 @@ class Slot:
 
 
 class RequestState:
-    """What the middleware keeps on each request: the sessions set up, those in use.
-
-    Built by the middleware field by field (``_new_state``), without an ``__init__`` call.
-    """
+    """What the middleware keeps on each request: the sessions set up, those in use."""
 
     __slots__ = ("finished", "registry", "slots")
 
-    registry: Registry
-    slots: dict[str, Slot] | None  # created by the first get_session()
-    finished: bool  # the middleware saved and set the cookie before prepare
-
-
-_new_state = object.__new__
-_NO_SLOTS: dict[str, Slot] | None = None  # typed, so that mypy does not narrow state.slots
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.slots: dict[str, Slot] | None = None  # created by the first get_session()
+        self.finished = False  # the middleware saved and set the cookie before prepare
 
 
 # One key, always set by the middleware: a lookup of a missing key costs a caught KeyError,
@@ -802,10 +794,7 @@ def make_middleware(registry: Registry) -> Middleware:
 
     @web.middleware
     async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        state: RequestState = _new_state(RequestState)
-        state.registry = registry
-        state.slots = _NO_SLOTS
-        state.finished = False
+        state = RequestState(registry)
         request[STATE_KEY] = state
         try:
             response = await handler(request)

@@ -77,25 +77,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# The C encoder, called directly and kept: JSONEncoder.encode rebuilds it (and a few
-# closures) on every call, which is a third of the cost of encoding a small session. None
-# without the C accelerator; the public API is used then.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-
-
-def _new_c_encoder() -> Any:
-    if _c_make_encoder is None:
-        return None
-    return _c_make_encoder(
-        {}, _not_serializable, json.encoder.encode_basestring, None, ":", ",",
-        False, False, False,
-    )  # fmt: skip
-
-
 class NonStringKeyError(SerializationError):
     """A dict key that is not a ``str``: JSON would store it as a string, so the value
     would come back under another key (``1`` as ``"1"``), or overwrite the value of the
@@ -199,48 +180,25 @@ class JSONSerializer:
     a string. Anything else (sets, bytes, dates, objects) raises ``TypeError``.
     """
 
-    __slots__ = ("_c_encode", "_decoder", "_encoder", "_scan")
+    __slots__ = ("_decoder", "_encoder")
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        self._c_encode: Any = _new_c_encoder()
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-        # The scanner behind JSONDecoder.decode, without its Python-level wrapping.
-        self._scan: Any = self._decoder.scan_once  # type: ignore[attr-defined]
 
     # "surrogatepass" both ways: a str holding a lone surrogate (which JSON's \uXXXX escapes
     # can produce) survives a round trip instead of failing the next save.
     def dumps(self, value: Any) -> bytes:
-        encode = self._c_encode
-        text: str
-        if encode is None:
-            text = self._encoder.encode(value)
-        else:
-            try:
-                text = "".join(encode(value, 0))
-            except BaseException:
-                # The encoder's circular-reference markers may be left half filled: start
-                # the next call with a fresh one.
-                self._c_encode = _new_c_encoder()
-                raise
-        # check_keys(value, encoded=text), its common case inlined: a session without
-        # nested dicts (one "{" in the text: the data dict) is checked by one C call.
-        if text.count("{") == 1 and type(value) is list and type(value[0]) is dict:
-            try:
-                "".join(value[0])
-            except TypeError:
-                check_keys(value)
-        else:
-            check_keys(value, encoded=text)
+        text = self._encoder.encode(value)
+        check_keys(value, encoded=text)
         # Never write what the next load would refuse.
         return check_depth(text).encode("utf-8", "surrogatepass")
 
     def loads(self, data: bytes) -> Any:
         text = check_depth(data.decode("utf-8", "surrogatepass"))
-        try:
-            value, end = self._scan(text, 0)
-        except StopIteration:
-            raise ValueError("not a JSON document") from None
+        # raw_decode, not decode: no whitespace before the document (a JSONDecodeError,
+        # which is a ValueError, when there is no document).
+        value, end = self._decoder.raw_decode(text)
         if end != len(text) and not text[end:].isspace():
             raise ValueError("extra data after the JSON document")
         return value

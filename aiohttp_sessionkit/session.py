@@ -88,11 +88,10 @@ class Session(MutableMapping[str, Any]):
         max_age: int | None = None,
         flashes: list[Any] | None = None,
     ) -> None:
-        t = now()
         self._identity = identity
         self._data: dict[str, Any] = {} if data is None else data
         self._new = new
-        self._created = t if created is None else created
+        self._created = now() if created is None else created  # a loaded session has one
         self._accessed = self._created if accessed is None else accessed
         self._max_age = max_age
         self._flashes: list[Any] = [] if flashes is None else flashes
@@ -284,6 +283,8 @@ def _serialization_error(
     )
 
 
+# The keywords of AbstractStore.restore, repeated on purpose: the default restore is this
+# function, and the session layer calls it directly for stores that keep that default.
 def decode_payload(
     payload: bytes,
     serializer: Serializer,
@@ -367,21 +368,15 @@ def loaded_session(
     lineage: str | None = None,
 ) -> _SessionT:
     """A session as a store loaded it: not new, unchanged. Every store's restore builds its
-    session here, so a new Session field is set here as well as in ``Session.__init__``.
-
-    Built field by field, without ``__init__`` (which reads the clock and, in a subclass,
-    may check the data again): this runs on every request that reads its session.
-    """
-    session = session_class.__new__(session_class)
-    session._identity = identity
-    session._data = data
-    session._new = False
-    session._created = created
-    session._accessed = accessed
-    session._max_age = max_age
-    session._flashes = flashes
-    session._dirty = False
-    session._discard_old = False
-    session._established = False
+    session here."""
+    session = session_class(
+        identity,
+        data=data,
+        new=False,
+        created=created,
+        accessed=accessed,
+        max_age=max_age,
+        flashes=flashes,
+    )
     session._lineage = lineage
     return session

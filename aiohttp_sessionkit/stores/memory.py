@@ -68,19 +68,7 @@ class MemoryStore(ServerStore):
         key = key_for_token(namespace, token)
         if key is None:
             return None
-        # _get, inlined on purpose: a call fewer on every read, which kept the memory store
-        # at its target (figures in docs/performance.md, "Figures behind choices").
-        records = self._anonymous
-        record = records.pop(key, None)
-        if record is None:
-            records = self._established
-            record = records.pop(key, None)
-            if record is None:
-                return None
-        if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
-            return None
-        records[key] = record  # re-inserting moves it to the most recently used end
-        return record[_EXPIRY.size :]
+        return self._get(key)
 
     async def save(
         self,
@@ -104,22 +92,7 @@ class MemoryStore(ServerStore):
         key = key_for_token(namespace, token)
         if key is None:
             return None
-        records = self._anonymous  # _update, inlined on purpose (see load_nowait)
-        existing = records.pop(key, None)
-        if existing is None:
-            records = self._established
-            existing = records.pop(key, None)
-            if existing is None:
-                return None
-        now = time.monotonic()
-        old = _EXPIRY.unpack_from(existing)[0]
-        if old <= now:
-            return None
-        expiry = now + ttl
-        if expiry < old:  # an earlier expiry than its queue entry: queue it again
-            heapq.heappush(self._expiries, (expiry, key))
-        records[key] = _EXPIRY.pack(expiry) + data
-        return token
+        return token if self._update(key, data, ttl) else None
 
     async def get(self, key: str) -> bytes | None:
         return self._get(key)
@@ -137,7 +110,9 @@ class MemoryStore(ServerStore):
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         return self._update(key, data, ttl)
 
-    def _get(self, key: str) -> bytes | None:
+    def _take(self, key: str) -> tuple[dict[str, bytes], bytes] | None:
+        """Remove the record under ``key`` and return it with the dict it was in, for the
+        caller to put back (re-inserting moves it to the most recently used end)."""
         records = self._anonymous
         record = records.pop(key, None)
         if record is None:
@@ -145,9 +120,16 @@ class MemoryStore(ServerStore):
             record = records.pop(key, None)
             if record is None:
                 return None
+        return records, record
+
+    def _get(self, key: str) -> bytes | None:
+        taken = self._take(key)
+        if taken is None:
+            return None
+        records, record = taken
         if _EXPIRY.unpack_from(record)[0] <= time.monotonic():
             return None
-        records[key] = record  # re-inserting moves it to the most recently used end
+        records[key] = record
         return record[_EXPIRY.size :]
 
     def _create(self, key: str, data: bytes, ttl: int, *, established: bool) -> bool:
@@ -174,19 +156,16 @@ class MemoryStore(ServerStore):
         return True
 
     def _update(self, key: str, data: bytes, ttl: int) -> bool:
-        records = self._anonymous
-        existing = records.pop(key, None)
-        if existing is None:
-            records = self._established
-            existing = records.pop(key, None)
-            if existing is None:
-                return False
+        taken = self._take(key)
+        if taken is None:
+            return False
+        records, existing = taken
         now = time.monotonic()
         old = _EXPIRY.unpack_from(existing)[0]
         if old <= now:
             return False
         expiry = now + ttl
-        if expiry < old:  # see save_nowait
+        if expiry < old:  # an earlier expiry than its queue entry: queue it again
             heapq.heappush(self._expiries, (expiry, key))
         records[key] = _EXPIRY.pack(expiry) + data
         return True

@@ -310,7 +310,7 @@ async def test_the_session_layer_reads_and_writes_through_the_nowait_path(
     assert store.calls == ["load_nowait", "save_nowait"]
 
 
-# -- the HMAC signer with prepared hash states ------------------------------------------------
+# -- the HMAC signer, keyed once ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("hash_name", ["sha256", "sha384", "sha512"])
@@ -323,11 +323,11 @@ def test_the_hmac_signer_matches_the_standard_library(hash_name: str, key_length
     for message in (b"", b"a", secrets.token_bytes(55), secrets.token_bytes(1000)):
         assert sign(message) == hmac.digest(key, message, hash_name)
     assert sign(b"one") != sign(b"two")
-    assert sign(b"again") == sign(b"again")  # the prepared states are copied, never consumed
+    assert sign(b"again") == sign(b"again")  # the keyed state is copied, never consumed
 
 
 @pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
-def test_tokens_signed_with_prepared_states_verify_in_pyjwt(algorithm: str) -> None:
+def test_tokens_signed_with_the_keyed_signer_verify_in_pyjwt(algorithm: str) -> None:
     import jwt as pyjwt
 
     key = secrets.token_bytes({"HS256": 32, "HS384": 48, "HS512": 64}[algorithm] + 100)

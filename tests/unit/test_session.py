@@ -483,6 +483,26 @@ def test_serializer_output_is_compact_strict_json(serializer: JSONSerializer) ->
         serializer.dumps(float("inf"))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [b"", b" ", b' [{"a":1}]', b'[{"a":1}] x', b'[{"a":1}][]', b"NaN", b"[Infinity]", b"[1e999]"],
+    ids=["empty", "blank", "leading space", "trailing text", "two documents", "NaN",
+         "Infinity", "float overflow"],
+)  # fmt: skip
+def test_the_serializer_reads_one_strict_json_document_only(
+    serializer: JSONSerializer, text: bytes
+) -> None:
+    with pytest.raises(ValueError):
+        serializer.loads(text)
+    assert serializer.loads(b'[{"a":1}] \n') == [{"a": 1}]  # trailing whitespace is fine
+
+
+def test_the_serializer_names_a_value_json_cannot_hold(serializer: JSONSerializer) -> None:
+    with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
+        serializer.dumps([{"a": {1}}])
+    assert serializer.dumps([{"a": 1}]) == b'[{"a":1}]'  # the failure left nothing behind
+
+
 def test_lone_surrogate_round_trips_through_the_payload(serializer: JSONSerializer) -> None:
     # The encoder writes a lone surrogate as its UTF-8-style bytes, so the decoder accepts
     # exactly those: a session that holds one can always be saved again.

@@ -3,7 +3,7 @@
 The parsing is ours, not PyJWT's decoder, because a session must refuse more than it does
 (duplicate members, non-canonical base64, oversized tokens) and must never raise on bad
 input: every function here answers None for anything it does not accept. Also here: the
-JSON encoder and decoder the package shares, the HMAC signer and the low-S form of ECDSA
+JSON encoder the package shares, the HMAC signer and the low-S form of ECDSA
 signatures.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -78,32 +79,16 @@ def _low_s(signature: bytes, order: int) -> bytes:
     )
 
 
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 def _hmac_signer(secret: bytes, hash_name: str) -> Callable[[bytes], bytes]:
-    """HMAC (RFC 2104) with the keyed inner and outer hash states computed once.
-
-    ``hmac.digest`` gives the same result, but with OpenSSL 3 it looks the algorithm up and
-    keys a new context on every call, a sizeable share of a JWT write; copying two prepared
-    SHA-2 states costs far less (figures in docs/performance.md, "JWT store"). Verification
-    still goes through PyJWT (constant-time comparison); the tests check this signer against
-    ``hmac.digest`` and PyJWT for every key length.
-    """
-    new = getattr(hashlib, hash_name)
-    block = new().block_size
-    if len(secret) > block:  # RFC 2104: a key longer than the block is hashed first
-        secret = new(secret).digest()
-    secret = secret.ljust(block, b"\0")
-    inner, outer = new(secret.translate(_IPAD)), new(secret.translate(_OPAD))
+    """HMAC (RFC 2104) keyed once: each token copies the keyed state (``hmac.HMAC.copy``)
+    instead of keying a new one, as ``hmac.digest`` does on every call. Verification still
+    goes through PyJWT (constant-time comparison)."""
+    keyed = hmac.new(secret, digestmod=hash_name)
 
     def sign(message: bytes) -> bytes:
-        step = inner.copy()
-        step.update(message)
-        final = outer.copy()
-        final.update(step.digest())
-        return final.digest()  # type: ignore[no-any-return]
+        mac = keyed.copy()
+        mac.update(message)
+        return mac.digest()
 
     return sign
 
@@ -155,15 +140,9 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-# One encoder and one decoder for the module: json.dumps() with options builds a new encoder
-# on every call. ASCII output: lone surrogates and the like travel as escapes every decoder
-# accepts.
+# One encoder for the module: json.dumps() with options builds a new encoder on every call.
+# ASCII output: lone surrogates and the like travel as escapes every decoder accepts.
 _dumps = json.JSONEncoder(separators=_JSON_SEPARATORS, allow_nan=False).encode
-# The decoder's C scanner, for JSON this module wrote itself (a verified token's data, kept
-# in the cache): JSONDecoder.decode wraps it in two Python calls and a regular expression.
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-# A str as a JSON string, the C function JSONEncoder.encode calls for one.
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _is_number(value: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -28,9 +29,7 @@ from .jose import (
     _b64decode,
     _dumps,
     _json_object,
-    _quote,
     _random_id,
-    _scan,
     _Verified,
     check_claims,
     parse_header,
@@ -54,7 +53,7 @@ _DENY_NAMESPACE = "aiohttp_sessionkit.jwt.revoked"
 class _Opened(NamedTuple):
     """A token valid now: what ``load`` returns and ``restore`` turns into a session. The
     data and flashes are fresh objects on every load, so a session changed in place never
-    changes the cache. Built with ``tuple.__new__`` (see _open): no Python call."""
+    changes the cache."""
 
     data: dict[str, Any]
     flashes: list[Any]
@@ -62,7 +61,9 @@ class _Opened(NamedTuple):
     now: int  # the clock when the token was checked; restore() uses the same reading
 
 
-_new_tuple = tuple.__new__
+# Reads the JSON the cache holds, which jose.py wrote: json.loads would add its type checks
+# and two regular-expression matches for whitespace that JSON we wrote never has.
+_read_json = json.JSONDecoder().raw_decode
 
 
 @dataclass(slots=True)
@@ -257,8 +258,8 @@ class JWTStore(AbstractStore):
             return None
         if fresh:  # an expired token is not worth a place in the cache: cached only now
             self._verified.remember(key, verified)
-        flashes = [] if verified.flashes_json is None else _scan(verified.flashes_json, 0)[0]
-        return _new_tuple(_Opened, (_scan(verified.data_json, 0)[0], flashes, verified, t))
+        flashes = [] if verified.flashes_json is None else _read_json(verified.flashes_json)[0]
+        return _Opened(_read_json(verified.data_json)[0], flashes, verified, t)
 
     def _verify_claims(self, token: str, namespace: str) -> _Verified | None:
         """Signature, header, strict parse and the claim checks that do not use the clock."""
@@ -337,7 +338,8 @@ class JWTStore(AbstractStore):
         return self._open(token, namespace)
 
     # abc.py types the defaults (staticmethods over the binary payload) as taking and giving
-    # bytes; the contract is "whatever load returned" and "whatever save takes".
+    # bytes; the contract is "whatever load returned" and "whatever save takes". Its
+    # keywords repeat AbstractStore.restore's on purpose: an override.
     def restore(
         self,
         payload: Any,
@@ -450,7 +452,7 @@ class JWTStore(AbstractStore):
         bound = "" if namespace == DEFAULT_COOKIE_NAME else f'"n":{_dumps(namespace)},'
         head = (
             f'{{"iat":{t},"exp":{t + ttl},"jti":"{_random_id()}"'
-            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_quote(sid)},{bound}'
+            f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{bound}'
             f"{data.private[1:]}"
         )
         payload = head + "}" if data.body == "{}" else f"{head},{data.body[1:]}"
