@@ -6,21 +6,28 @@
 # (the json module's C scanner, recursion limits), so a version it claims is a version it runs.
 #
 # Environment:
-#   SESSIONKIT_OTHER_PYTHONS  versions to run (default "3.12 3.13"); each is found as
-#                             pythonX.Y on PATH or under pyenv's versions directory
+#   SESSIONKIT_OTHER_PYTHONS  versions to run (default "3.12 3.13"); each is found
+#                             under pyenv's versions directory or as pythonX.Y on PATH (a
+#                             candidate counts only if it runs and is that version)
 #   SESSIONKIT_DEPS, CI       as for scripts/test.sh; with CI set, a missing version fails
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 
 find_python() {
-    local version="$1" found
-    found="$(command -v "python$version" || true)"
-    if [[ -z "$found" ]]; then
-        found="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/"python$version" \
-            2>/dev/null | sort -V | tail -n 1 || true)"
-    fi
-    printf '%s' "$found"
+    # The first candidate that really is Python X.Y: a pyenv shim on PATH exists for every
+    # installed version but fails unless that version is selected, so each one is asked.
+    local version="$1" candidate
+    for candidate in \
+        $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/"python$version" \
+            2>/dev/null | sort -rV) \
+        "$(command -v "python$version" || true)"; do
+        if [[ -n "$candidate" ]] && [[ "$("$candidate" -c \
+            'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" == "$version" ]]; then
+            printf '%s' "$candidate"
+            return
+        fi
+    done
 }
 
 ci=false
@@ -36,7 +43,7 @@ status=0
 for version in ${SESSIONKIT_OTHER_PYTHONS-3.12 3.13}; do
     python="$(find_python "$version")"
     if [[ -z "$python" ]]; then
-        message="Python $version not found (pythonX.Y on PATH or pyenv): its suites did not run"
+        message="Python $version not found (under pyenv, or as python$version on PATH): its suites did not run"
         if $ci; then
             printf 'test-other-pythons: FAIL: %s\n' "$message" >&2
             exit 1
