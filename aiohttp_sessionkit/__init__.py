@@ -31,6 +31,7 @@ from .exceptions import (
     SerializationError,
     SessionError,
     SessionResponseError,
+    StoreContention,
     StoreError,
     StoreUnavailable,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "SessionOptions",
     "SessionResponseError",
     "SetupOptions",
+    "StoreContention",
     "StoreError",
     "StoreUnavailable",
     "generate_key",

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .cookies import CookieParams
-from .exceptions import StoreError
+from .exceptions import StoreContention, StoreError
 from .ids import key_for_token, new_session_id, record_key
 from .serializers import Serializer
 from .session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session, decode_payload, encode_payload
@@ -60,6 +60,7 @@ __all__ = [
     "AbstractStore",
     "AbstractTransport",
     "LegacySession",
+    "Merge",
     "ServerStore",
     "mirrors",
     "nowait_twin",
@@ -122,6 +123,26 @@ def nowait_twin(store: AbstractStore, operation: str) -> Callable[..., Any] | No
     if mirrored is None or inspect.getattr_static(store, operation, None) is not mirrored:
         return None
     return twin
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """What a merging update needs besides its payload: how to combine this request's
+    changes with a save that another request made after this one loaded the session.
+
+    The session layer passes one to a store's ``save`` for an update of a record it loaded
+    (see :meth:`AbstractStore.save`, keyword ``merge``). It never holds a token.
+    """
+
+    #: The payload exactly as this request loaded it (what :meth:`AbstractStore.load`
+    #: returned). While the record still holds it, nobody else saved since: the store may
+    #: write the new payload over it as it is.
+    base: Any
+    #: ``rebase(current)``: this request's changes (keys set, keys deleted, flash messages
+    #: added or shown) applied to ``current``, a payload another request saved meanwhile;
+    #: returns the payload to write instead, or ``None`` when ``current`` does not open (the
+    #: session ended: write nothing). Pure: no I/O, safe to call again on each retry.
+    rebase: Callable[[Any], Any | None]
 
 
 class AbstractStore(abc.ABC):
@@ -264,6 +285,18 @@ class AbstractStore(abc.ABC):
         legacy reader. A store that evicts live records to make room (MemoryStore) must
         never evict such a record for one created with False; an update keeps the record's
         kind.
+
+        Optional keyword ``merge: Merge | None = None``, passed (like ``established``) only
+        to a store whose ``save`` declares it, and only for an update of a record this
+        request loaded: a store that takes it must not lose another request's save made
+        since the load. It writes ``data`` only while the record still holds
+        ``merge.base``; otherwise it writes ``merge.rebase(current)`` in place of the
+        record's current payload, atomically (compare-and-swap, a transaction, a server
+        script), retrying a bounded number of times and then raising
+        :class:`~aiohttp_sessionkit.exceptions.StoreContention` (a 503), having written
+        nothing. A store whose ``save`` does not take it writes ``data`` as it is: the last
+        writer wins, as in every session library before this one. :class:`ServerStore`
+        implements it for every driver that implements :meth:`ServerStore.replace`.
         """
 
     @abc.abstractmethod
@@ -282,18 +315,58 @@ class ServerStore(AbstractStore):
     #: How many fresh ids to try when ``create`` reports a collision before giving up.
     #: With 256-bit ids a collision means the store is misbehaving, not bad luck.
     create_attempts: ClassVar[int] = 3
+    #: How many times a merging update (``save(..., merge=...)``) writes before it gives
+    #: up with :class:`~aiohttp_sessionkit.exceptions.StoreContention`: each failed attempt
+    #: means another request saved the same session in between, so this bounds how many
+    #: such saves one request can lose the race to.
+    merge_attempts: ClassVar[int] = 16
+
+    @property
+    def merges(self) -> bool:
+        """True when updates merge concurrent changes: the driver implements :meth:`replace`."""
+        return type(self).replace is not ServerStore.replace
 
     async def load(self, token: str, *, namespace: str) -> bytes | None:
         key = key_for_token(namespace, token)
         return None if key is None else await self.get(key)
 
-    async def save(self, token: str | None, data: bytes, *, ttl: int, namespace: str) -> str | None:
+    async def save(
+        self,
+        token: str | None,
+        data: bytes,
+        *,
+        ttl: int,
+        namespace: str,
+        merge: Merge | None = None,
+    ) -> str | None:
         if token is not None:
             key = key_for_token(namespace, token)
             if key is None:
                 return None
+            if merge is not None and self.merges:
+                return token if await self._merge(key, data, ttl, merge) else None
             return token if await self.update(key, data, ttl) else None
         return await self._save_new(data, ttl, namespace, established=False)
+
+    async def _merge(self, key: str, data: bytes, ttl: int, merge: Merge) -> bool:
+        """Write ``data`` over ``merge.base``, or this request's changes over whatever another
+        save left since (see :class:`Merge`): True once written, False when the record is
+        gone (a logout, a login, expiry: nothing is written, nothing comes back)."""
+        expected: bytes = merge.base
+        for _ in range(self.merge_attempts):
+            if await self.replace(key, expected, data, ttl):
+                return True
+            current = await self.get(key)
+            if current is None:
+                return False
+            rebased = merge.rebase(current)
+            if rebased is None:
+                return False
+            expected, data = current, rebased
+        raise StoreContention(
+            f"{type(self).__name__}: {self.merge_attempts} saves of one session by other "
+            "requests each landed between this request's read and write; nothing was written"
+        )
 
     async def _save_new(self, data: bytes, ttl: int, namespace: str, *, established: bool) -> str:
         """Create a record under a fresh id; return the id."""
@@ -344,6 +417,23 @@ class ServerStore(AbstractStore):
     @abc.abstractmethod
     async def remove(self, key: str) -> None:
         """Delete the record if it exists. Idempotent."""
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        """Optional, atomic compare-and-swap: replace the live record's payload with ``data``
+        and reset its expiry to ``ttl`` seconds from now, only if its payload is exactly
+        ``expected`` (byte for byte).
+
+        Returns:
+            True if written; False, writing nothing, if no live record has this key or its
+            payload differs. The comparison and the write are one atomic step on the server
+            (a script, a conditional ``UPDATE ... WHERE data = ...``, a filtered
+            ``update_one``, memcached's ``cas``), so that of two requests racing from the
+            same payload exactly one wins.
+
+        A driver that implements it gets merging updates (:attr:`merges`); one that does not
+        keeps the whole-record :meth:`update`, where the last writer wins.
+        """
+        raise NotImplementedError
 
 
 class AbstractTransport(abc.ABC):

@@ -11,6 +11,7 @@ __all__ = [
     "SerializationError",
     "SessionError",
     "SessionResponseError",
+    "StoreContention",
     "StoreError",
     "StoreUnavailable",
 ]
@@ -65,4 +66,12 @@ class StoreUnavailable(StoreError):
 
     The middleware answers such a request with ``503 Service Unavailable`` and a
     ``Retry-After`` header, sends no ``Set-Cookie`` and leaves the client's cookie alone.
+    """
+
+
+class StoreContention(StoreUnavailable):
+    """A merging update lost the race to other saves of the same session too many times.
+
+    Answered like an unreachable store (503 with ``Retry-After``), having written nothing:
+    the session keeps what the other requests saved, and a retry of this one merges again.
     """

@@ -7,7 +7,7 @@ import struct
 import time
 from typing import ClassVar
 
-from ..abc import ServerStore, mirrors
+from ..abc import Merge, ServerStore, mirrors
 from ..exceptions import ConfigurationError, StoreUnavailable
 from ..ids import key_for_token
 
@@ -78,20 +78,33 @@ class MemoryStore(ServerStore):
         ttl: int,
         namespace: str,
         established: bool = False,
+        merge: Merge | None = None,
     ) -> str | None:
         if token is None:  # ServerStore's create-only loop (through _create_record)
             return await self._save_new(data, ttl, namespace, established=established)
-        return self.save_nowait(token, data, ttl, namespace)
+        return self.save_nowait(token, data, ttl, namespace, merge)
 
     @mirrors(save)
-    def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str | None:
+    def save_nowait(
+        self, token: str | None, data: bytes, ttl: int, namespace: str, merge: Merge | None = None
+    ) -> str | None:
         # save() without its coroutine, for updates only (see abc.mirrors): a new session
-        # goes through save() and ServerStore's create loop.
+        # goes through save() and ServerStore's create loop. Nothing else runs between
+        # the read and the write here, so a merge needs no retry loop.
         if token is None:
             raise ValueError("MemoryStore.save_nowait updates a record; create one with save()")
         key = key_for_token(namespace, token)
         if key is None:
             return None
+        if merge is not None:
+            current = self._get(key)
+            if current is None:
+                return None
+            if current != merge.base:
+                rebased = merge.rebase(current)
+                if rebased is None:
+                    return None
+                data = rebased
         return token if self._update(key, data, ttl) else None
 
     async def get(self, key: str) -> bytes | None:
@@ -109,6 +122,9 @@ class MemoryStore(ServerStore):
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         return self._update(key, data, ttl)
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        return self._get(key) == expected and self._update(key, data, ttl)
 
     def _take(self, key: str) -> tuple[dict[str, bytes], bytes] | None:
         """Remove the record under ``key`` and return it with the dict it was in, for the

@@ -323,8 +323,10 @@ NS = "AIOHTTP_SESSION"
 
 async def made(store: MemoryStore, *, established: bool, ttl: int = 100) -> str:
     # An anonymous session is saved without the keyword, as any store has always been called.
-    kind: dict[str, bool] = {"established": True} if established else {}
-    token = await store.save(None, b"x", ttl=ttl, namespace=NS, **kind)
+    if established:
+        token = await store.save(None, b"x", ttl=ttl, namespace=NS, established=True)
+    else:
+        token = await store.save(None, b"x", ttl=ttl, namespace=NS)
     assert token is not None
     return token
 

@@ -167,8 +167,10 @@ class JWKSEndpoint:
                 or value <= 0
             ):
                 raise ConfigurationError(f"JWKSEndpoint({name}={value!r}): give seconds above 0")
-        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) or not (
-            1024 <= self.max_bytes <= 1024 * 1024
+        if (
+            isinstance(self.max_bytes, bool)
+            or not isinstance(self.max_bytes, int)
+            or not (1024 <= self.max_bytes <= 1024 * 1024)
         ):
             raise ConfigurationError(
                 f"JWKSEndpoint(max_bytes={self.max_bytes!r}): give bytes from 1024 to 1048576"
