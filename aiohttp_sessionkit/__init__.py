@@ -35,12 +35,14 @@ from .exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from .observe import SessionEvent
 from .serializers import JSONSerializer, Serializer
 from .session import Session
 from .stores.cookie import EncryptedCookieStore
 from .stores.memory import MemoryStore
 from .stores.url import store_from_url
 from .transports import CookieTransport, HeaderTransport
+from .websockets import SessionWebSocket, session_websocket
 
 if TYPE_CHECKING:
     from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
@@ -84,8 +86,10 @@ __all__ = [
     "ServerStore",
     "Session",
     "SessionError",
+    "SessionEvent",
     "SessionOptions",
     "SessionResponseError",
+    "SessionWebSocket",
     "SetupOptions",
     "StoreContention",
     "StoreError",
@@ -96,6 +100,7 @@ __all__ = [
     "new_session",
     "save_session",
     "session_middleware",
+    "session_websocket",
     "setup",
     "store_from_url",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypedDict, Unpack
@@ -23,6 +24,7 @@ from .middleware import (
     make_middleware,
     on_response_prepare,
 )
+from .observe import ENDED, EXPIRED, Listener, Observer, check_listeners, emit_event
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_CLOCK_SKEW_TOLERANCE, Session
 from .transports import CookieTransport
@@ -81,6 +83,12 @@ class SessionOptions(TypedDict, total=False):
 
     ``legacy``: one or a list of :class:`~aiohttp_sessionkit.abc.AbstractLegacyReader` that
     open sessions another library wrote (see the migration guide).
+
+    ``listeners``: callables that receive each :class:`~aiohttp_sessionkit.SessionEvent`
+    (created, regenerated, ended and why); one that fails is logged, never fails the
+    request. ``telemetry`` (default True): OpenTelemetry spans and metrics for store calls
+    when ``opentelemetry-api`` is installed and an SDK is configured before ``setup``;
+    False turns them off. See the observability guide.
     """
 
     cookie_name: str
@@ -98,6 +106,8 @@ class SessionOptions(TypedDict, total=False):
     serializer: Serializer | None
     transport: AbstractTransport | Sequence[AbstractTransport] | None
     legacy: AbstractLegacyReader | Sequence[AbstractLegacyReader] | None
+    listeners: Sequence[Listener] | None
+    telemetry: bool
 
 
 class SetupOptions(SessionOptions, total=False):
@@ -222,6 +232,7 @@ def _config(
         raise ConfigurationError("transport=[]: give at least one transport, or leave it out")
     legacy = options.get("legacy")
     readers = () if legacy is None else _listed("legacy", legacy, AbstractLegacyReader)
+    observer = _observer(cookie.name, store, options)
     store.set_store_timeout(store_timeout)
     return SessionConfig(
         store=store,
@@ -234,7 +245,26 @@ def _config(
         serializer=serializer,
         transports=transports,
         legacy=readers,
+        observer=observer,
     )
+
+
+def _observer(namespace: str, store: AbstractStore, options: dict[str, Any]) -> Observer | None:
+    """The listeners and telemetry of one configuration; None when there are neither."""
+    listeners = check_listeners(options.get("listeners"))
+    telemetry_on = options.get("telemetry", True)
+    if not isinstance(telemetry_on, bool):
+        raise ConfigurationError(f"telemetry={telemetry_on!r}: give True or False")
+    telemetry = None
+    # find_spec imports nothing: without the otel extra, opentelemetry is never loaded.
+    if telemetry_on and importlib.util.find_spec("opentelemetry") is not None:
+        from .telemetry import Telemetry, configured
+
+        if configured():
+            telemetry = Telemetry(type(store).__name__)
+    if not listeners and telemetry is None:
+        return None
+    return Observer(namespace, listeners, telemetry)
 
 
 _SESSION_OPTIONS = frozenset(SessionOptions.__optional_keys__)
@@ -278,19 +308,25 @@ def setup(
         if not any(r is resource for r in opened):
             opened.append(resource)
             app.cleanup_ctx.append(
-                _store_lifecycle(resource, purge_interval if resource is config.store else None)
+                _store_lifecycle(
+                    resource,
+                    purge_interval if resource is config.store else None,
+                    config.observer,
+                )
             )
 
 
 def _store_lifecycle(
-    store: AbstractStore | AbstractLegacyReader, purge_interval: float | None
+    store: AbstractStore | AbstractLegacyReader,
+    purge_interval: float | None,
+    observer: Observer | None = None,
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         purger = None
         if purge_interval is not None and isinstance(store, AbstractStore):
-            purger = asyncio.create_task(_purge_forever(store, purge_interval))
+            purger = asyncio.create_task(_purge_forever(store, purge_interval, observer))
         try:
             yield
         finally:
@@ -303,7 +339,9 @@ def _store_lifecycle(
     return lifecycle
 
 
-async def _purge_forever(store: AbstractStore, interval: float) -> None:
+async def _purge_forever(
+    store: AbstractStore, interval: float, observer: Observer | None = None
+) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
@@ -312,6 +350,8 @@ async def _purge_forever(store: AbstractStore, interval: float) -> None:
             log.exception("purging expired sessions from %s failed", type(store).__name__)
         else:
             log.debug("purged %d expired sessions from %s", removed, type(store).__name__)
+            if removed > 0:
+                emit_event(observer, ENDED, handle=None, reason=EXPIRED, count=removed)
 
 
 def _refuse_clashes(config: SessionConfig, registry: Registry) -> None:

@@ -14,9 +14,18 @@ from typing import Any, TypeVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport, nowait_twin
+from . import observe as events
+from .abc import (
+    AbstractLegacyReader,
+    AbstractStore,
+    AbstractTransport,
+    ServerStore,
+    nowait_twin,
+)
 from .cookies import CookieParams
 from .exceptions import SessionResponseError, StoreUnavailable
+from .ids import is_valid_session_id, record_key
+from .observe import Observer, emit_event
 from .serializers import Serializer
 from .session import (
     DEFAULT_CLOCK_SKEW_TOLERANCE,
@@ -92,6 +101,9 @@ class EndedLineages:
 
 #: The sessions this process ended: shared by every application and store in the process.
 ENDED = EndedLineages(ENDED_LIMIT)
+#: Tokens whose expiry this process reported (observe.EXPIRED): a client that keeps sending
+#: its dead token is reported once, not on every request. Keyed by a hash, never the token.
+REPORTED_EXPIRED = EndedLineages(ENDED_LIMIT)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -110,6 +122,8 @@ class SessionConfig:
     legacy: tuple[AbstractLegacyReader, ...] = ()
     #: Seconds a session's times may lie in the future (another host's clock runs ahead).
     clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE
+    #: Listeners and telemetry (observe.py); None when nobody listens: no cost at all.
+    observer: Observer | None = None
     namespace: str = field(init=False)
     #: The transports in the order tokens are looked for: explicit (header) ones first.
     readers: tuple[AbstractTransport, ...] = field(init=False)
@@ -141,8 +155,10 @@ class SessionConfig:
         keeps_restore = type(store).restore is AbstractStore.restore and "restore" not in own
         set_(self, "dump", encode_payload if keeps_dump else store.dump)
         set_(self, "restore", decode_payload if keeps_restore else _restore_of(store))
-        set_(self, "load_nowait", nowait_twin(store, "load"))
-        set_(self, "save_nowait", nowait_twin(store, "save"))
+        # Telemetry wraps every store call (call()), so none may bypass it through a twin.
+        traced = self.observer is not None and self.observer.telemetry is not None
+        set_(self, "load_nowait", None if traced else nowait_twin(store, "load"))
+        set_(self, "save_nowait", None if traced else nowait_twin(store, "save"))
         set_(self, "save_established", _takes_keyword(store.save, "established"))
         set_(
             self,
@@ -159,8 +175,12 @@ class SessionConfig:
         """Guard a store operation: a time budget, and connectivity failures become 503s.
 
         A store without I/O (``store.local``) gets its operation back untouched: it cannot
-        hang or lose a connection, and the guard would cost more than the operation.
+        hang or lose a connection, and the guard would cost more than the operation. With
+        telemetry on, every store call of the session layer goes through here, in a span.
         """
+        observer = self.observer
+        if observer is not None and observer.telemetry is not None:
+            return observer.telemetry.call(self, operation)
         if self.store.local:
             return operation
         return self.guarded(operation)
@@ -358,7 +378,10 @@ class Slot:
                     payload = load_nowait(token, config.namespace)
                 else:
                     operation = store.load(token, namespace=config.namespace)
-                    payload = await (operation if store.local else config.guarded(operation))
+                    if config.observer is not None:  # telemetry wraps even a local store
+                        payload = await config.call(operation)
+                    else:
+                        payload = await (operation if store.local else config.guarded(operation))
                 if payload is not None:
                     session = config.restore(
                         payload,
@@ -378,6 +401,8 @@ class Slot:
                     session = await self._load_legacy(token)
                 if session is None:
                     log.debug("session %r did not open; starting a new session", config.namespace)
+                    if config.observer is not None:
+                        self._found_expired(token, payload)
             if session is None:
                 session = config.store.session_class()
         except BaseException as exc:
@@ -394,6 +419,38 @@ class Slot:
                 waiter.set_result(session)
         self.waiters = None
         return session
+
+    def _found_expired(self, token: str, payload: Any) -> None:
+        """Report the session ``token`` names as expired, once per process: its record is
+        gone (a server store's native expiry, or ended earlier) or past its timeouts.
+
+        A token that could never have named a session is no expiry: a server store's token
+        not shaped like our ids, or a client-side token that does not decrypt (forged, or
+        sealed with a retired key).
+        """
+        config = self.config
+        store = config.store
+        if store.client_side:
+            if payload is None:
+                return
+        elif isinstance(store, ServerStore) and not is_valid_session_id(token):
+            return
+        if REPORTED_EXPIRED.holds(config.namespace, token):
+            return  # the client kept its dead token: the expiry was told already
+        REPORTED_EXPIRED.end(config.namespace, token, now() + config.absolute_timeout)
+        handle = None if store.client_side else record_key(config.namespace, token)
+        emit_event(config.observer, events.ENDED, handle=handle, reason=events.EXPIRED)
+
+    def _emit(self, kind: str, token: str | None, reason: str | None = None) -> None:
+        """Report an event of this slot's session, named by ``token``'s record key (server
+        side) or the session's lineage (client side). Only called with an observer."""
+        config = self.config
+        if config.store.client_side:
+            session = self.session
+            handle = None if session is None else session._lineage
+        else:
+            handle = None if token is None else record_key(config.namespace, token)
+        emit_event(config.observer, kind, handle=handle, reason=reason)
 
     async def _load_legacy(self, token: str) -> Session | None:
         """A session another library wrote under ``token``, moved over as a new one of ours."""
@@ -524,6 +581,8 @@ class Slot:
                 if self.live:
                     await config.call(config.store.delete(self.token, namespace=config.namespace))
                     self.live = False
+                    if config.observer is not None:
+                        self._emit(events.ENDED, self.token, events.LOGOUT)
                 self._expire_cookie(request)
             return
         # CREATE, UPDATE or REFRESH
@@ -532,6 +591,8 @@ class Slot:
         operation = self._store_save(token, payload, ttl, session)
         saved = await config.call(operation)
         self._saved(request, session, saved, t, ttl)
+        if action is CREATE and self.live and config.observer is not None:
+            self._emit(events.CREATED, self.token)
         if self.legacy is not None:
             await self._drop_legacy()
 
@@ -564,6 +625,8 @@ class Slot:
         token = None if action is CREATE else self.token
         saved = save_nowait(token, payload, ttl, config.namespace)
         self._saved(request, session, saved, t, ttl)
+        if action is CREATE and self.live and config.observer is not None:
+            self._emit(events.CREATED, self.token)
         return True
 
     async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
@@ -612,12 +675,18 @@ class Slot:
         """
         token = None
         t = ttl = 0
+        observer = self.config.observer
+        ended = None
+        if observer is not None and self.live:  # the old session's name, before it goes
+            ended = self._handle_of_old()
         if session._established:
             if not session.empty:
                 token, t, ttl = await self._write_new(session)
             await self._end_old()
         else:
             await self._end_old()
+            if ended is not None:
+                emit_event(observer, events.ENDED, handle=ended[0], reason=events.LOGOUT)
             if not session.empty:
                 token, t, ttl = await self._write_new(session)
         if self.legacy is not None:
@@ -627,8 +696,20 @@ class Slot:
         if token is None:
             session._dirty = False
             self._expire_cookie(request)
+            if session._established and ended is not None:  # new_session(), left empty
+                emit_event(observer, events.ENDED, handle=ended[0], reason=events.LOGOUT)
         else:
             self._saved(request, session, token, t, ttl)
+            if observer is not None and self.live:
+                regenerated = session._established and ended is not None
+                self._emit(events.REGENERATED if regenerated else events.CREATED, token)
+
+    def _handle_of_old(self) -> tuple[str | None]:
+        """The handle of the session the client's token opened (see :meth:`_emit`)."""
+        config = self.config
+        if config.store.client_side:
+            return (None if self.lineage is None else self.lineage[0],)
+        return (None if self.token is None else record_key(config.namespace, self.token),)
 
     def _payload(self, session: Session) -> tuple[Any, int, int]:
         """What a save of ``session`` now writes: the payload, the time it records as the

@@ -1,0 +1,151 @@
+"""Websockets keep their session alive while messages flow, and close (1008) when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from aiohttp_sessionkit import get_session, session_websocket, setup
+from aiohttp_sessionkit.abc import AbstractStore
+from tests.conftest import StoreFactory, _factory
+
+NAME = "AIOHTTP_SESSION"
+
+
+@pytest.fixture(params=["memory", "redis", "postgres"])
+async def ws_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
+def _app(store: AbstractStore) -> web.Application:
+    async def login(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session.regenerate()
+        session["user"] = "alice"
+        return web.Response(text="in")
+
+    async def whoami(request: web.Request) -> web.Response:
+        return web.Response(text=str((await get_session(request)).get("user")))
+
+    async def logout(request: web.Request) -> web.Response:
+        (await get_session(request)).invalidate()
+        return web.Response(text="out")
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        await get_session(request)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async with session_websocket(request, ws) as live:
+            async for message in live:
+                if message.type is WSMsgType.TEXT:
+                    await ws.send_str("echo " + message.data)
+        return ws
+
+    app = web.Application()
+    # Short timeouts: idle 3 s, a check (and touch) every second.
+    setup(app, store, idle_timeout=3, touch_interval=1, absolute_timeout=60)
+    app.router.add_get("/login", login)
+    app.router.add_get("/whoami", whoami)
+    app.router.add_get("/logout", logout)
+    app.router.add_get("/ws", socket)
+    return app
+
+
+async def _logged_in(client: TestClient[web.Request, web.Application]) -> str:
+    response = await client.get("/login")
+    assert response.status == 200
+    return response.cookies[NAME].value
+
+
+async def test_messages_keep_the_session_alive_past_its_idle_timeout(
+    ws_store_factory: StoreFactory,
+) -> None:
+    async with TestClient(TestServer(_app(ws_store_factory()))) as client:
+        await _logged_in(client)
+        ws = await client.ws_connect("/ws")
+        started = time.monotonic()
+        while time.monotonic() - started < 5:  # well past the 3 s idle timeout
+            await ws.send_str("ping")
+            reply = await ws.receive(timeout=2)
+            assert reply.type is WSMsgType.TEXT, reply
+            await asyncio.sleep(0.4)
+        assert not ws.closed
+        await ws.close()
+        # The session itself was kept: an HTTP request still finds the user.
+        assert await (await client.get("/whoami")).text() == "alice"
+
+
+async def test_a_silent_websocket_is_closed_when_its_session_expires(
+    ws_store_factory: StoreFactory,
+) -> None:
+    async with TestClient(TestServer(_app(ws_store_factory()))) as client:
+        await _logged_in(client)
+        ws = await client.ws_connect("/ws")
+        message = await ws.receive(timeout=6)  # idle 3 s, plus one check interval
+        assert message.type is WSMsgType.CLOSE
+        assert ws.close_code == 1008
+
+
+async def test_a_logout_in_another_client_closes_the_websocket_with_1008(
+    ws_store_factory: StoreFactory,
+) -> None:
+    async with TestClient(TestServer(_app(ws_store_factory()))) as client:
+        token = await _logged_in(client)
+        ws = await client.ws_connect("/ws")
+        await ws.send_str("ping")
+        assert (await ws.receive(timeout=2)).data == "echo ping"
+        async with TestClient(TestServer(_app(ws_store_factory()))) as other:
+            other.session.cookie_jar.update_cookies({NAME: token})
+            assert (await other.get("/logout")).status == 200
+        started = time.monotonic()
+        message = await ws.receive(timeout=3)
+        assert message.type is WSMsgType.CLOSE
+        assert ws.close_code == 1008
+        assert time.monotonic() - started < 2.5  # within about one check interval
+
+
+@pytest.fixture
+async def redis_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    async for factory in _factory(request, "redis"):
+        yield factory
+
+
+async def test_a_session_ended_by_another_process_closes_the_websocket(
+    redis_store_factory: StoreFactory,
+) -> None:
+    """Two applications sharing Redis, as two processes would: the record deleted through
+    the second one's store closes the first one's websocket."""
+    first, second = redis_store_factory(), redis_store_factory()
+    async with TestClient(TestServer(_app(first))) as client:
+        token = await _logged_in(client)
+        ws = await client.ws_connect("/ws")
+        await second.delete(token, namespace=NAME)  # as end_user_sessions would
+        message = await ws.receive(timeout=3)
+        assert message.type is WSMsgType.CLOSE
+        assert ws.close_code == 1008
+
+
+async def test_session_websocket_needs_a_loaded_session() -> None:
+    from aiohttp_sessionkit import MemoryStore
+
+    async def socket(request: web.Request) -> web.Response:
+        ws = web.WebSocketResponse()
+        try:
+            session_websocket(request, ws)
+        except RuntimeError as exc:
+            return web.Response(status=409, text=str(exc))
+        return web.Response(text="no error")
+
+    app = web.Application()
+    setup(app, MemoryStore())
+    app.router.add_get("/ws", socket)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/ws")
+        assert response.status == 409
+        assert "get_session" in await response.text()
