@@ -71,7 +71,7 @@ class SessionEvent:
     """Something that happened to one session (or, for a purge, to ``count`` of them).
 
     ``kind`` is ``"created"``, ``"regenerated"`` (a login: new id, same or fresh data) or
-    ``"ended"`` with a ``reason`` from :data:`END_REASONS`. ``cookie_name`` names the session
+    ``"ended"`` with a ``reason`` (``observe.END_REASONS``). ``cookie_name`` names the session
     set up with ``setup(..., cookie_name=...)``. ``handle`` is opaque and not secret: the
     record key of a server-side session (the same for every event of that record), the
     lineage id of a client-side one, or None when there is none to give. ``user_id`` is the

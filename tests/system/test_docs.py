@@ -509,6 +509,29 @@ async def deployment_gunicorn(client: TestClient[Any, Any] | None, ns: dict[str,
     assert (await (await client.get("/")).json())["visits"] == 2
 
 
+@check("observability-listeners")
+async def observability_listeners(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    response = await client.post("/login")
+    token = cookie_of(response).value
+    await client.post("/logout")
+    audit = ns["audit"]
+    # Each line ends with the session's handle: the same record key for both events.
+    assert [line.rsplit(" ", 1)[0] for line in audit] == ["created", "ended logout"]
+    assert len({line.rsplit(" ", 1)[1] for line in audit}) == 1
+    assert not [line for line in audit if token in line]  # handles, never tokens
+
+
+@check("websockets-echo")
+async def websockets_echo(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    await client.post("/login")
+    ws = await client.ws_connect("/chat")
+    await ws.send_str("hello")
+    assert (await ws.receive(timeout=2)).data == "ada: hello"
+    await ws.close()
+
+
 @check("deployment-proxy", serve=False)
 async def deployment_proxy(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     app = await ns["make_app"]()
