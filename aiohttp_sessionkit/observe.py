@@ -91,9 +91,9 @@ class SessionEvent:
 Listener = Callable[[SessionEvent], Any]
 
 
-def session_handle(namespace: str, token: str | None, client_side: bool, lineage: str | None) -> (
-    str | None
-):
+def session_handle(
+    namespace: str, token: str | None, client_side: bool, lineage: str | None
+) -> str | None:
     """The handle of a session: its record key (server side), or its lineage (client side)."""
     if client_side:
         return lineage

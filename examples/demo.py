@@ -28,30 +28,71 @@ from aiohttp_sessionkit import (
     ConfigurationError,
     EncryptedCookieStore,
     Session,
-    get_session,
-    new_session,
     setup,
     store_from_url,
 )
 from aiohttp_sessionkit.masking import mask_credentials
 from aiohttp_sessionkit.stores.url import SCHEMES
+from examples import demo_panel
+
+# The library's get_session and new_session, timed for the page's session panel.
+get_session = demo_panel.get_session
+new_session = demo_panel.new_session
 
 routes = web.RouteTableDef()
 
+STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; color: #1f2328; background: #f6f8fa; margin: 0 }
+header { background: #24292f; color: #fff; padding: .8em 1.5em; display: flex;
+  align-items: baseline; gap: 2em; flex-wrap: wrap }
+header h1 { font-size: 1.2em; margin: 0 }
+header nav a { color: #d0d7de; margin-right: 1.2em; text-decoration: none }
+header nav a:hover { color: #fff; text-decoration: underline }
+main { max-width: 46em; margin: 1.5em auto; padding: 0 1em }
+.card { background: #fff; border: 1px solid #d0d7de; border-radius: 8px; padding: 1em 1.5em }
+.flashes { list-style: none; padding: 0; margin: 0 0 1em }
+.flashes li { background: #ddf4ff; border: 1px solid #54aeff; border-radius: 6px;
+  padding: .5em 1em; margin-bottom: .5em }
+input, button { font: inherit; padding: .3em .6em }
+button { background: #1f883d; color: #fff; border: 0; border-radius: 6px; cursor: pointer }
+pre { background: #f6f8fa; padding: .8em; border-radius: 6px; overflow-x: auto }
+.panel { margin-top: 1.5em; background: #fff; border: 1px solid #d0d7de;
+  border-left: 4px solid #8250df; border-radius: 8px; padding: .6em 1.5em 1em;
+  font-size: .9em }
+.panel h2 { font-size: 1em; margin: .4em 0 .6em; color: #8250df }
+.panel table, .card table { border-collapse: collapse }
+.panel th, .card th { text-align: left; padding: .15em 1.5em .15em 0; font-weight: 600;
+  white-space: nowrap; vertical-align: top }
+.panel .previous { color: #57606a; margin: .6em 0 0 }
+"""
+
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>aiohttp-sessionkit demo</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
-<h1>aiohttp-sessionkit demo</h1>
+<html><head><meta charset="utf-8"><title>aiohttp-sessionkit demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{style}</style></head>
+<body>
+<header><h1>aiohttp-sessionkit demo</h1>
+<nav><a href="/">home</a><a href="/counter">counter</a><a href="/session">session</a></nav>
+</header>
+<main>
 {flashes}
+<section class="card">
 {body}
-<p><a href="/">home</a> · <a href="/counter">counter</a> · <a href="/session">session</a></p>
+</section>
+{panel}
+</main>
 </body></html>"""
 
 
 def page(body: str, flashes: list[str]) -> web.Response:
     items = "".join(f"<li>{html.escape(str(f))}</li>" for f in flashes)
     return web.Response(
-        text=PAGE.format(body=body, flashes=f"<ul>{items}</ul>" if items else ""),
+        text=PAGE.format(
+            style=STYLE,
+            body=body,
+            flashes=f'<ul class="flashes">{items}</ul>' if items else "",
+            panel=demo_panel.MARK,  # filled in once the session is saved (demo_panel.py)
+        ),
         content_type="text/html",
     )
 
@@ -237,10 +278,12 @@ def store_from_env() -> AbstractStore:
 
 def make_app() -> web.Application:
     """The demo application on the store SESSIONKIT_STORE names."""
-    app = web.Application()
+    store = store_from_env()
+    app = web.Application(middlewares=[demo_panel.middleware(type(store).__name__)])
     # Per process: a restart only makes the forms already on screen stale.
     app[CSRF_KEY] = secrets.token_bytes(32)
-    setup(app, store_from_env())
+    setup(app, store, listeners=[demo_panel.listener])
+    app.middlewares.append(demo_panel.inner)  # after the session middleware: innermost
     app.add_routes(routes)
     return app
 

@@ -214,3 +214,34 @@ async def test_a_second_tab_after_sign_in_keeps_the_user_signed_in(
     await first.reload()
     assert "Signed in as ada" in await body(first)
     await context.close()
+
+
+@pytest.mark.parametrize("store", ["memory://"])
+async def test_the_session_panel_shows_what_each_request_did_in_chromium(
+    browser: Browser, demo: str
+) -> None:
+    context, page = await new_page(browser)
+    await page.goto(demo)
+    panel = page.locator("aside.panel")
+    assert await panel.is_visible()
+    shown = await panel.inner_text()
+    assert "What the session layer did on this request" in shown
+    assert re.search(r"store\s+MemoryStore", shown)
+    assert re.search(r"saved\s+no \(nothing changed\)", shown)
+    # Laid out as a page: the panel below the main card, both within a readable width.
+    card = await page.locator("section.card").bounding_box()
+    box = await panel.bounding_box()
+    assert card is not None and box is not None
+    assert box["y"] >= card["y"] + card["height"] and 300 < box["width"] <= 46 * 16 + 1
+    await page.fill("input[name=user]", "ada")
+    await submit(page, "Sign in")
+    shown = await panel.inner_text()
+    assert re.search(r"Before this page: POST /login: .*created yes", shown)
+    await follow(page, "/counter")
+    assert re.search(r"saved\s+yes \(\d+\.\d\d ms\)", await panel.inner_text())
+    cookie = await session_cookie(context)
+    assert cookie is not None and cookie["value"] not in await page.content()  # never a token
+    await follow(page, "/")
+    await submit(page, "Sign out")
+    assert re.search(r"Before this page: POST /logout: .*ended logout", await panel.inner_text())
+    await context.close()

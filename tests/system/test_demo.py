@@ -170,3 +170,53 @@ async def test_a_token_only_opens_with_the_cookie_it_was_made_for(
     )
     assert accepted.status == 302 and "AIOHTTP_SESSION" in accepted.cookies
     assert accepted.cookies[demo.CSRF_COOKIE].value != victim.cookies[demo.CSRF_COOKIE].value
+
+
+def panel(text: str) -> dict[str, str]:
+    """The session panel of a demo page, row by row, and the previous request's line."""
+    aside = re.search(r'<aside class="panel">(.*?)</aside>', text, re.DOTALL)
+    assert aside, "no session panel on the page"
+    rows = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", aside.group(1)))
+    previous = re.search(r'<p class="previous">Before this page: ([^<]*)</p>', aside.group(1))
+    rows["previous"] = previous.group(1) if previous else ""
+    return rows
+
+
+@pytest.mark.parametrize("store", ["memory://", "cookie"])
+async def test_every_page_shows_what_the_session_layer_did_on_that_request(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", store)
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())
+    client = await aiohttp_client(demo.make_app())
+    expected_store = "MemoryStore" if store == "memory://" else "EncryptedCookieStore"
+    first = panel(home := await (await client.get("/")).text())
+    assert first["store"] == expected_store
+    assert first["loaded"].startswith("no session to open")
+    assert first["saved"] == "no (nothing changed)"
+    assert (first["new token issued"], first["created"], first["ended"]) == ("no", "no", "no")
+    assert "<style>" in home and "<link" not in home and "<script" not in home  # inline CSS
+    # The sign-in redirects; the page it leads to tells what the POST did.
+    after_login = panel(await (await client.post("/login", data={
+        "user": "ada", "csrf": csrf(home)})).text())  # fmt: skip
+    assert "POST /login" in after_login["previous"]
+    assert "created yes" in after_login["previous"]
+    assert "new token issued yes" in after_login["previous"]
+    # The welcome flash was shown and consumed: the page itself rewrote the session.
+    assert after_login["loaded"].startswith("yes, an existing session (")
+    counted = panel(await (await client.get("/counter")).text())
+    assert counted["saved"].startswith("yes (") and counted["saved"].endswith(" ms)")
+    assert counted["created"] == "no" and counted["ended"] == "no"
+    # The cookie store's token is its data: every write issues one.
+    assert counted["new token issued"] == ("yes" if store == "cookie" else "no")
+    home = await (await client.get("/")).text()
+    after_logout = panel(await (await client.post("/logout", data={"csrf": csrf(home)})).text())
+    assert "POST /logout" in after_logout["previous"]
+    assert "ended logout" in after_logout["previous"]
+    # A second sign-in in the same session is a regeneration, shown with a new token.
+    home = await (await client.get("/")).text()
+    await client.post("/login", data={"user": "bo", "csrf": csrf(home)})
+    home = await (await client.get("/")).text()
+    again = panel(await (await client.post("/login", data={
+        "user": "cy", "csrf": csrf(home)})).text())  # fmt: skip
+    assert "regenerated yes (a new id)" in again["previous"]
