@@ -31,13 +31,15 @@ SCOPE = "aiohttp_sessionkit"
 def configured() -> bool:
     """True when the application installed an SDK's tracer or meter provider (the API alone
     hands out no-op ones, and the session layer then skips telemetry altogether)."""
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
     tracing = trace.get_tracer_provider()
     metering = metrics.get_meter_provider()
+    # The API's stand-in meter provider is a private class: known by name, not imported.
     return not (
         isinstance(tracing, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
-        and isinstance(metering, (_ProxyMeterProvider, metrics.NoOpMeterProvider))
+        and (
+            isinstance(metering, metrics.NoOpMeterProvider)
+            or type(metering).__name__ == "_ProxyMeterProvider"
+        )
     )
 
 
