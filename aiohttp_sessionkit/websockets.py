@@ -40,10 +40,20 @@ class SessionWebSocket:
     in this process ended the session.
     """
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, slot: Slot) -> None:
+    def __init__(
+        self, request: web.Request, ws: web.WebSocketResponse, name: str | None = None
+    ) -> None:
+        from .api import _slot  # api imports this module's names for the package
+
+        slot = _slot(request, name)
+        if slot.session is None:
+            raise RuntimeError(
+                "call await get_session(request) before session_websocket(): the websocket "
+                "keeps alive the session this request loaded"
+            )
         self.request = request
         self.ws = ws
-        self.slot = slot
+        self.slot: Slot = slot
         self.config: SessionConfig = slot.config
         self.active = False
         self.ended = False
@@ -139,12 +149,4 @@ def session_websocket(
     Use it as ``async with session_websocket(request, ws) as live: async for msg in live:``.
     See :class:`SessionWebSocket` for what it does.
     """
-    from .api import _slot
-
-    slot = _slot(request, name)
-    if slot.session is None:
-        raise RuntimeError(
-            "call await get_session(request) before session_websocket(): the websocket "
-            "keeps alive the session this request loaded"
-        )
-    return SessionWebSocket(request, ws, slot)
+    return SessionWebSocket(request, ws, name)
