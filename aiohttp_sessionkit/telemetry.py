@@ -95,7 +95,7 @@ class Telemetry:
                 result = await (operation if config.store.local else config.guarded(operation))
             except StoreUnavailable as exc:
                 outcome = "timeout" if isinstance(exc.__cause__, TimeoutError) else "unavailable"
-                self.unavailable.add(1, attributes)
+                self.unavailable.add(1, {**attributes, "session.store.outcome": outcome})
                 raise
             else:
                 if name == "load":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,39 @@ async def test_an_unreachable_store_is_counted_as_unavailable_with_a_failed_span
     assert span.attributes is not None
     assert span.attributes["session.store.outcome"] == "unavailable"
     assert span.status.status_code is trace.StatusCode.ERROR
+    assert not [text for text in otel.strings() if token in text]
+
+
+async def test_a_store_that_hangs_is_counted_as_a_timeout(
+    otel: Telemetry, redis_server: Any
+) -> None:
+    from aiohttp_sessionkit.stores.redis import RedisStore
+
+    store = RedisStore(redis_server.url, key_prefix=f"obs-{uuid.uuid4().hex[:8]}:")
+
+    async def write(request: web.Request) -> web.Response:
+        (await get_session(request))["n"] = 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    setup(app, store, store_timeout=0.5)
+    app.router.add_get("/write", write)
+    async with TestClient(TestServer(app)) as client:
+        first = await client.get("/write")
+        assert first.status == 200
+        token = first.cookies["AIOHTTP_SESSION"].value
+        redis_server.pause()
+        try:
+            hung = await client.get("/write")
+        finally:
+            redis_server.resume()
+        assert hung.status == 503
+    timeouts = [
+        s for s in otel.finished()
+        if s.attributes and s.attributes.get("session.store.outcome") == "timeout"
+    ]  # fmt: skip
+    assert [s.name for s in timeouts] == ["session.store.load"]
+    assert otel.total("session.store.unavailable", **{"session.store.outcome": "timeout"}) == 1
     assert not [text for text in otel.strings() if token in text]
 
 
