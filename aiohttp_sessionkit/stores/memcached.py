@@ -1,4 +1,5 @@
-"""Memcached store: one item per session, created with ``add`` and updated with ``replace``."""
+"""Memcached store: one item per session, created with ``add`` and updated with ``replace``
+(or compared and swapped with ``gets`` and ``cas``)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,11 @@ _POOL_SIZE = 8
 _SOCKET_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
-#: A write: the command (b"add", b"replace" or b"delete"), the item name, payload, TTL.
-_Write = tuple[bytes, bytes, bytes, int]
+#: A write: the command (b"add", b"replace", b"cas" or b"delete"), the item name, payload,
+#: TTL, and for ``cas`` the unique the item must still have (0 otherwise).
+_Write = tuple[bytes, bytes, bytes, int, int]
+#: What ``gets`` found of an item: its payload and its CAS unique.
+_Found = tuple[bytes, int]
 
 
 class _ProtocolError(StoreError):
@@ -53,7 +57,9 @@ class MemcachedStore(ServerStore):
 
     Each session is one item, ``key_prefix`` + a 64-hex hash of the id, always written with
     an expiry so memcached forgets it: ``add`` creates (only if absent), ``replace`` updates
-    (only if present, so a save never brings back a session a logout deleted). A TTL over
+    (only if present, so a save never brings back a session a logout deleted), and a
+    merging save's compare-and-swap reads the item and its CAS unique with ``gets`` and
+    writes with ``cas``, which memcached refuses once anyone else wrote the item. A TTL over
     memcached's 30-day limit for relative expiry is sent as an absolute Unix time. The reads
     of one event-loop iteration go as one multi-key ``get``, the writes as one pipeline.
 
@@ -94,6 +100,7 @@ class MemcachedStore(ServerStore):
             self._address = None
             self._client = _check_client(url_or_client)
         self._reads: Batcher[bytes] = Batcher(self._read_many)
+        self._cas_reads: Batcher[bytes] = Batcher(self._gets_many)
         self._writes: Batcher[_Write] = Batcher(self._write_many)
 
     @property
@@ -127,6 +134,7 @@ class MemcachedStore(ServerStore):
     async def close(self) -> None:
         """Close the client if the store created it; a borrowed client is left open."""
         await self._reads.drain()
+        await self._cas_reads.drain()
         await self._writes.drain()
         if self._address is not None and self._client is not None:
             client, self._client = self._client, None
@@ -142,8 +150,19 @@ class MemcachedStore(ServerStore):
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         return bool(await self._writes.call(self._write(b"replace", key, data, ttl)))
 
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        # Two round trips: memcached compares CAS uniques, not payloads. The unique that
+        # ``gets`` returns changes with every write of the item, so ``cas`` with it stores
+        # only if nobody wrote (or deleted, or evicted) the item since it was read: the
+        # payload compared here is still the one there when memcached writes.
+        write = self._write(b"cas", key, data, ttl)  # the size check, before any I/O
+        found: _Found | None = await self._cas_reads.call(write[1])
+        if found is None or found[0] != expected:
+            return False
+        return bool(await self._writes.call((*write[:4], found[1])))
+
     async def remove(self, key: str) -> None:
-        await self._writes.call((b"delete", (self._key_prefix + key).encode(), b"", 0))
+        await self._writes.call((b"delete", (self._key_prefix + key).encode(), b"", 0, 0))
 
     def _write(self, command: bytes, key: str, data: bytes, ttl: int) -> _Write:
         name = (self._key_prefix + key).encode()
@@ -158,47 +177,64 @@ class MemcachedStore(ServerStore):
         # Above 30 days memcached takes the number as a Unix time; sent as seconds it would
         # be a date in 1970, and the item would expire at once.
         exptime = ttl if ttl <= _RELATIVE_TTL_LIMIT else int(time.time()) + ttl
-        return command, name, data, exptime
+        return command, name, data, exptime, 0
 
     # -- the wire -------------------------------------------------------------------------
 
     async def _read_many(self, names: list[bytes]) -> list[Any]:
         """One ``get`` with every name of the batch."""
-        unique = list(dict.fromkeys(names))
+        found = await self._retrieve(b"get", names)
+        return [None if name not in found else found[name][0] for name in names]
 
-        async def exchange(conn: Connection) -> dict[bytes, bytes]:
-            conn.writer.write(b"get " + b" ".join(unique) + b"\r\n")
-            found: dict[bytes, bytes] = {}
+    async def _gets_many(self, names: list[bytes]) -> list[Any]:
+        """One ``gets`` with every name of the batch: payloads with their CAS uniques."""
+        found = await self._retrieve(b"gets", names)
+        return [found.get(name) for name in names]
+
+    async def _retrieve(self, command: bytes, names: list[bytes]) -> dict[bytes, _Found]:
+        """The items found by one ``get`` or ``gets`` (unique 0 for ``get``)."""
+        unique = list(dict.fromkeys(names))
+        fields = 5 if command == b"gets" else 4
+
+        async def exchange(conn: Connection) -> dict[bytes, _Found]:
+            conn.writer.write(command + b" " + b" ".join(unique) + b"\r\n")
+            found: dict[bytes, _Found] = {}
             while True:
                 line = await conn.reader.readuntil(b"\r\n")
                 if line == b"END\r\n":
                     return found
                 parts = line.split()
-                if len(parts) != 4 or parts[0] != b"VALUE" or not parts[3].isdigit():
-                    raise _reply_error("get", line)
+                if (
+                    len(parts) != fields
+                    or parts[0] != b"VALUE"
+                    or not all(part.isdigit() for part in parts[3:])
+                ):
+                    raise _reply_error(command.decode(), line)
                 value = await conn.reader.readexactly(int(parts[3]) + 2)
-                found[parts[1]] = value[:-2]
+                found[parts[1]] = (value[:-2], int(parts[4]) if fields == 5 else 0)
 
-        found = await self._exchange("get", exchange)
-        return [found.get(name) for name in names]
+        return await self._exchange(command.decode(), exchange)
 
     async def _write_many(self, writes: list[_Write]) -> list[Any]:
         """Every write of the batch in one pipeline; one reply line each, in order."""
         out: list[bytes] = []
-        for command, name, data, exptime in writes:
+        for command, name, data, exptime, cas in writes:
             if command == b"delete":
                 out.append(b"delete " + name + b"\r\n")
+            elif command == b"cas":
+                out.append(b"cas %s 0 %d %d %d\r\n%s\r\n" % (name, exptime, len(data), cas, data))
             else:
                 out.append(b"%s %s 0 %d %d\r\n%s\r\n" % (command, name, exptime, len(data), data))
 
         async def exchange(conn: Connection) -> list[Any]:
             conn.writer.write(b"".join(out))
             results: list[Any] = []
-            for command, _, _, _ in writes:
+            for command, _, _, _, _ in writes:
                 line = await conn.reader.readuntil(b"\r\n")
                 if line in (b"STORED\r\n", b"DELETED\r\n"):
                     results.append(True)
-                elif line in (b"NOT_STORED\r\n", b"NOT_FOUND\r\n"):
+                elif line in (b"NOT_STORED\r\n", b"NOT_FOUND\r\n", b"EXISTS\r\n"):
+                    # EXISTS: a cas whose item was written by someone else since its gets.
                     results.append(False)
                 elif line.startswith(b"SERVER_ERROR "):
                     # The server read the whole command and refused it (out of memory, item

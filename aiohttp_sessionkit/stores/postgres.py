@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..exceptions import ConfigurationError, StoreError
-from ._db import MAX_IDENTIFIER, DatabaseStore, Write, check_batch_size, identifier
+from ._db import MAX_IDENTIFIER, DatabaseStore, Swap, Write, check_batch_size, identifier
 from ._startup import open_or_defer
 
 __all__ = ["PostgresStore"]
@@ -197,6 +197,14 @@ class PostgresStore(DatabaseStore[_Pool]):
             f"UPDATE {qualified} SET data = $2, expires_at = {expires} "  # noqa: S608
             "WHERE key = $1 AND expires_at > now() RETURNING true"
         )
+        # Compare-and-swap in the WHERE clause: a concurrent write of the row makes this
+        # one wait for it and then test the row as it committed (READ COMMITTED re-checks
+        # an updated row), so of two swaps from the same payload the second finds another.
+        self._sql_replace = (
+            f"UPDATE {qualified} SET data = $3, "  # noqa: S608
+            "expires_at = now() + make_interval(secs => $4) "
+            "WHERE key = $1 AND data = $2 AND expires_at > now() RETURNING true"
+        )
         self._sql_remove = f"DELETE FROM {qualified} WHERE key = $1"  # noqa: S608
         # The same three for a batch of distinct keys, as arrays: $1 the keys, $2 the payloads,
         # $3 the TTLs. Each returns the keys it found (read, created, updated).
@@ -223,6 +231,17 @@ class PostgresStore(DatabaseStore[_Pool]):
             "expires_at = now() + make_interval(secs => l.ttl) "
             f"FROM (SELECT r.key, u.data, u.ttl FROM {batch} JOIN {qualified} AS r "
             "ON r.key = u.key WHERE r.expires_at > now() ORDER BY r.key FOR UPDATE OF r) AS l "
+            "WHERE s.key = l.key RETURNING s.key"
+        )
+        # The batched compare-and-swap locks like the batched update (key order, re-checked
+        # on the latest row version), with the payload compared in the locking subquery.
+        self._sql_replace_many = (
+            f"UPDATE {qualified} AS s SET data = l.data, "  # noqa: S608
+            "expires_at = now() + make_interval(secs => l.ttl) "
+            "FROM (SELECT r.key, u.data, u.ttl FROM unnest($1::text[], $2::bytea[], "
+            f"$3::bytea[], $4::float8[]) AS u(key, expected, data, ttl) JOIN {qualified} AS r "
+            "ON r.key = u.key WHERE r.expires_at > now() AND r.data = u.expected "
+            "ORDER BY r.key FOR UPDATE OF r) AS l "
             "WHERE s.key = l.key RETURNING s.key"
         )
         # SKIP LOCKED lets two purging app instances split the work instead of queueing; the
@@ -282,6 +301,9 @@ class PostgresStore(DatabaseStore[_Pool]):
     async def _update_one(self, write: Write) -> bool:
         return await self._query("fetchval", self._sql_update, *write) is not None
 
+    async def _replace_one(self, swap: Swap) -> bool:
+        return await self._query("fetchval", self._sql_replace, *swap) is not None
+
     async def _get_many(self, keys: list[str]) -> list[Any]:
         # A key asked twice (two requests of one session) is sent once; both get the row.
         rows = await self._query("fetch", self._sql_get_many, list(dict.fromkeys(keys)))
@@ -313,6 +335,14 @@ class PostgresStore(DatabaseStore[_Pool]):
         rows = await self._query("fetch", self._sql_update_many, *_columns(last))
         done = {row[0] for row in rows}
         return [key in done for key, _, _ in writes]
+
+    async def _replace_many(self, swaps: list[Swap]) -> list[Any]:
+        # Key order, as for updates: two batches in flight lock their rows in one order.
+        ordered = sorted(swaps)
+        columns = tuple(list(column) for column in zip(*ordered, strict=True))
+        rows = await self._query("fetch", self._sql_replace_many, *columns)
+        done = {row[0] for row in rows}
+        return [key in done for key, _, _, _ in swaps]
 
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
