@@ -8,9 +8,14 @@ checks is what the store holds afterwards.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 import secrets
+import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -171,3 +176,124 @@ async def test_replace_on_a_store_that_is_down_raises_store_unavailable(
     async with stopped(server):
         with pytest.raises(StoreUnavailable):
             await store.replace(key, PAYLOAD, b"never", 60)
+
+
+# -- a crash in the middle of a swap, on PostgreSQL ---------------------------------------------
+
+#: Large enough that a write is on the wire for a while, so kills land mid-statement.
+CRASH_PAYLOAD_SIZE = 256 * 1024
+#: The writer: a chain of swaps, each from the payload the last one wrote, until killed.
+#: Payload i is its number and bytes that only i gives, so a whole one is recognisable.
+WRITER = f"""
+import asyncio, hashlib, sys
+from aiohttp_sessionkit import StoreUnavailable
+from aiohttp_sessionkit.stores.postgres import PostgresStore
+
+def payload(i):
+    return b"%08d" % i + hashlib.shake_256(b"%d" % i).digest({CRASH_PAYLOAD_SIZE})
+
+async def main(dsn, table, key):
+    store = PostgresStore(dsn, table=table)
+    current = await store.get(key)
+    announced = False
+    while True:
+        new = payload(int(current[:8]) + 1)
+        try:
+            if await store.replace(key, current, new, 600):
+                current = new
+                if not announced:
+                    print("writing", flush=True)
+                    announced = True
+                continue
+        except StoreUnavailable:
+            await asyncio.sleep(0.05)
+        try:
+            current = await store.get(key) or current
+        except StoreUnavailable:
+            pass
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+#: The writer runs this checkout's package.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def crash_payload(number: int) -> bytes:
+    return b"%08d" % number + hashlib.shake_256(b"%d" % number).digest(CRASH_PAYLOAD_SIZE)
+
+
+async def start_writer(dsn: str, table: str, key: str) -> asyncio.subprocess.Process:
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WRITER,
+        dsn,
+        table,
+        key,
+        cwd=CHECKOUT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert writer.stdout is not None
+    async with asyncio.timeout(20):
+        assert await writer.stdout.readline() == b"writing\n"
+    return writer
+
+
+async def whole_payload(store: ServerStore, key: str) -> int:
+    """The number of the payload the record holds, checked whole, byte for byte."""
+    held = await store.get(key)
+    assert held is not None
+    number = int(held[:8])
+    assert held == crash_payload(number)
+    return number
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["app-killed", "server-crashed"])
+async def test_a_crash_mid_replace_leaves_a_whole_payload_on_postgres(
+    postgres_server: ServerHandle, crash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp_sessionkit.stores.postgres import PostgresStore
+
+    if crash == "server-crashed" and postgres_server.external:
+        pytest.skip("an external server cannot be crashed")
+    table = f"crash_{secrets.token_hex(6)}"
+    store = PostgresStore(postgres_server.url, table=table)
+    key = new_key()
+    assert await store.create(key, crash_payload(0), 600)
+    rounds = 2 if crash == "app-killed" else 1
+    try:
+        for _ in range(rounds):
+            writer = await start_writer(postgres_server.url, table, key)
+            try:
+                await asyncio.sleep(random.uniform(0.05, 0.3))
+                if crash == "app-killed":
+                    writer.kill()  # SIGKILL: no cleanup, the connection just drops
+                else:
+                    # SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, and crash
+                    # recovery from the WAL on the next start, as after a power cut.
+                    monkeypatch.setattr(postgres_server, "stop_signal", signal.SIGQUIT)
+                    await asyncio.to_thread(postgres_server.restart)
+                    await store.close()  # its pooled connections died with the server
+                    before = await whole_payload(store, key)
+                    # The writer got 503s while the server was down and writes again now.
+                    for _ in range(300):
+                        if await whole_payload(store, key) != before:
+                            break
+                        await asyncio.sleep(0.05)
+                    else:
+                        pytest.fail("the writer did not write again after the restart")
+                    writer.kill()
+            finally:
+                if writer.returncode is None:
+                    writer.kill()
+                await writer.wait()
+            number = await whole_payload(store, key)
+            assert number > 0
+            # Nothing of the dead writer holds the row: the next swap from it goes through.
+            assert await store.replace(key, crash_payload(number), crash_payload(number + 1), 600)
+            assert await whole_payload(store, key) == number + 1
+    finally:
+        if not postgres_server.is_running:
+            await asyncio.to_thread(postgres_server.start)
+        await store.close()
