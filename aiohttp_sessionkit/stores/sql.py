@@ -354,6 +354,19 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
             .where(t.key == sa.bindparam("k"), t.data == sa.bindparam("e"), t.expires_at > now)
             .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
         )
+        # Run again after a connection died mid-statement, the swap may find its own write,
+        # committed before the answer was lost: holding the new payload counts as done.
+        # (Without this the caller would merge its changes onto its own save: flash
+        # messages it added would be added twice.)
+        self._sql_replace_again = (
+            sa.update(self.table)
+            .where(
+                t.key == sa.bindparam("k"),
+                sa.or_(t.data == sa.bindparam("e"), t.data == sa.bindparam("d")),
+                t.expires_at > now,
+            )
+            .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
+        )
         self._sql_delete = sa.delete(self.table).where(t.key == sa.bindparam("key"))
         # Only a row already expired: a create may replace it; the purge deletes it.
         self._sql_delete_expired = sa.delete(self.table).where(
@@ -452,9 +465,11 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
     async def _replace_one(self, swap: Swap) -> bool:
         key, expected, data, ttl = swap
         row = {"k": key, "e": expected, "d": data, "ms": ttl * 1000}
+        statements = iter((self._sql_replace,))  # then the retry's form, for every retry
 
         async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(self._sql_replace, row)
+            statement = next(statements, self._sql_replace_again)
+            result = await conn.execute(statement, row)
             return result.rowcount == 1
 
         return await self._run(work, write=True)
@@ -510,12 +525,14 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
 
     async def _replace_many(self, swaps: list[Swap]) -> list[Any]:
         writes = {key: (key, data, ttl) for key, _, data, ttl in swaps}
-        expected = {key: payload for key, payload, _, _ in swaps}
-        done = await self._run(
-            lambda conn: self._update_locked(conn, writes, expected=expected),
-            write=True,
-            transaction=True,
-        )
+        expected = {key: {payload} for key, payload, _, _ in swaps}
+        retry = {key: {payload, data} for key, payload, data, _ in swaps}  # see _sql_replace_again
+        attempts = iter((expected,))
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            return await self._update_locked(conn, writes, expected=next(attempts, retry))
+
+        done = await self._run(work, write=True, transaction=True)
         return [key in done for key, _, _, _ in swaps]
 
     async def _update_locked(
@@ -523,7 +540,7 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
         conn: AsyncConnection,
         last: dict[str, Write],
         *,
-        expected: dict[str, bytes] | None = None,
+        expected: dict[str, set[bytes]] | None = None,
     ) -> set[str]:
         """Update several rows in two statements, in one transaction, whatever their number.
 
@@ -534,8 +551,8 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
         then one UPDATE writes all of them, picking each row's values by key.
 
         With ``expected`` (a batch of compare-and-swaps) only the rows whose locked payload
-        is exactly ``expected[key]`` are written: compared here, on the row as locked, which
-        nobody can change before this transaction ends.
+        is exactly one of ``expected[key]`` are written: compared here, on the row as
+        locked, which nobody can change before this transaction ends.
         """
         t = self.table.c
         now = self._now
@@ -549,7 +566,7 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
         if expected is None:
             live = [row[0] for row in found]
         else:
-            live = [row[0] for row in found if bytes(row[1]) == expected[row[0]]]
+            live = [row[0] for row in found if bytes(row[1]) in expected[row[0]]]
         if live:
             await conn.execute(
                 sa.update(self.table)
