@@ -151,6 +151,29 @@ async def test_of_concurrent_replaces_from_one_payload_exactly_one_wins(
     assert await stores[1].get(key) == winners[0]
 
 
+async def test_concurrent_replaces_of_different_records_each_get_their_own_answer(
+    server_store_factory: StoreFactory,
+) -> None:
+    # Issued together, so a store that batches sends them in one statement or pipeline:
+    # matching, stale and removed records side by side, each answered and written alone.
+    store = server_store(server_store_factory)
+    payloads = [PAYLOAD + b"%02d" % n for n in range(12)]
+    keys = [await created(store, payload) for payload in payloads]
+    for key in keys[9:]:
+        await store.remove(key)
+    stale = {0, 3, 6}  # these swaps expect a payload one byte off
+    results = await asyncio.gather(
+        *(
+            store.replace(key, _flip_last(payload) if n in stale else payload, b"new%02d" % n, 60)
+            for n, (key, payload) in enumerate(zip(keys, payloads, strict=True))
+        )
+    )
+    assert results == [n not in stale and n < 9 for n in range(12)]
+    for n, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
+        held = await store.get(key)
+        assert held == (None if n >= 9 else payload if n in stale else b"new%02d" % n)
+
+
 async def test_replace_of_identical_bytes_counts_as_written(
     server_store_factory: StoreFactory,
 ) -> None:
