@@ -7,8 +7,10 @@ deletes the leftovers in bounded batches. Run it periodically (a background task
 Concurrent requests share round trips (see :mod:`aiohttp_sessionkit.batching`): the loads
 issued in one event-loop iteration go as one ``SELECT ... WHERE key = ANY(...)``, the
 updates as one ``UPDATE ... FROM unnest(...)``, the creates as one ``INSERT ... SELECT FROM
-unnest(...)``, each on one pooled connection. asyncpg spends far more CPU per statement than
-PostgreSQL spends answering these, so this is where the time goes under load.
+unnest(...)``, each on one pooled connection. Compare-and-swaps (merging saves) go like the
+updates, with each row's payload compared in the statement. asyncpg spends far more CPU
+per statement than PostgreSQL spends answering these, so this is where the time goes under
+load.
 """
 
 from __future__ import annotations
