@@ -343,6 +343,8 @@ class AnswerCutter:
         self._armed = False
         self.cuts = 0
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def __aenter__(self) -> AnswerCutter:
@@ -353,12 +355,22 @@ class AnswerCutter:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()  # whatever the store left open
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
 
     def arm(self) -> None:
         self._armed = True
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(*self._target)
+        self._writers.add(client_w)
+        try:
+            server_r, server_w = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers.add(server_w)
 
         async def upstream() -> None:
             while data := await client_r.read(65536):
@@ -378,8 +390,12 @@ class AnswerCutter:
                 await client_w.drain()
             client_w.close()
 
+        pipes = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        self._pipes.update(pipes)
         with contextlib.suppress(OSError):
-            await asyncio.gather(upstream(), downstream())
+            await asyncio.gather(*pipes)
+        for writer in (client_w, server_w):
+            writer.transport.abort()
 
 
 def _through(url: str, port: int) -> str:
