@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -39,6 +40,9 @@ _POOL_SIZE = 8
 #: The longest one round trip (or waiting for a free connection) may take. Below the session
 #: layer's default store_timeout (5 s): a frozen server costs a request this, then a 503.
 _SOCKET_TIMEOUT = 2.0
+#: Bytes of payloads a store remembers with the CAS uniques its reads saw (see
+#: MemcachedStore.replace); the oldest are forgotten first.
+_REMEMBERED_BYTES = 8 * 1024 * 1024
 
 _T = TypeVar("_T")
 #: A write: the command (b"add", b"replace", b"cas" or b"delete"), the item name, payload,
@@ -58,8 +62,10 @@ class MemcachedStore(ServerStore):
     Each session is one item, ``key_prefix`` + a 64-hex hash of the id, always written with
     an expiry so memcached forgets it: ``add`` creates (only if absent), ``replace`` updates
     (only if present, so a save never brings back a session a logout deleted), and a
-    merging save's compare-and-swap reads the item and its CAS unique with ``gets`` and
-    writes with ``cas``, which memcached refuses once anyone else wrote the item. A TTL over
+    merging save's compare-and-swap writes with ``cas``, which memcached refuses once
+    anyone else wrote the item since the CAS unique it names was read. Reads use ``gets``,
+    so the unique of a payload this store loaded is at hand (up to 8 MiB of recent
+    payloads are remembered): a swap from it costs one round trip, else two. A TTL over
     memcached's 30-day limit for relative expiry is sent as an absolute Unix time. The reads
     of one event-loop iteration go as one multi-key ``get``, the writes as one pipeline.
 
@@ -101,6 +107,9 @@ class MemcachedStore(ServerStore):
             self._client = _check_client(url_or_client)
         self._reads: Batcher[bytes] = Batcher(self._read_many)
         self._cas_reads: Batcher[bytes] = Batcher(self._gets_many)
+        # What recent reads found, by item name: payload and CAS unique, oldest first.
+        self._seen: OrderedDict[bytes, _Found] = OrderedDict()
+        self._seen_bytes = 0
         self._writes: Batcher[_Write] = Batcher(self._write_many)
 
     @property
@@ -145,24 +154,53 @@ class MemcachedStore(ServerStore):
         return result
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._writes.call(self._write(b"add", key, data, ttl)))
+        write = self._write(b"add", key, data, ttl)
+        self._forget(write[1])
+        return bool(await self._writes.call(write))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._writes.call(self._write(b"replace", key, data, ttl)))
+        write = self._write(b"replace", key, data, ttl)
+        self._forget(write[1])
+        return bool(await self._writes.call(write))
 
     async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
-        # Two round trips: memcached compares CAS uniques, not payloads. The unique that
-        # ``gets`` returns changes with every write of the item, so ``cas`` with it stores
-        # only if nobody wrote (or deleted, or evicted) the item since it was read: the
-        # payload compared here is still the one there when memcached writes.
+        # memcached compares CAS uniques, not payloads. An item's unique changes with every
+        # write, so ``cas`` with the unique of a read stores only if nobody wrote (or
+        # deleted, or evicted) the item since: the payload that read found is still there
+        # when memcached writes. A payload this store loaded (the session layer swaps from
+        # what it loaded) has its unique remembered: one round trip. Otherwise, or if the
+        # item changed since, ``gets`` first, compare, then ``cas``.
         write = self._write(b"cas", key, data, ttl)  # the size check, before any I/O
-        found: _Found | None = await self._cas_reads.call(write[1])
+        name = write[1]
+        seen = self._forget(name)
+        if seen is not None and seen[0] == expected:
+            if await self._writes.call((*write[:4], seen[1])):
+                return True
+        found: _Found | None = await self._cas_reads.call(name)
         if found is None or found[0] != expected:
             return False
         return bool(await self._writes.call((*write[:4], found[1])))
 
     async def remove(self, key: str) -> None:
-        await self._writes.call((b"delete", (self._key_prefix + key).encode(), b"", 0, 0))
+        name = (self._key_prefix + key).encode()
+        self._forget(name)
+        await self._writes.call((b"delete", name, b"", 0, 0))
+
+    def _remember(self, name: bytes, found: _Found) -> None:
+        self._forget(name)
+        if len(found[0]) > _REMEMBERED_BYTES:
+            return
+        self._seen[name] = found
+        self._seen_bytes += len(found[0])
+        while self._seen_bytes > _REMEMBERED_BYTES:
+            _, (payload, _) = self._seen.popitem(last=False)
+            self._seen_bytes -= len(payload)
+
+    def _forget(self, name: bytes) -> _Found | None:
+        found = self._seen.pop(name, None)
+        if found is not None:
+            self._seen_bytes -= len(found[0])
+        return found
 
     def _write(self, command: bytes, key: str, data: bytes, ttl: int) -> _Write:
         name = (self._key_prefix + key).encode()
@@ -182,22 +220,23 @@ class MemcachedStore(ServerStore):
     # -- the wire -------------------------------------------------------------------------
 
     async def _read_many(self, names: list[bytes]) -> list[Any]:
-        """One ``get`` with every name of the batch."""
-        found = await self._retrieve(b"get", names)
+        """One ``gets`` with every name of the batch; the CAS uniques are remembered."""
+        found = await self._retrieve(names)
+        for name, item in found.items():
+            self._remember(name, item)
         return [None if name not in found else found[name][0] for name in names]
 
     async def _gets_many(self, names: list[bytes]) -> list[Any]:
         """One ``gets`` with every name of the batch: payloads with their CAS uniques."""
-        found = await self._retrieve(b"gets", names)
+        found = await self._retrieve(names)
         return [found.get(name) for name in names]
 
-    async def _retrieve(self, command: bytes, names: list[bytes]) -> dict[bytes, _Found]:
-        """The items found by one ``get`` or ``gets`` (unique 0 for ``get``)."""
+    async def _retrieve(self, names: list[bytes]) -> dict[bytes, _Found]:
+        """The items found by one ``gets``, with their CAS uniques."""
         unique = list(dict.fromkeys(names))
-        fields = 5 if command == b"gets" else 4
 
         async def exchange(conn: Connection) -> dict[bytes, _Found]:
-            conn.writer.write(command + b" " + b" ".join(unique) + b"\r\n")
+            conn.writer.write(b"gets " + b" ".join(unique) + b"\r\n")
             found: dict[bytes, _Found] = {}
             while True:
                 line = await conn.reader.readuntil(b"\r\n")
@@ -205,15 +244,15 @@ class MemcachedStore(ServerStore):
                     return found
                 parts = line.split()
                 if (
-                    len(parts) != fields
+                    len(parts) != 5
                     or parts[0] != b"VALUE"
-                    or not all(part.isdigit() for part in parts[3:])
+                    or not (parts[3].isdigit() and parts[4].isdigit())
                 ):
-                    raise _reply_error(command.decode(), line)
+                    raise _reply_error("gets", line)
                 value = await conn.reader.readexactly(int(parts[3]) + 2)
-                found[parts[1]] = (value[:-2], int(parts[4]) if fields == 5 else 0)
+                found[parts[1]] = (value[:-2], int(parts[4]))
 
-        return await self._exchange(command.decode(), exchange)
+        return await self._exchange("gets", exchange)
 
     async def _write_many(self, writes: list[_Write]) -> list[Any]:
         """Every write of the batch in one pipeline; one reply line each, in order."""

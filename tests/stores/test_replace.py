@@ -98,6 +98,22 @@ async def test_replace_writes_nothing_when_the_payload_differs_by_one_byte(
     assert await store.get(key) == PAYLOAD
 
 
+async def test_replace_from_a_payload_read_before_another_write_writes_nothing(
+    server_store_factory: StoreFactory,
+) -> None:
+    # Two app processes: this one loaded the record, the other saved over it since.
+    mine, theirs = server_store(server_store_factory), server_store(server_store_factory)
+    key = await created(mine)
+    assert await mine.get(key) == PAYLOAD
+    assert await theirs.replace(key, PAYLOAD, b"theirs", 60)
+    assert not await mine.replace(key, PAYLOAD, b"mine", 60)
+    assert await mine.get(key) == b"theirs"
+    # The same bytes written back by the other: exact again, so the swap goes through.
+    assert await theirs.replace(key, b"theirs", PAYLOAD, 60)
+    assert await mine.replace(key, PAYLOAD, b"mine", 60)
+    assert await theirs.get(key) == b"mine"
+
+
 async def test_replace_writes_nothing_when_the_record_is_gone(
     server_store_factory: StoreFactory,
 ) -> None:
