@@ -67,7 +67,7 @@ class MemcachedStore(ServerStore):
     so the unique of a payload this store loaded is at hand (up to 8 MiB of recent
     payloads are remembered): a swap from it costs one round trip, else two. A TTL over
     memcached's 30-day limit for relative expiry is sent as an absolute Unix time. The reads
-    of one event-loop iteration go as one multi-key ``get``, the writes as one pipeline.
+    of one event-loop iteration go as one multi-key ``gets``, the writes as one pipeline.
 
     memcached may evict any item before its expiry when it runs out of memory: a session can
     end early. There is nothing to purge (expiry is native). Payloads larger than an item may
