@@ -3,7 +3,7 @@
 PostgresStore (asyncpg) and SQLAlchemyStore differ in their statements and in their
 driver's errors; the plumbing around those is the same and lives here, once:
 
-- batching: concurrent reads, creates and updates share statements through
+- batching: concurrent reads, creates, updates and compare-and-swaps share statements through
   :class:`~aiohttp_sessionkit.batching.Batcher`, and a shared statement that fails on a
   query error is run again item by item (:func:`~aiohttp_sessionkit.batching.each_on_failure`);
 - preparation: the pool or engine and the table are set up once, under a lock, on
@@ -46,10 +46,13 @@ SETTLE_GRACE = 1.0
 #: whole wait.
 SETTLE_DEFAULT = 5.0
 #: The operations that may share statements.
-ALL_OPERATIONS = frozenset({"get", "create", "update"})
+ALL_OPERATIONS = frozenset({"get", "create", "update", "replace"})
 
 #: A create or an update: the record key, the payload, the TTL in seconds.
 Write = tuple[str, bytes, int]
+#: A compare-and-swap (:meth:`ServerStore.replace`): the record key, the payload the record
+#: must hold, the payload to write, the TTL in seconds.
+Swap = tuple[str, bytes, bytes, int]
 #: What a ready store runs its statements on: an asyncpg pool, a SQLAlchemy engine.
 _Handle = TypeVar("_Handle")
 
@@ -102,6 +105,9 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
         )
         self._updates: Batcher[Write] | None = (
             Batcher(self._update_batch) if "update" in batching else None
+        )
+        self._replaces: Batcher[Swap] | None = (
+            Batcher(self._replace_batch) if "replace" in batching else None
         )
 
     # -- server-side limits and settling
@@ -158,7 +164,7 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
     async def close(self) -> None:
         """Wait for the statements in flight and the cancels of those cut short, then close
         the pool or engine if this store created it; a borrowed one stays open."""
-        for batcher in (self._reads, self._creates, self._updates):
+        for batcher in (self._reads, self._creates, self._updates, self._replaces):
             if batcher is not None:
                 await batcher.drain()
         while self._settling:
@@ -191,6 +197,11 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
             return await self._update_one((key, data, ttl))
         return bool(await self._updates.call((key, data, ttl)))
 
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        if self._replaces is None:
+            return await self._replace_one((key, expected, data, ttl))
+        return bool(await self._replaces.call((key, expected, data, ttl)))
+
     # One round trip per batch. A batch of one runs the single-row statement; a batch whose
     # statement fails on a query error (not an outage) is run again item by item, so that
     # what one caller sent fails that caller alone, as it did before batching.
@@ -203,6 +214,35 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
 
     async def _update_batch(self, writes: list[Write]) -> list[Any]:
         return await each_on_failure(writes, self._update_many, self._update_one)
+
+    async def _replace_batch(self, swaps: list[Swap]) -> list[Any]:
+        # Two swaps of one key in a batch (requests of one session saving together) must
+        # behave as if one ran after the other: the second compares with what the first
+        # left. One statement sees each row once, so the first swap of each key goes in one
+        # statement, the second ones in the next, and so on: one round trip for a batch
+        # of distinct keys, the common case.
+        results: list[Any] = [None] * len(swaps)
+        pending = list(range(len(swaps)))
+        while pending:
+            keys: set[str] = set()
+            first: list[int] = []
+            later: list[int] = []
+            for index in pending:
+                key = swaps[index][0]
+                (later if key in keys else first).append(index)
+                keys.add(key)
+            try:
+                done = await each_on_failure(
+                    [swaps[index] for index in first], self._replace_many, self._replace_one
+                )
+            except StoreError as exc:
+                # An outage fails this round's swaps, not those of an earlier round: they
+                # were written, and their callers must hear so.
+                done = [exc] * len(first)
+            for index, result in zip(first, done, strict=True):
+                results[index] = result
+            pending = later
+        return results
 
     @abc.abstractmethod
     async def _get_one(self, key: str) -> bytes | None:
@@ -217,6 +257,11 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
         """Update one live row; False if there is none."""
 
     @abc.abstractmethod
+    async def _replace_one(self, swap: Swap) -> bool:
+        """Write one live row whose payload is exactly the expected one; False if there is
+        none (absent, expired or holding another payload)."""
+
+    @abc.abstractmethod
     async def _get_many(self, keys: list[str]) -> list[Any]:
         """``_get_one`` for each key, in one round trip; a key may come twice."""
 
@@ -227,6 +272,10 @@ class DatabaseStore(ServerStore, Generic[_Handle]):
     @abc.abstractmethod
     async def _update_many(self, writes: list[Write]) -> list[Any]:
         """``_update_one`` for each write, in one round trip; a key may come twice."""
+
+    @abc.abstractmethod
+    async def _replace_many(self, swaps: list[Swap]) -> list[Any]:
+        """``_replace_one`` for each swap, in one round trip; every key comes once."""
 
     # -- errors
 

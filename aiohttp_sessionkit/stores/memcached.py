@@ -1,9 +1,11 @@
-"""Memcached store: one item per session, created with ``add`` and updated with ``replace``."""
+"""Memcached store: one item per session, created with ``add`` and updated with ``replace``
+(or compared and swapped with ``gets`` and ``cas``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -38,10 +40,16 @@ _POOL_SIZE = 8
 #: The longest one round trip (or waiting for a free connection) may take. Below the session
 #: layer's default store_timeout (5 s): a frozen server costs a request this, then a 503.
 _SOCKET_TIMEOUT = 2.0
+#: Bytes of payloads a store remembers with the CAS uniques its reads saw (see
+#: MemcachedStore.replace); the oldest are forgotten first.
+_REMEMBERED_BYTES = 8 * 1024 * 1024
 
 _T = TypeVar("_T")
-#: A write: the command (b"add", b"replace" or b"delete"), the item name, payload, TTL.
-_Write = tuple[bytes, bytes, bytes, int]
+#: A write: the command (b"add", b"replace", b"cas" or b"delete"), the item name, payload,
+#: TTL, and for ``cas`` the unique the item must still have (0 otherwise).
+_Write = tuple[bytes, bytes, bytes, int, int]
+#: What ``gets`` found of an item: its payload and its CAS unique.
+_Found = tuple[bytes, int]
 
 
 class _ProtocolError(StoreError):
@@ -53,9 +61,13 @@ class MemcachedStore(ServerStore):
 
     Each session is one item, ``key_prefix`` + a 64-hex hash of the id, always written with
     an expiry so memcached forgets it: ``add`` creates (only if absent), ``replace`` updates
-    (only if present, so a save never brings back a session a logout deleted). A TTL over
+    (only if present, so a save never brings back a session a logout deleted), and a
+    merging save's compare-and-swap writes with ``cas``, which memcached refuses once
+    anyone else wrote the item since the CAS unique it names was read. Reads use ``gets``,
+    so the unique of a payload this store loaded is at hand (up to 8 MiB of recent
+    payloads are remembered): a swap from it costs one round trip, else two. A TTL over
     memcached's 30-day limit for relative expiry is sent as an absolute Unix time. The reads
-    of one event-loop iteration go as one multi-key ``get``, the writes as one pipeline.
+    of one event-loop iteration go as one multi-key ``gets``, the writes as one pipeline.
 
     memcached may evict any item before its expiry when it runs out of memory: a session can
     end early. There is nothing to purge (expiry is native). Payloads larger than an item may
@@ -94,6 +106,10 @@ class MemcachedStore(ServerStore):
             self._address = None
             self._client = _check_client(url_or_client)
         self._reads: Batcher[bytes] = Batcher(self._read_many)
+        self._cas_reads: Batcher[bytes] = Batcher(self._gets_many)
+        # What recent reads found, by item name: payload and CAS unique, oldest first.
+        self._seen: OrderedDict[bytes, _Found] = OrderedDict()
+        self._seen_bytes = 0
         self._writes: Batcher[_Write] = Batcher(self._write_many)
 
     @property
@@ -127,6 +143,7 @@ class MemcachedStore(ServerStore):
     async def close(self) -> None:
         """Close the client if the store created it; a borrowed client is left open."""
         await self._reads.drain()
+        await self._cas_reads.drain()
         await self._writes.drain()
         if self._address is not None and self._client is not None:
             client, self._client = self._client, None
@@ -137,13 +154,53 @@ class MemcachedStore(ServerStore):
         return result
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._writes.call(self._write(b"add", key, data, ttl)))
+        write = self._write(b"add", key, data, ttl)
+        self._forget(write[1])
+        return bool(await self._writes.call(write))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._writes.call(self._write(b"replace", key, data, ttl)))
+        write = self._write(b"replace", key, data, ttl)
+        self._forget(write[1])
+        return bool(await self._writes.call(write))
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        # memcached compares CAS uniques, not payloads. An item's unique changes with every
+        # write, so ``cas`` with the unique of a read stores only if nobody wrote (or
+        # deleted, or evicted) the item since: the payload that read found is still there
+        # when memcached writes. A payload this store loaded (the session layer swaps from
+        # what it loaded) has its unique remembered: one round trip. Otherwise, or if the
+        # item changed since, ``gets`` first, compare, then ``cas``.
+        write = self._write(b"cas", key, data, ttl)  # the size check, before any I/O
+        name = write[1]
+        seen = self._forget(name)
+        if seen is not None and seen[0] == expected:
+            if await self._writes.call((*write[:4], seen[1])):
+                return True
+        found: _Found | None = await self._cas_reads.call(name)
+        if found is None or found[0] != expected:
+            return False
+        return bool(await self._writes.call((*write[:4], found[1])))
 
     async def remove(self, key: str) -> None:
-        await self._writes.call((b"delete", (self._key_prefix + key).encode(), b"", 0))
+        name = (self._key_prefix + key).encode()
+        self._forget(name)
+        await self._writes.call((b"delete", name, b"", 0, 0))
+
+    def _remember(self, name: bytes, found: _Found) -> None:
+        self._forget(name)
+        if len(found[0]) > _REMEMBERED_BYTES:
+            return
+        self._seen[name] = found
+        self._seen_bytes += len(found[0])
+        while self._seen_bytes > _REMEMBERED_BYTES:
+            _, (payload, _) = self._seen.popitem(last=False)
+            self._seen_bytes -= len(payload)
+
+    def _forget(self, name: bytes) -> _Found | None:
+        found = self._seen.pop(name, None)
+        if found is not None:
+            self._seen_bytes -= len(found[0])
+        return found
 
     def _write(self, command: bytes, key: str, data: bytes, ttl: int) -> _Write:
         name = (self._key_prefix + key).encode()
@@ -158,47 +215,65 @@ class MemcachedStore(ServerStore):
         # Above 30 days memcached takes the number as a Unix time; sent as seconds it would
         # be a date in 1970, and the item would expire at once.
         exptime = ttl if ttl <= _RELATIVE_TTL_LIMIT else int(time.time()) + ttl
-        return command, name, data, exptime
+        return command, name, data, exptime, 0
 
     # -- the wire -------------------------------------------------------------------------
 
     async def _read_many(self, names: list[bytes]) -> list[Any]:
-        """One ``get`` with every name of the batch."""
+        """One ``gets`` with every name of the batch; the CAS uniques are remembered."""
+        found = await self._retrieve(names)
+        for name, item in found.items():
+            self._remember(name, item)
+        return [None if name not in found else found[name][0] for name in names]
+
+    async def _gets_many(self, names: list[bytes]) -> list[Any]:
+        """One ``gets`` with every name of the batch: payloads with their CAS uniques."""
+        found = await self._retrieve(names)
+        return [found.get(name) for name in names]
+
+    async def _retrieve(self, names: list[bytes]) -> dict[bytes, _Found]:
+        """The items found by one ``gets``, with their CAS uniques."""
         unique = list(dict.fromkeys(names))
 
-        async def exchange(conn: Connection) -> dict[bytes, bytes]:
-            conn.writer.write(b"get " + b" ".join(unique) + b"\r\n")
-            found: dict[bytes, bytes] = {}
+        async def exchange(conn: Connection) -> dict[bytes, _Found]:
+            conn.writer.write(b"gets " + b" ".join(unique) + b"\r\n")
+            found: dict[bytes, _Found] = {}
             while True:
                 line = await conn.reader.readuntil(b"\r\n")
                 if line == b"END\r\n":
                     return found
                 parts = line.split()
-                if len(parts) != 4 or parts[0] != b"VALUE" or not parts[3].isdigit():
-                    raise _reply_error("get", line)
+                if (
+                    len(parts) != 5
+                    or parts[0] != b"VALUE"
+                    or not (parts[3].isdigit() and parts[4].isdigit())
+                ):
+                    raise _reply_error("gets", line)
                 value = await conn.reader.readexactly(int(parts[3]) + 2)
-                found[parts[1]] = value[:-2]
+                found[parts[1]] = (value[:-2], int(parts[4]))
 
-        found = await self._exchange("get", exchange)
-        return [found.get(name) for name in names]
+        return await self._exchange("gets", exchange)
 
     async def _write_many(self, writes: list[_Write]) -> list[Any]:
         """Every write of the batch in one pipeline; one reply line each, in order."""
         out: list[bytes] = []
-        for command, name, data, exptime in writes:
+        for command, name, data, exptime, cas in writes:
             if command == b"delete":
                 out.append(b"delete " + name + b"\r\n")
+            elif command == b"cas":
+                out.append(b"cas %s 0 %d %d %d\r\n%s\r\n" % (name, exptime, len(data), cas, data))
             else:
                 out.append(b"%s %s 0 %d %d\r\n%s\r\n" % (command, name, exptime, len(data), data))
 
         async def exchange(conn: Connection) -> list[Any]:
             conn.writer.write(b"".join(out))
             results: list[Any] = []
-            for command, _, _, _ in writes:
+            for command, _, _, _, _ in writes:
                 line = await conn.reader.readuntil(b"\r\n")
                 if line in (b"STORED\r\n", b"DELETED\r\n"):
                     results.append(True)
-                elif line in (b"NOT_STORED\r\n", b"NOT_FOUND\r\n"):
+                elif line in (b"NOT_STORED\r\n", b"NOT_FOUND\r\n", b"EXISTS\r\n"):
+                    # EXISTS: a cas whose item was written by someone else since its gets.
                     results.append(False)
                 elif line.startswith(b"SERVER_ERROR "):
                     # The server read the whole command and refused it (out of memory, item

@@ -81,6 +81,10 @@ class MongoStore(ServerStore):
         self._owns_client = False
         self._index_ready = False
         self._index_lock = asyncio.Lock()
+        # Whether a filtered update tests and writes a document in one atomic step: MongoDB
+        # does (document-level atomicity); FerretDB 1.x does not (it finds, then writes by
+        # _id: of 20 concurrent swaps from one payload, several win). Learnt on first use.
+        self._atomic_updates = True
 
         target = url_or_client_or_collection
         if isinstance(target, str):
@@ -211,6 +215,29 @@ class MongoStore(ServerStore):
             await collection.delete_one({"_id": key})
         return False
 
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        collection = await self._ready()
+        now = _now()
+        with _translate_errors():
+            # One update_one whose filter holds the comparison: MongoDB matches and writes
+            # the document as one atomic step, so of two swaps from the same payload the
+            # second no longer matches. Unlike update() the filter is compound (FerretDB
+            # scans for it), because the payload must be compared where it is written; on
+            # FerretDB the step is not atomic and merges is False (see there). matched, not
+            # modified: a swap that writes the same bytes counts as written.
+            result = await collection.update_one(
+                {"_id": key, "data": expected, "expires": {"$gt": now}},
+                {"$set": {"data": data, "expires": now + timedelta(seconds=ttl)}},
+            )
+        return int(result.matched_count) == 1
+
+    @property
+    def merges(self) -> bool:
+        """True unless the server is FerretDB, whose filtered updates are not atomic: the
+        store then keeps whole-record updates there (the last writer wins). Known once the
+        store has been used (:meth:`open`, or any load)."""
+        return self._atomic_updates
+
     async def remove(self, key: str) -> None:
         collection = await self._ready()
         with _translate_errors():
@@ -240,6 +267,11 @@ class MongoStore(ServerStore):
 
     async def _create_index(self, collection: _Collection) -> None:
         with _translate_errors():
+            try:
+                info = await collection.database.command("buildInfo")
+            except OperationFailure:
+                info = {}  # refused (an unusual permission setup): MongoDB
+            self._atomic_updates = "ferretdbVersion" not in info
             try:
                 await collection.create_index("expires", expireAfterSeconds=0)
             except OperationFailure as exc:

@@ -7,8 +7,10 @@ deletes the leftovers in bounded batches. Run it periodically (a background task
 Concurrent requests share round trips (see :mod:`aiohttp_sessionkit.batching`): the loads
 issued in one event-loop iteration go as one ``SELECT ... WHERE key = ANY(...)``, the
 updates as one ``UPDATE ... FROM unnest(...)``, the creates as one ``INSERT ... SELECT FROM
-unnest(...)``, each on one pooled connection. asyncpg spends far more CPU per statement than
-PostgreSQL spends answering these, so this is where the time goes under load.
+unnest(...)``, each on one pooled connection. Compare-and-swaps (merging saves) go like the
+updates, with each row's payload compared in the statement. asyncpg spends far more CPU
+per statement than PostgreSQL spends answering these, so this is where the time goes under
+load.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..exceptions import ConfigurationError, StoreError
-from ._db import MAX_IDENTIFIER, DatabaseStore, Write, check_batch_size, identifier
+from ._db import MAX_IDENTIFIER, DatabaseStore, Swap, Write, check_batch_size, identifier
 from ._startup import open_or_defer
 
 __all__ = ["PostgresStore"]
@@ -197,6 +199,20 @@ class PostgresStore(DatabaseStore[_Pool]):
             f"UPDATE {qualified} SET data = $2, expires_at = {expires} "  # noqa: S608
             "WHERE key = $1 AND expires_at > now() RETURNING true"
         )
+        # Compare-and-swap in the WHERE clause: a concurrent write of the row makes this
+        # one wait for it and then test the row as it committed (READ COMMITTED re-checks
+        # an updated row), so of two swaps from the same payload the second finds another.
+        replace = (
+            f"UPDATE {qualified} SET data = $3, "  # noqa: S608
+            "expires_at = now() + make_interval(secs => $4) "
+            "WHERE key = $1 AND {match} AND expires_at > now() RETURNING true"
+        )
+        self._sql_replace = replace.format(match="data = $2")
+        # Sent again after a connection died mid-statement, the swap may find its own write,
+        # committed before the answer was lost: holding the new payload counts as done.
+        # (Without this the caller would merge its changes onto its own save: flash
+        # messages it added would be added twice.)
+        self._sql_replace_again = replace.format(match="(data = $2 OR data = $3)")
         self._sql_remove = f"DELETE FROM {qualified} WHERE key = $1"  # noqa: S608
         # The same three for a batch of distinct keys, as arrays: $1 the keys, $2 the payloads,
         # $3 the TTLs. Each returns the keys it found (read, created, updated).
@@ -224,6 +240,21 @@ class PostgresStore(DatabaseStore[_Pool]):
             f"FROM (SELECT r.key, u.data, u.ttl FROM {batch} JOIN {qualified} AS r "
             "ON r.key = u.key WHERE r.expires_at > now() ORDER BY r.key FOR UPDATE OF r) AS l "
             "WHERE s.key = l.key RETURNING s.key"
+        )
+        # The batched compare-and-swap locks like the batched update (key order, re-checked
+        # on the latest row version), with the payload compared in the locking subquery.
+        replace_many = (
+            f"UPDATE {qualified} AS s SET data = l.data, "  # noqa: S608
+            "expires_at = now() + make_interval(secs => l.ttl) "
+            "FROM (SELECT r.key, u.data, u.ttl FROM unnest($1::text[], $2::bytea[], "
+            f"$3::bytea[], $4::float8[]) AS u(key, expected, data, ttl) JOIN {qualified} AS r "
+            "ON r.key = u.key WHERE r.expires_at > now() AND {match} "
+            "ORDER BY r.key FOR UPDATE OF r) AS l "
+            "WHERE s.key = l.key RETURNING s.key"
+        )
+        self._sql_replace_many = replace_many.format(match="r.data = u.expected")
+        self._sql_replace_many_again = replace_many.format(
+            match="(r.data = u.expected OR r.data = u.data)"
         )
         # SKIP LOCKED lets two purging app instances split the work instead of queueing; the
         # outer expires_at test is re-evaluated on the latest row version, so a row that a
@@ -282,6 +313,12 @@ class PostgresStore(DatabaseStore[_Pool]):
     async def _update_one(self, write: Write) -> bool:
         return await self._query("fetchval", self._sql_update, *write) is not None
 
+    async def _replace_one(self, swap: Swap) -> bool:
+        found = await self._query(
+            "fetchval", self._sql_replace, *swap, again=self._sql_replace_again
+        )
+        return found is not None
+
     async def _get_many(self, keys: list[str]) -> list[Any]:
         # A key asked twice (two requests of one session) is sent once; both get the row.
         rows = await self._query("fetch", self._sql_get_many, list(dict.fromkeys(keys)))
@@ -314,6 +351,16 @@ class PostgresStore(DatabaseStore[_Pool]):
         done = {row[0] for row in rows}
         return [key in done for key, _, _ in writes]
 
+    async def _replace_many(self, swaps: list[Swap]) -> list[Any]:
+        # Key order, as for updates: two batches in flight lock their rows in one order.
+        ordered = sorted(swaps)
+        columns = tuple(list(column) for column in zip(*ordered, strict=True))
+        rows = await self._query(
+            "fetch", self._sql_replace_many, *columns, again=self._sql_replace_many_again
+        )
+        done = {row[0] for row in rows}
+        return [key in done for key, _, _, _ in swaps]
+
     async def purge_expired(self, batch_size: int = 1000) -> int:
         """Delete expired rows, ``batch_size`` per statement (short locks); return the count."""
         check_batch_size(batch_size)
@@ -324,12 +371,13 @@ class PostgresStore(DatabaseStore[_Pool]):
             if deleted < batch_size:
                 return total
 
-    async def _query(self, method: str, sql: str, *args: object) -> Any:
+    async def _query(self, method: str, sql: str, *args: object, again: str | None = None) -> Any:
         """Run one statement; a connection that had died under us gets one retry.
 
         After a server restart the pool may hand out a connection whose end it has not yet
         noticed (the event loop was busy); the pool replaces it, so one retry succeeds.
-        Every statement here is safe to repeat.
+        Every statement here is safe to repeat; ``again``, when given, is the form to
+        repeat it in (a compare-and-swap that accepts its own earlier write).
         """
         pool = self._ready
         if pool is None:
@@ -340,9 +388,9 @@ class PostgresStore(DatabaseStore[_Pool]):
             if not isinstance(exc, _DEAD_CONNECTION):
                 raise self._translate(exc) from exc
         try:
-            return await self._on_connection(pool, method, sql, args)
-        except _DRIVER_ERRORS as again:
-            raise self._translate(again) from again
+            return await self._on_connection(pool, method, again or sql, args)
+        except _DRIVER_ERRORS as exc:
+            raise self._translate(exc) from exc
 
     async def _on_connection(
         self, pool: _Pool, method: str, sql: str, args: tuple[object, ...]

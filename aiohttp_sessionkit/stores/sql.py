@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
-from ._db import MAX_IDENTIFIER, DatabaseStore, Write, check_batch_size, identifier
+from ._db import MAX_IDENTIFIER, DatabaseStore, Swap, Write, check_batch_size, identifier
 from ._startup import open_or_defer
 
 __all__ = ["DEFAULT_TABLE", "SQLAlchemyStore", "define_table"]
@@ -81,12 +81,13 @@ _INSTALL = {
 #: Which operations share statements, per dialect: shared statements paid on every dialect
 #: for every operation (scripts/measure-sql-batching.py; figures in docs/sql.md). Updates
 #: paid only as one locking SELECT and one UPDATE (see _update_locked); one UPDATE per row
-#: in a transaction was slower than unbatched on MariaDB.
+#: in a transaction was slower than unbatched on MariaDB. Compare-and-swaps (replace) are
+#: batched the same way, as the updates they stand in for when sessions merge.
 _BATCHING: dict[str, frozenset[str]] = {
-    "sqlite": frozenset({"get", "create", "update"}),
-    "postgresql": frozenset({"get", "create", "update"}),
-    "mysql": frozenset({"get", "create", "update"}),
-    "mariadb": frozenset({"get", "create", "update"}),
+    "sqlite": frozenset({"get", "create", "update", "replace"}),
+    "postgresql": frozenset({"get", "create", "update", "replace"}),
+    "mysql": frozenset({"get", "create", "update", "replace"}),
+    "mariadb": frozenset({"get", "create", "update", "replace"}),
 }
 #: Other dialects: the portable statements that every dialect runs the same way.
 _DEFAULT_BATCHING = frozenset({"get", "create"})
@@ -342,6 +343,30 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
             .where(t.key == sa.bindparam("k"), t.expires_at > now)
             .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
         )
+        # Compare-and-swap in the WHERE clause. A concurrent write of the row makes this one
+        # wait for its lock and then test the row as committed (PostgreSQL re-checks it,
+        # InnoDB's UPDATE reads the latest version, SQLite has one writer at a time), so of
+        # two swaps from the same payload the second finds another. The row count is rows
+        # matched, not changed, on MySQL/MariaDB too (SQLAlchemy connects with
+        # CLIENT_FOUND_ROWS), so a swap that writes the same bytes still counts.
+        self._sql_replace = (
+            sa.update(self.table)
+            .where(t.key == sa.bindparam("k"), t.data == sa.bindparam("e"), t.expires_at > now)
+            .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
+        )
+        # Run again after a connection died mid-statement, the swap may find its own write,
+        # committed before the answer was lost: holding the new payload counts as done.
+        # (Without this the caller would merge its changes onto its own save: flash
+        # messages it added would be added twice.)
+        self._sql_replace_again = (
+            sa.update(self.table)
+            .where(
+                t.key == sa.bindparam("k"),
+                sa.or_(t.data == sa.bindparam("e"), t.data == sa.bindparam("d")),
+                t.expires_at > now,
+            )
+            .values(data=sa.bindparam("d"), expires_at=now + sa.bindparam("ms"))
+        )
         self._sql_delete = sa.delete(self.table).where(t.key == sa.bindparam("key"))
         # Only a row already expired: a create may replace it; the purge deletes it.
         self._sql_delete_expired = sa.delete(self.table).where(
@@ -437,6 +462,18 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
 
         return await self._run(work, write=True)
 
+    async def _replace_one(self, swap: Swap) -> bool:
+        key, expected, data, ttl = swap
+        row = {"k": key, "e": expected, "d": data, "ms": ttl * 1000}
+        statements = iter((self._sql_replace,))  # then the retry's form, for every retry
+
+        async def work(conn: AsyncConnection) -> bool:
+            statement = next(statements, self._sql_replace_again)
+            result = await conn.execute(statement, row)
+            return result.rowcount == 1
+
+        return await self._run(work, write=True)
+
     async def _delete_expired(self, keys: list[str]) -> int:
         async def work(conn: AsyncConnection) -> int:
             result = await conn.execute(self._sql_delete_expired, {"keys": keys})
@@ -486,7 +523,25 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
         )
         return [key in done for key, _, _ in writes]
 
-    async def _update_locked(self, conn: AsyncConnection, last: dict[str, Write]) -> set[str]:
+    async def _replace_many(self, swaps: list[Swap]) -> list[Any]:
+        writes = {key: (key, data, ttl) for key, _, data, ttl in swaps}
+        expected = {key: {payload} for key, payload, _, _ in swaps}
+        retry = {key: {payload, data} for key, payload, data, _ in swaps}  # see _sql_replace_again
+        attempts = iter((expected,))
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            return await self._update_locked(conn, writes, expected=next(attempts, retry))
+
+        done = await self._run(work, write=True, transaction=True)
+        return [key in done for key, _, _, _ in swaps]
+
+    async def _update_locked(
+        self,
+        conn: AsyncConnection,
+        last: dict[str, Write],
+        *,
+        expected: dict[str, set[bytes]] | None = None,
+    ) -> set[str]:
         """Update several rows in two statements, in one transaction, whatever their number.
 
         Not every database has UPDATE ... RETURNING to say which rows an update found
@@ -494,16 +549,24 @@ class SQLAlchemyStore(DatabaseStore[AsyncEngine]):
         batches in flight from deadlocking and a concurrent logout from deleting a row
         meanwhile (SQLite needs no row locks: ``BEGIN IMMEDIATE`` holds its write lock);
         then one UPDATE writes all of them, picking each row's values by key.
+
+        With ``expected`` (a batch of compare-and-swaps) only the rows whose locked payload
+        is exactly one of ``expected[key]`` are written: compared here, on the row as
+        locked, which nobody can change before this transaction ends.
         """
         t = self.table.c
         now = self._now
+        columns = (t.key,) if expected is None else (t.key, t.data)
         found = await conn.execute(
-            sa.select(t.key)
+            sa.select(*columns)
             .where(t.key.in_(sorted(last)), t.expires_at > now)
             .order_by(t.key)
             .with_for_update()
         )
-        live = [row[0] for row in found]
+        if expected is None:
+            live = [row[0] for row in found]
+        else:
+            live = [row[0] for row in found if bytes(row[1]) in expected[row[0]]]
         if live:
             await conn.execute(
                 sa.update(self.table)

@@ -230,9 +230,34 @@ async def test_concurrent_loads_go_as_one_multi_key_get(
         finally:
             await s.close()
     assert loaded == [b"p%d" % i for i in range(20)] + [None, b"p0"]
-    gets = relay.lines(b"get")
+    # gets, not get: the CAS uniques come with the payloads (see the next test).
+    gets = relay.lines(b"gets")
     assert len(gets) == 1
-    assert len(gets[0].split()) == 1 + 21  # "get" and each distinct item once
+    assert len(gets[0].split()) == 1 + 21  # "gets" and each distinct item once
+
+
+async def test_a_swap_from_a_loaded_payload_is_one_cas_with_the_unique_the_load_saw(
+    memcached_server: ServerHandle, prefix: str
+) -> None:
+    async with Relay(_address(memcached_server)) as relay:
+        s = MemcachedStore(relay.url, key_prefix=prefix)
+        other = MemcachedStore(memcached_server.url, key_prefix=prefix)
+        try:
+            key = record_key(NS, new_session_id())
+            assert await s.create(key, b"loaded", 60)
+            assert await s.get(key) == b"loaded"
+            assert await s.replace(key, b"loaded", b"swapped", 60)
+            assert relay.lines(b"gets") == [b"gets " + (prefix + key).encode()]  # the load's
+            assert len(relay.lines(b"cas")) == 1
+            # Another writer since the load: the remembered unique is refused, the store
+            # reads again, and compares with what it finds.
+            assert await s.get(key) == b"swapped"
+            assert await other.replace(key, b"swapped", b"theirs", 60)
+            assert not await s.replace(key, b"swapped", b"lost", 60)
+            assert await s.get(key) == b"theirs"
+        finally:
+            await s.close()
+            await other.close()
 
 
 async def test_concurrent_writes_go_in_one_round_trip_each_with_its_own_result(
