@@ -41,6 +41,7 @@ from .stores.cookie import EncryptedCookieStore
 from .stores.memory import MemoryStore
 from .stores.url import store_from_url
 from .transports import CookieTransport, HeaderTransport
+from .users import SessionInfo, end_session, end_user_sessions, user_sessions
 
 if TYPE_CHECKING:
     from .legacy import AiohttpSessionCookie, AiohttpSessionMemcached, AiohttpSessionRedis
@@ -84,12 +85,15 @@ __all__ = [
     "ServerStore",
     "Session",
     "SessionError",
+    "SessionInfo",
     "SessionOptions",
     "SessionResponseError",
     "SetupOptions",
     "StoreContention",
     "StoreError",
     "StoreUnavailable",
+    "end_session",
+    "end_user_sessions",
     "generate_key",
     "get_session",
     "jwks_handler",
@@ -98,6 +102,7 @@ __all__ = [
     "session_middleware",
     "setup",
     "store_from_url",
+    "user_sessions",
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing

@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
+from .abc import USER_INDEX_LIMIT, AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import DEFAULT_COOKIE_NAME, CookieParams
 from .exceptions import ConfigurationError
 from .middleware import (
@@ -81,6 +81,15 @@ class SessionOptions(TypedDict, total=False):
 
     ``legacy``: one or a list of :class:`~aiohttp_sessionkit.abc.AbstractLegacyReader` that
     open sessions another library wrote (see the migration guide).
+
+    ``user_key`` (default None: off, and no cost): the session key that holds the user's id
+    (a str or an int); a session saved with it set is bound to that user, so that
+    :func:`~aiohttp_sessionkit.user_sessions`, :func:`~aiohttp_sessionkit.end_session` and
+    :func:`~aiohttp_sessionkit.end_user_sessions` find it. ``max_sessions_per_user``
+    (default None: up to the store's ceiling, 1000): binding one more session ends the
+    user's least recently active ones. ``record_client`` (default False): also keep the
+    User-Agent (at most 256 characters) and remote address seen when the session was
+    bound, for a "your devices" page. See the "Sessions of a user" guide.
     """
 
     cookie_name: str
@@ -98,6 +107,9 @@ class SessionOptions(TypedDict, total=False):
     serializer: Serializer | None
     transport: AbstractTransport | Sequence[AbstractTransport] | None
     legacy: AbstractLegacyReader | Sequence[AbstractLegacyReader] | None
+    user_key: str | None
+    max_sessions_per_user: int | None
+    record_client: bool
 
 
 class SetupOptions(SessionOptions, total=False):
@@ -222,7 +234,10 @@ def _config(
         raise ConfigurationError("transport=[]: give at least one transport, or leave it out")
     legacy = options.get("legacy")
     readers = () if legacy is None else _listed("legacy", legacy, AbstractLegacyReader)
+    user_key, max_sessions, record_client = _user_options(store, options)
     store.set_store_timeout(store_timeout)
+    if user_key is not None:
+        store.set_user_key(user_key)
     return SessionConfig(
         store=store,
         cookie=cookie,
@@ -234,7 +249,67 @@ def _config(
         serializer=serializer,
         transports=transports,
         legacy=readers,
+        user_key=user_key,
+        max_sessions_per_user=max_sessions,
+        record_client=record_client,
     )
+
+
+def _user_options(
+    store: AbstractStore, options: dict[str, Any]
+) -> tuple[str | None, int | None, bool]:
+    """``user_key``, ``max_sessions_per_user`` and ``record_client``, checked against what
+    ``store`` can do (AbstractStore.user_index, AbstractStore.user_cutoff)."""
+    user_key = options.get("user_key")
+    max_sessions = options.get("max_sessions_per_user")
+    record_client = options.get("record_client", False)
+    name = type(store).__name__
+    if user_key is not None and (not isinstance(user_key, str) or not user_key):
+        raise ConfigurationError(
+            f"user_key={user_key!r}: give the session key that holds the user's id (a "
+            'non-empty str, such as "user_id"), or None to bind sessions to no one'
+        )
+    if not isinstance(record_client, bool):
+        raise ConfigurationError(f"record_client={record_client!r}: give True or False")
+    if max_sessions is not None and (
+        isinstance(max_sessions, bool)
+        or not isinstance(max_sessions, int)
+        or not 1 <= max_sessions <= USER_INDEX_LIMIT
+    ):
+        raise ConfigurationError(
+            f"max_sessions_per_user={max_sessions!r}: give a whole number from 1 to "
+            f"{USER_INDEX_LIMIT} (the ceiling per user), or None for the ceiling alone"
+        )
+    if user_key is None:
+        if max_sessions is not None or record_client:
+            option = "max_sessions_per_user" if max_sessions is not None else "record_client"
+            raise ConfigurationError(
+                f'{option} needs user_key: give setup(..., user_key="user_id") (the session '
+                "key that holds the user's id) so sessions are bound to their users"
+            )
+        return None, None, False
+    if not store.user_index and not store.user_cutoff:
+        if store.client_side:
+            how = (
+                "give it a deny list (revocation=...) so it can end a user's sessions, or "
+                "use a server-side store"
+            )
+        else:
+            how = (
+                f"implement {name}.replace() (compare-and-swap, see ServerStore.replace) or "
+                "use a store that has it (memory, Redis, PostgreSQL, SQLAlchemyStore, "
+                "MongoDB, memcached)"
+            )
+        raise ConfigurationError(
+            f"user_key={user_key!r}: {name} cannot keep an index of sessions by user; {how}"
+        )
+    if not store.user_index and (max_sessions is not None or record_client):
+        option = "max_sessions_per_user" if max_sessions is not None else "record_client"
+        raise ConfigurationError(
+            f"{option}: {name} cannot list a user's sessions (it ends them by a cutoff time); "
+            "leave it out, or use a server-side store"
+        )
+    return user_key, max_sessions, record_client
 
 
 _SESSION_OPTIONS = frozenset(SessionOptions.__optional_keys__)
