@@ -296,9 +296,8 @@ def _user_options(
             )
         else:
             how = (
-                f"implement {name}.replace() (compare-and-swap, see ServerStore.replace) or "
-                "use a store that has it (memory, Redis, PostgreSQL, SQLAlchemyStore, "
-                "MongoDB, memcached)"
+                f"the index is written by compare-and-swap, and {name} has no replace() "
+                "(see ServerStore.replace): implement it, or use a store whose driver has it"
             )
         raise ConfigurationError(
             f"user_key={user_key!r}: {name} cannot keep an index of sessions by user; {how}"

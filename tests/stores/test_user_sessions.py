@@ -7,6 +7,7 @@ refuses it, naming the store, and these tests fail on it at setup.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -14,15 +15,28 @@ from aiohttp import DummyCookieJar, web
 
 from aiohttp_sessionkit import (
     AbstractStore,
+    ConfigurationError,
+    EncryptedCookieStore,
     MemoryStore,
+    ServerStore,
+    StoreUnavailable,
     end_session,
     end_user_sessions,
+    generate_key,
     get_session,
     new_session,
     setup,
     user_sessions,
 )
 from tests.conftest import COOKIE, CountingStore, FakeClock, StoreFactory, set_cookies
+from tests.harness.servers import ServerHandle
+from tests.stores.test_faults import (  # noqa: F401 - server: the fixture the outage test uses
+    DOWN_TIMEOUT,
+    FAULT_KINDS,
+    VOLATILE_KINDS,
+    server,
+    stopped,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -550,7 +564,7 @@ async def test_without_user_key_nothing_is_indexed(
     client = await aiohttp_client(app)
     assert (await client.post("/login")).status == 200
     assert counting.index_calls == 0
-    with pytest.raises(Exception, match="user_key"):
+    with pytest.raises(ConfigurationError, match="user_key"):
         await user_sessions(app, "alice")
 
 
@@ -604,3 +618,87 @@ class IndexCountingStore(CountingStore):
     async def end_user(self, *args: Any, **kwargs: Any) -> int:
         self.others += 1
         return await self.inner.end_user(*args, **kwargs)
+
+
+class NoSwapStore(ServerStore):
+    """A third-party store written before compare-and-swap: no replace()."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.records.get(key)
+
+    async def create(self, key: str, data: bytes, ttl: int) -> bool:
+        return self.records.setdefault(key, data) is data
+
+    async def update(self, key: str, data: bytes, ttl: int) -> bool:
+        if key not in self.records:
+            return False
+        self.records[key] = data
+        return True
+
+    async def remove(self, key: str) -> None:
+        self.records.pop(key, None)
+
+
+@pytest.mark.parametrize(
+    ("store", "options", "message"),
+    [
+        (MemoryStore(), {"user_key": ""}, "user_key='': give the session key"),
+        (MemoryStore(), {"user_key": 5}, "user_key=5: give the session key"),
+        (MemoryStore(), {"user_key": "u", "max_sessions_per_user": 0}, "from 1 to 1000"),
+        (MemoryStore(), {"user_key": "u", "max_sessions_per_user": 1001}, "from 1 to 1000"),
+        (MemoryStore(), {"user_key": "u", "max_sessions_per_user": True}, "from 1 to 1000"),
+        (MemoryStore(), {"user_key": "u", "max_sessions_per_user": "5"}, "from 1 to 1000"),
+        (MemoryStore(), {"max_sessions_per_user": 5}, "max_sessions_per_user needs user_key"),
+        (MemoryStore(), {"record_client": True}, "record_client needs user_key"),
+        (MemoryStore(), {"user_key": "u", "record_client": "yes"}, "give True or False"),
+        (NoSwapStore(), {"user_key": "u"}, "NoSwapStore has no replace"),
+        (EncryptedCookieStore(generate_key()), {"user_key": "u"}, "deny list"),
+    ],
+    ids=[
+        "empty-key", "int-key", "cap-0", "cap-over-ceiling", "cap-bool", "cap-str",
+        "cap-without-key", "client-without-key", "client-not-bool", "no-replace", "cookie",
+    ],
+)  # fmt: skip
+def test_user_options_that_cannot_work_fail_at_setup_saying_how_to_fix_them(
+    store: AbstractStore, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        setup(web.Application(), store, **options)
+
+
+async def test_the_api_without_user_key_says_to_set_it() -> None:
+    app = web.Application()
+    setup(app, MemoryStore())
+    with pytest.raises(ConfigurationError, match="user_key"):
+        await user_sessions(app, "alice")
+    with pytest.raises(RuntimeError, match="setup"):
+        await end_user_sessions(web.Application(), "alice")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_store_factory", FAULT_KINDS, indirect=True)
+async def test_a_users_sessions_answer_503_while_the_store_is_down_and_end_nothing_silently(
+    aiohttp_client: Any,
+    server_store_factory: StoreFactory,
+    server: ServerHandle,  # noqa: F811
+) -> None:
+    app = users_app(server_store_factory(), store_timeout=DOWN_TIMEOUT)
+    a, b = await devices(aiohttp_client, app, 2)
+    await a.call("POST", "/login/alice")
+    await b.call("POST", "/login/alice")
+    headers = {"Cookie": f"{COOKIE}={a.token}"}
+    async with stopped(server):
+        for method, path in [("GET", "/sessions"), ("POST", "/end-others")]:
+            response = await a.client.request(method, path, headers=headers)
+            assert response.status == 503
+            assert "Set-Cookie" not in response.headers
+        with pytest.raises(StoreUnavailable):
+            await end_user_sessions(app, "alice")
+        with pytest.raises(StoreUnavailable):
+            await user_sessions(app, "alice")
+    if server_store_factory.kind not in VOLATILE_KINDS:  # the sessions survived the outage
+        assert await a.user() == "alice" and await b.user() == "alice"
+        assert len(await user_sessions(app, "alice")) == 2
