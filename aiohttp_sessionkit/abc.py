@@ -45,6 +45,7 @@ import asyncio
 import hashlib
 import inspect
 import json
+import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -730,7 +731,11 @@ class ServerStore(AbstractStore):
         again when another writer got in between (``edit`` is safe to repeat). ``edit``
         returns the entries to write, or ``None`` for "nothing to change"."""
         key = _user_index_key(namespace, user)
-        for _ in range(self.index_attempts):
+        for attempt in range(self.index_attempts):
+            if attempt:
+                # Lost the race: a random pause, growing, so that writers racing on one
+                # user's index (many logins at once) spread out instead of colliding again.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
             raw = await self.get(key)
             edited = await edit(_read_index(raw))
             if edited is None:

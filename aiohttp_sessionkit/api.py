@@ -362,6 +362,8 @@ def _store_lifecycle(
     @contextlib.asynccontextmanager
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
+        if isinstance(store, AbstractStore):
+            _refuse_lost_index(store, app[_APP_REGISTRY])
         purger = None
         if purge_interval is not None and isinstance(store, AbstractStore):
             purger = asyncio.create_task(_purge_forever(store, purge_interval))
@@ -375,6 +377,21 @@ def _store_lifecycle(
             await store.close()
 
     return lifecycle
+
+
+def _refuse_lost_index(store: AbstractStore, registry: Registry) -> None:
+    """Refuse to start when ``store`` learnt on opening that it cannot keep the user index
+    that a session set up on it needs (a MongoStore on a server without atomic filtered
+    updates, FerretDB: its ``merges`` is known only once connected)."""
+    for config in registry.by_name.values():
+        if config.store is store and config.user_key is not None:
+            if not store.user_index and not store.user_cutoff:
+                raise ConfigurationError(
+                    f"user_key={config.user_key!r}: {type(store).__name__} found on opening "
+                    "that its server cannot swap a record atomically (compare-and-swap), so "
+                    "it cannot keep an index of sessions by user; use a server that can "
+                    "(MongoDB rather than FerretDB, say), or leave user_key out"
+                )
 
 
 async def _purge_forever(store: AbstractStore, interval: float) -> None:
