@@ -787,16 +787,22 @@ def _read_index(raw: bytes | None) -> dict[str, list[Any]]:
     if not isinstance(entries, dict):
         return {}
     t = _clock.now()
-    return {
-        h: e
-        for h, e in entries.items()
-        if _is_handle(h)
-        and isinstance(e, list)
-        and len(e) == 4
-        and all(isinstance(n, int) and not isinstance(n, bool) for n in e[:2])
-        and all(v is None or isinstance(v, str) for v in e[2:])
-        and e[1] > t
-    }
+    shape = _HANDLE_SHAPE.fullmatch
+    kept = {}
+    for h, e in entries.items():
+        # JSON gives exactly these types: ``type() is`` keeps bool out of the ints.
+        if (
+            type(e) is list
+            and len(e) == 4
+            and type(e[1]) is int
+            and e[1] > t
+            and type(e[0]) is int
+            and (e[2] is None or type(e[2]) is str)
+            and (e[3] is None or type(e[3]) is str)
+            and shape(h) is not None
+        ):
+            kept[h] = e
+    return kept
 
 
 def _write_index(entries: dict[str, list[Any]]) -> bytes:

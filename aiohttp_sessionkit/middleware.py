@@ -279,9 +279,13 @@ def restore_any(config: SessionConfig, payload: Any) -> Session | None:
     )
 
 
-def last_seen_of(config: SessionConfig, user: str) -> Callable[[Any], int | None]:
+def last_seen_of(
+    config: SessionConfig, user: str, opened: dict[int, Session] | None = None
+) -> Callable[[Any], int | None]:
     """The judge a store's user index asks about ``user``'s records (abc.LastSeen): a
-    payload's last access when it opens as a live session bound to ``user``, else None."""
+    payload's last access when it opens as a live session bound to ``user``, else None.
+    ``opened``, if given, collects the sessions it opened by ``id(payload)``, so that a
+    caller holding the payloads need not restore them again."""
     user_key = config.user_key
     assert user_key is not None
 
@@ -289,6 +293,8 @@ def last_seen_of(config: SessionConfig, user: str) -> Callable[[Any], int | None
         session = restore_any(config, payload)
         if session is None or user_of(session.get(user_key)) != user:
             return None
+        if opened is not None:
+            opened[id(payload)] = session
         return session._accessed
 
     return last_seen

@@ -18,7 +18,7 @@ from .middleware import (
     restore_any,
     user_of,
 )
-from .session import now
+from .session import Session, now
 
 __all__ = ["SessionInfo", "end_session", "end_user_sessions", "user_sessions"]
 
@@ -121,12 +121,16 @@ async def user_sessions(
         slot, _ = await _current(request_or_app, name)
         current = _handle_of(slot)
     store = config.store
+    opened: dict[int, Session] = {}
+    judge = last_seen_of(config, user, opened)
     records = await config.call(
-        store.user_records(user, namespace=config.namespace, last_seen=last_seen_of(config, user))
+        store.user_records(user, namespace=config.namespace, last_seen=judge)
     )
     infos = []
     for record in records:
-        session = restore_any(config, record.payload)
+        # The payloads the judge opened, as they are: a store that hands back copies has
+        # them opened again here.
+        session = opened.get(id(record.payload)) or restore_any(config, record.payload)
         if session is None:
             continue
         idle = config.idle_timeout if session.max_age is None else session.max_age
@@ -143,7 +147,8 @@ async def user_sessions(
                 remote=record.remote,
             )
         )
-    infos.sort(key=lambda info: (info.last_seen, info.created), reverse=True)
+    # The request's own session is active right now: first among equals.
+    infos.sort(key=lambda info: (info.last_seen, info.current, info.created), reverse=True)
     return infos
 
 
