@@ -172,11 +172,11 @@ LastSeen = Callable[[Any], "int | None"]
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """One session of a user, as a store's user index (see :meth:`AbstractStore.user_records`)
+    """One session of a user, as a store's user index (see :meth:`~aiohttp_sessionkit.AbstractStore.user_records`)
     found it: live, and bound to that user when it was read."""
 
-    #: The record's non-secret handle (:meth:`AbstractStore.handle`): it cannot open the
-    #: session, only name it to :meth:`AbstractStore.end_handle`.
+    #: The record's non-secret handle (:meth:`~aiohttp_sessionkit.AbstractStore.handle`): it cannot open the
+    #: session, only name it to :meth:`~aiohttp_sessionkit.AbstractStore.end_handle`.
     handle: str
     #: The record's payload, opaque to the store (the session layer restores it).
     payload: Any
@@ -293,7 +293,7 @@ class AbstractStore(abc.ABC):
     # set, and calls the methods below, uniformly for every store; what a store can do is
     # told by two properties. Payloads stay opaque: where a store must judge a record (is it
     # still a live session of this user? when was it last used?) the session layer hands it
-    # a ``last_seen`` function (see :data:`LastSeen`), as a merging update hands ``rebase``.
+    # a ``last_seen`` function (see ``abc.LastSeen``), as a merging update hands ``rebase``.
     # User ids arrive as ``str`` (the session layer turns an int into its decimal form), at
     # most MAX_USER_ID_LENGTH characters. Every method raises StoreUnavailable when the
     # store cannot be reached, and leaves what it did not get to as it was.
@@ -346,7 +346,7 @@ class AbstractStore(abc.ABC):
             created: the session's creation time (epoch seconds).
             until: the latest the session can live (its creation plus the absolute
                 timeout): an index entry need not outlive it.
-            last_seen: judges the user's other records when some must go (see :data:`LastSeen`).
+            last_seen: judges the user's other records when some must go (see ``abc.LastSeen``).
             limit: at most this many live sessions for the user, this one included: the
                 least recently active others (by ``last_seen``) are ended. Whatever it is,
                 the store's own ceiling (USER_INDEX_LIMIT) applies.
