@@ -172,11 +172,13 @@ LastSeen = Callable[[Any], "int | None"]
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """One session of a user, as a store's user index (see :meth:`~aiohttp_sessionkit.AbstractStore.user_records`)
-    found it: live, and bound to that user when it was read."""
+    """One session of a user, as a store's user index found it (see
+    :meth:`~aiohttp_sessionkit.AbstractStore.user_records`): live, and bound to that user
+    when it was read."""
 
-    #: The record's non-secret handle (:meth:`~aiohttp_sessionkit.AbstractStore.handle`): it cannot open the
-    #: session, only name it to :meth:`~aiohttp_sessionkit.AbstractStore.end_handle`.
+    #: The record's non-secret handle (:meth:`~aiohttp_sessionkit.AbstractStore.handle`):
+    #: it cannot open the session, only name it to
+    #: :meth:`~aiohttp_sessionkit.AbstractStore.end_handle`.
     handle: str
     #: The record's payload, opaque to the store (the session layer restores it).
     payload: Any
