@@ -36,7 +36,7 @@ ROOT = REPO_ROOT
 class AppProcesses:
     """``PROCESSES`` copies of tests/harness/multiprocess_app.py, each on its own port."""
 
-    def __init__(self, store: str, target: str, name: str) -> None:
+    def __init__(self, store: str, target: str, name: str, *extra: str) -> None:
         self.ports = [free_port() for _ in range(PROCESSES)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs = [
@@ -52,6 +52,7 @@ class AppProcesses:
                     target,
                     "--name",
                     name,
+                    *extra,
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -83,15 +84,21 @@ class AppProcesses:
 
 @pytest.fixture(scope="module", params=["redis-cluster", "postgres"])
 def apps(request: pytest.FixtureRequest) -> Iterator[AppProcesses]:
+    yield from start_apps(request)
+
+
+def start_apps(request: pytest.FixtureRequest, *extra: str) -> Iterator[AppProcesses]:
+    """``PROCESSES`` app processes on the store ``request.param`` names, running until the
+    generator is closed."""
     name = f"mp_{uuid.uuid4().hex[:8]}"
     if request.param == "redis-cluster":
         servers: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
         servers.wait_healthy()
         target = ",".join(f"{host}:{port}" for host, port in servers.startup_nodes)
-        processes = AppProcesses("redis-cluster", target, name + ":")
+        processes = AppProcesses("redis-cluster", target, name + ":", *extra)
     else:
         target = request.getfixturevalue("postgres_server").url
-        processes = AppProcesses("postgres", target, name)
+        processes = AppProcesses("postgres", target, name, *extra)
     try:
         processes.wait_ready()
         yield processes
