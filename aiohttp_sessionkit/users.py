@@ -168,27 +168,26 @@ async def end_session(
     namespace = config.namespace
     if not isinstance(cast(object, handle), str):  # from a form or a URL: anything
         return False
+    owner = None
     if isinstance(request_or_app, web.Request):
-        slot, user = await _current(request_or_app, name)
-        if user is None:
+        slot, owner = await _current(request_or_app, name)
+        if owner is None:
             return False
         if handle == _handle_of(slot):
             assert slot.token is not None and slot.session is not None
             await config.call(store.delete(slot.token, namespace=namespace))
             slot.session.invalidate()  # the response expires the client's token
             return True
-        records = await config.call(
-            store.user_records(user, namespace=namespace, last_seen=last_seen_of(config, user))
-        )
-        if not any(record.handle == handle for record in records):
-            return False
-    else:
-        payload = await config.call(store.load_handle(handle, namespace=namespace))
-        session = None if payload is None else restore_any(config, payload)
-        if session is None:
-            return False
-        assert config.user_key is not None
-        user = user_of(session.get(config.user_key))
+    # The record itself says whose it is (an index entry could be stale): a handle that
+    # names no live session (garbage, another store's, an index record) ends nothing.
+    payload = await config.call(store.load_handle(handle, namespace=namespace))
+    session = None if payload is None else restore_any(config, payload)
+    if session is None:
+        return False
+    assert config.user_key is not None
+    user = user_of(session.get(config.user_key))
+    if owner is not None and user != owner:
+        return False  # another user's session: a request ends only its own user's
     await config.call(store.end_handle(handle, namespace=namespace))
     if user is not None:
         await config.call(store.unbind_user(handle, user, namespace=namespace))
