@@ -733,3 +733,19 @@ async def test_a_users_sessions_answer_503_while_the_store_is_down_and_end_nothi
     if indexed_factory.kind not in VOLATILE_KINDS:  # the sessions survived the outage
         assert await a.user() == "alice" and await b.user() == "alice"
         assert len(await user_sessions(app, "alice")) == 2
+
+
+async def test_signing_in_again_without_reading_the_session_unbinds_the_old_one(
+    aiohttp_client: Any, indexed_factory: StoreFactory
+) -> None:
+    # The login route calls new_session() without loading the session first: the session
+    # layer must learn whose session it ends, or the index keeps a stale entry.
+    app = users_app(indexed_factory())
+    (a,) = await devices(aiohttp_client, app, 1)
+    await a.call("POST", "/login/alice")
+    first = a.token
+    await a.call("POST", "/login/alice")
+    assert a.token != first
+    raw = await app_store(app).get(index_key("alice"))  # before any listing cleans it
+    assert raw is not None and raw.count(b'":[') == 1
+    assert [s["current"] for s in await a.call("GET", "/sessions")] == [True]
