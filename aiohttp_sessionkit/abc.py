@@ -312,10 +312,10 @@ class AbstractStore(abc.ABC):
     def user_cutoff(self) -> bool:
         """True when the store ends a user's sessions by a per-user cutoff time instead of
         an index (a client-side store with a deny list): :meth:`end_user` then refuses
-        every token of the user issued before it, the request's own included, so the
-        session layer re-issues a session it keeps (``keep_current``) as a fresh one.
-        :meth:`bind_user` and :meth:`unbind_user` are then no-ops or cheap, and listing is
-        not possible (:attr:`user_index` is False)."""
+        every token of the user issued before it except the session whose handle is
+        ``keep`` (the request's own, with ``keep_current``). :meth:`bind_user` and
+        :meth:`unbind_user` are then no-ops or cheap, and listing is not possible
+        (:attr:`user_index` is False). The session layer treats both kinds alike."""
         return False
 
     def set_user_key(self, user_key: str) -> None:  # noqa: B027 - optional hook

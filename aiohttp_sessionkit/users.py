@@ -18,7 +18,7 @@ from .middleware import (
     restore_any,
     user_of,
 )
-from .session import Session, now
+from .session import Session
 
 __all__ = ["SessionInfo", "end_session", "end_user_sessions", "user_sessions"]
 
@@ -239,9 +239,4 @@ async def end_user_sessions(
         assert session is not None
         if not keep_current:
             session.invalidate()  # its record is gone: the response expires the client's token
-        elif store.user_cutoff:
-            # A cutoff refuses every token issued before it, this one too: re-issue the
-            # session as a fresh one, created after the cutoff.
-            session._created = now()
-            session.changed()
     return ended
