@@ -84,21 +84,15 @@ class AppProcesses:
 
 @pytest.fixture(scope="module", params=["redis-cluster", "postgres"])
 def apps(request: pytest.FixtureRequest) -> Iterator[AppProcesses]:
-    yield from start_apps(request)
-
-
-def start_apps(request: pytest.FixtureRequest, *extra: str) -> Iterator[AppProcesses]:
-    """``PROCESSES`` app processes on the store ``request.param`` names, running until the
-    generator is closed."""
     name = f"mp_{uuid.uuid4().hex[:8]}"
     if request.param == "redis-cluster":
         servers: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
         servers.wait_healthy()
         target = ",".join(f"{host}:{port}" for host, port in servers.startup_nodes)
-        processes = AppProcesses("redis-cluster", target, name + ":", *extra)
+        processes = AppProcesses("redis-cluster", target, name + ":")
     else:
         target = request.getfixturevalue("postgres_server").url
-        processes = AppProcesses("postgres", target, name, *extra)
+        processes = AppProcesses("postgres", target, name)
     try:
         processes.wait_ready()
         yield processes

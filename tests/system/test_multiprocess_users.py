@@ -8,17 +8,18 @@ process must end them in all, even while other processes are still writing to th
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
+from tests.harness.cluster_servers import RedisClusterServers
 from tests.system.test_multiprocess import (  # noqa: F401 - http: a fixture used below
     PROCESSES,
     AppProcesses,
     call,
     http,
-    start_apps,
 )
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,21 @@ LOGINS = 12
 
 @pytest.fixture(scope="module", params=["redis-cluster", "postgres"])
 def user_apps(request: pytest.FixtureRequest) -> Iterator[AppProcesses]:
-    yield from start_apps(request, "--users")
+    """The processes of test_multiprocess.py, with sessions bound to users (``--users``)."""
+    name = f"mpu_{uuid.uuid4().hex[:8]}"
+    if request.param == "redis-cluster":
+        servers: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
+        servers.wait_healthy()
+        target = ",".join(f"{host}:{port}" for host, port in servers.startup_nodes)
+        processes = AppProcesses("redis-cluster", target, name + ":", "--users")
+    else:
+        target = request.getfixturevalue("postgres_server").url
+        processes = AppProcesses("postgres", target, name, "--users")
+    try:
+        processes.wait_ready()
+        yield processes
+    finally:
+        processes.stop()
 
 
 async def test_logins_racing_on_three_processes_all_land_and_one_process_ends_them_all(
