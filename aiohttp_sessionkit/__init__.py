@@ -42,6 +42,7 @@ from .stores.cookie import EncryptedCookieStore
 from .stores.memory import MemoryStore
 from .stores.url import store_from_url
 from .transports import CookieTransport, HeaderTransport
+from .users import SessionInfo, end_session, end_user_sessions, user_sessions
 from .websockets import SessionWebSocket, session_websocket
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionEvent",
+    "SessionInfo",
     "SessionOptions",
     "SessionResponseError",
     "SessionWebSocket",
@@ -94,6 +96,8 @@ __all__ = [
     "StoreContention",
     "StoreError",
     "StoreUnavailable",
+    "end_session",
+    "end_user_sessions",
     "generate_key",
     "get_session",
     "jwks_handler",
@@ -103,6 +107,7 @@ __all__ = [
     "session_websocket",
     "setup",
     "store_from_url",
+    "user_sessions",
 ]
 
 # Drivers with optional dependencies load on first use of their name, so that importing

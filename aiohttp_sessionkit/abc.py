@@ -41,11 +41,17 @@ by more than its native expiry lag.
 from __future__ import annotations
 
 import abc
+import asyncio
+import hashlib
 import inspect
-from collections.abc import Callable
+import json
+import random
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from . import session as _clock
 from .cookies import CookieParams
 from .exceptions import StoreContention, StoreError
 from .ids import key_for_token, new_session_id, record_key
@@ -62,6 +68,7 @@ __all__ = [
     "LegacySession",
     "Merge",
     "ServerStore",
+    "UserRecord",
     "mirrors",
     "nowait_twin",
 ]
@@ -143,6 +150,42 @@ class Merge:
     #: returns the payload to write instead, or ``None`` when ``current`` does not open (the
     #: session ended: write nothing). Pure: no I/O, safe to call again on each retry.
     rebase: Callable[[Any], Any | None]
+
+
+#: The most sessions one user's index names (a server-side store's hard ceiling per user):
+#: binding one more ends the user's session created longest ago. ``setup`` refuses a
+#: ``max_sessions_per_user`` above it.
+USER_INDEX_LIMIT = 1000
+#: The longest user id (characters, after ``str()`` of an int) a session may be bound to.
+MAX_USER_ID_LENGTH = 16_384
+#: The longest User-Agent kept by ``setup(..., record_client=True)``; longer ones are cut.
+MAX_USER_AGENT_LENGTH = 256
+#: The longest remote address kept by ``setup(..., record_client=True)``.
+MAX_REMOTE_LENGTH = 64
+
+#: ``last_seen(payload)``: the session layer's judgement of one record, for the user the
+#: call is about: the session's last access (epoch seconds) when ``payload`` opens as a live
+#: session bound to that user, else ``None`` (expired, garbage, or bound to someone else).
+#: Pure and cheap; it keeps the store's index code free of the payload format.
+LastSeen = Callable[[Any], "int | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One session of a user, as a store's user index found it (see
+    :meth:`~aiohttp_sessionkit.AbstractStore.user_records`): live, and bound to that user
+    when it was read."""
+
+    #: The record's non-secret handle (:meth:`~aiohttp_sessionkit.AbstractStore.handle`):
+    #: it cannot open the session, only name it to
+    #: :meth:`~aiohttp_sessionkit.AbstractStore.end_handle`.
+    handle: str
+    #: The record's payload, opaque to the store (the session layer restores it).
+    payload: Any
+    #: What ``bind_user`` recorded: creation (epoch seconds) and the client, if recorded.
+    created: int
+    user_agent: str | None = None
+    remote: str | None = None
 
 
 class AbstractStore(abc.ABC):
@@ -245,6 +288,118 @@ class AbstractStore(abc.ABC):
         budget it was told, so that a call the session layer answered with 503 is not
         still running, and cannot still commit, on the server. The default does nothing.
         """
+
+    # -- optional: a user's sessions (setup(..., user_key=...)) --------------------------------
+    #
+    # The session layer binds a session to a user when it is saved with ``session[user_key]``
+    # set, and calls the methods below, uniformly for every store; what a store can do is
+    # told by two properties. Payloads stay opaque: where a store must judge a record (is it
+    # still a live session of this user? when was it last used?) the session layer hands it
+    # a ``last_seen`` function (see ``abc.LastSeen``), as a merging update hands ``rebase``.
+    # User ids arrive as ``str`` (the session layer turns an int into its decimal form), at
+    # most MAX_USER_ID_LENGTH characters. Every method raises StoreUnavailable when the
+    # store cannot be reached, and leaves what it did not get to as it was.
+
+    @property
+    def user_index(self) -> bool:
+        """True when the store keeps an index of sessions by user: :meth:`bind_user`,
+        :meth:`unbind_user`, :meth:`user_records`, :meth:`load_handle`,
+        :meth:`end_handle` and :meth:`end_user` all work. ServerStore has one when the
+        driver implements :meth:`ServerStore.replace`."""
+        return False
+
+    @property
+    def user_cutoff(self) -> bool:
+        """True when the store ends a user's sessions by a per-user cutoff time instead of
+        an index (a client-side store with a deny list): :meth:`end_user` then refuses
+        every token of the user issued before it except the session whose handle is
+        ``keep`` (the request's own, with ``keep_current``). :meth:`bind_user` and
+        :meth:`unbind_user` are then no-ops or cheap, and listing is not possible
+        (:attr:`user_index` is False). The session layer treats both kinds alike."""
+        return False
+
+    def set_user_key(self, user_key: str) -> None:  # noqa: B027 - optional hook
+        """Learn the session key that holds the user's id (``setup(..., user_key=...)``),
+        before :meth:`open`. A store that judges payloads itself (a cutoff checked in
+        :meth:`restore`) needs it; the default does nothing."""
+
+    def handle(self, token: str, *, namespace: str) -> str | None:
+        """The non-secret handle of the session ``token`` opens, or ``None`` when the token
+        is malformed (or the store has no handles). A handle names a session to
+        :meth:`end_handle` but cannot be turned back into its token."""
+        return None
+
+    async def bind_user(
+        self,
+        token: str,
+        user: str,
+        *,
+        namespace: str,
+        created: int,
+        until: int,
+        last_seen: LastSeen,
+        limit: int | None = None,
+        user_agent: str | None = None,
+        remote: str | None = None,
+    ) -> int:
+        """Add the session ``token`` names (just saved) to ``user``'s sessions.
+
+        Args:
+            created: the session's creation time (epoch seconds).
+            until: the latest the session can live (its creation plus the absolute
+                timeout): an index entry need not outlive it.
+            last_seen: judges the user's other records when some must go (see ``abc.LastSeen``).
+            limit: at most this many live sessions for the user, this one included: the
+                least recently active others (by ``last_seen``) are ended. Whatever it is,
+                the store's own ceiling (USER_INDEX_LIMIT) applies.
+            user_agent, remote: the client, when the application records it.
+
+        Returns:
+            How many of the user's other sessions were ended to respect a limit.
+            Idempotent for one token.
+        """
+        raise self._no_user_index()
+
+    async def unbind_user(self, handle: str, user: str, *, namespace: str) -> None:
+        """Take the session ``handle`` names out of ``user``'s sessions (the session was
+        ended, or now belongs to no one or another user). Idempotent; the record itself is
+        left alone."""
+        raise self._no_user_index()
+
+    async def user_records(
+        self, user: str, *, namespace: str, last_seen: LastSeen
+    ) -> list[UserRecord]:
+        """``user``'s live sessions, in no particular order. Records gone, expired, or no
+        longer the user's (``last_seen`` says ``None``) are left out, and dropped from the
+        index when the store can do so in passing."""
+        raise self._no_user_index()
+
+    async def load_handle(self, handle: str, *, namespace: str) -> Any | None:
+        """The payload of the live record ``handle`` names, or ``None`` (unknown, expired,
+        or not shaped like a handle of this store: never raises for a bad handle)."""
+        raise self._no_user_index()
+
+    async def end_handle(self, handle: str, *, namespace: str) -> None:
+        """Delete the record ``handle`` names. Idempotent; a malformed handle is ignored.
+        The caller (the session layer) has checked what it ends."""
+        raise self._no_user_index()
+
+    async def end_user(
+        self, user: str, *, namespace: str, last_seen: LastSeen, keep: str | None = None
+    ) -> int:
+        """End every session of ``user`` except the one whose handle is ``keep``: a record
+        is ended only when ``last_seen`` says it is still a live session of that user, so a
+        stale entry never ends someone else's session. Returns how many were ended (a
+        cutoff store, which cannot count, returns 0). A request of the user still running
+        cannot bring an ended session back (updates never re-create)."""
+        raise self._no_user_index()
+
+    def _no_user_index(self) -> StoreError:
+        return StoreError(
+            f"{type(self).__name__} keeps no index of sessions by user: listing and ending a "
+            "user's sessions needs a server-side store whose driver implements replace() "
+            "(memory, Redis, PostgreSQL, SQLAlchemyStore, MongoDB, memcached)"
+        )
 
     @abc.abstractmethod
     async def load(self, token: str, *, namespace: str) -> Any | None:
@@ -434,6 +589,231 @@ class ServerStore(AbstractStore):
         keeps the whole-record :meth:`update`, where the last writer wins.
         """
         raise NotImplementedError
+
+    # -- the user index, generic over get/create/replace/remove ------------------------------
+    #
+    # One record per (namespace, user), under a key hashed from both (never the user id
+    # itself), holding {handle: [created, until, user_agent, remote]}. It is written only by
+    # compare-and-swap (create when absent, replace otherwise), so two logins of one user
+    # on two processes never lose an entry, and every operation is on one key: no
+    # cross-slot command on Redis Cluster, no new table or column anywhere. Its ttl is the
+    # latest ``until`` among its entries, so it expires natively no later than the sessions
+    # it names; entries whose record is gone are dropped whenever the index is read to be
+    # written or listed.
+
+    #: How many times an index write retries after another writer changed the index in
+    #: between, before StoreContention (a 503, nothing half-written).
+    index_attempts: ClassVar[int] = 16
+    #: The ceiling per user (see USER_INDEX_LIMIT); a class attribute so a store can lower it.
+    user_index_limit: ClassVar[int] = USER_INDEX_LIMIT
+
+    @property
+    def user_index(self) -> bool:
+        return self.merges
+
+    def handle(self, token: str, *, namespace: str) -> str | None:
+        return key_for_token(namespace, token)
+
+    async def bind_user(
+        self,
+        token: str,
+        user: str,
+        *,
+        namespace: str,
+        created: int,
+        until: int,
+        last_seen: LastSeen,
+        limit: int | None = None,
+        user_agent: str | None = None,
+        remote: str | None = None,
+    ) -> int:
+        handle = key_for_token(namespace, token)
+        if handle is None:
+            return 0
+        cap = self.user_index_limit if limit is None else min(limit, self.user_index_limit)
+        ended: set[str] = set()
+
+        async def add(entries: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            entries[handle] = [created, until, user_agent, remote]
+            if len(entries) <= cap:
+                return entries
+            others = [h for h in entries if h != handle]
+            if limit is not None and limit <= cap:
+                # The application's cap: judge every other session by its last activity.
+                candidates = others
+            else:
+                # The ceiling only: look at as few records as it takes, oldest first.
+                candidates = sorted(others, key=lambda h: entries[h][0])[: len(entries) - cap]
+            activity = await self._judge(candidates, last_seen)
+            for h in candidates:
+                if activity.get(h) is None:
+                    del entries[h]  # gone, expired or someone else's: only the entry goes
+            excess = len(entries) - cap
+            if excess > 0:
+                for h in sorted(activity, key=lambda h: activity[h])[:excess]:
+                    await self.remove(h)
+                    ended.add(h)
+                    del entries[h]
+            return entries
+
+        await self._edit_index(namespace, user, add)
+        return len(ended)
+
+    async def unbind_user(self, handle: str, user: str, *, namespace: str) -> None:
+        async def drop(entries: dict[str, list[Any]]) -> dict[str, list[Any]] | None:
+            if handle not in entries:
+                return None  # nothing to write
+            del entries[handle]
+            return entries
+
+        await self._edit_index(namespace, user, drop)
+
+    async def user_records(
+        self, user: str, *, namespace: str, last_seen: LastSeen
+    ) -> list[UserRecord]:
+        key = _user_index_key(namespace, user)
+        raw = await self.get(key)
+        entries = _read_index(raw)
+        handles = list(entries)
+        payloads = await asyncio.gather(*(self.get(h) for h in handles))
+        found = []
+        for h, payload in zip(handles, payloads, strict=True):
+            if payload is None or last_seen(payload) is None:
+                del entries[h]
+                continue
+            created, _, user_agent, remote = entries[h]
+            found.append(UserRecord(h, payload, created, user_agent, remote))
+        if raw is not None and len(entries) < len(handles):
+            # Cleaned in passing, once: a failed swap means another writer is at it.
+            await self._swap_index(key, raw, entries)
+        return found
+
+    async def load_handle(self, handle: str, *, namespace: str) -> bytes | None:
+        return await self.get(handle) if _is_handle(handle) else None
+
+    async def end_handle(self, handle: str, *, namespace: str) -> None:
+        if _is_handle(handle):
+            await self.remove(handle)
+
+    async def end_user(
+        self, user: str, *, namespace: str, last_seen: LastSeen, keep: str | None = None
+    ) -> int:
+        ended: set[str] = set()
+
+        async def end(entries: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            others = [h for h in entries if h != keep]
+            activity = await self._judge(others, last_seen)
+            for h in others:
+                if activity.get(h) is not None:
+                    await self.remove(h)
+                    ended.add(h)
+                del entries[h]
+            return entries
+
+        await self._edit_index(namespace, user, end)
+        return len(ended)
+
+    async def _judge(self, handles: list[str], last_seen: LastSeen) -> dict[str, int]:
+        """``last_seen`` of the records ``handles`` name that are live sessions of the user."""
+        payloads = await asyncio.gather(*(self.get(h) for h in handles))
+        activity = {}
+        for h, payload in zip(handles, payloads, strict=True):
+            seen = None if payload is None else last_seen(payload)
+            if seen is not None:
+                activity[h] = seen
+        return activity
+
+    async def _edit_index(
+        self,
+        namespace: str,
+        user: str,
+        edit: Callable[[dict[str, list[Any]]], Awaitable[dict[str, list[Any]] | None]],
+    ) -> None:
+        """Apply ``edit`` to ``user``'s index by compare-and-swap, re-reading and editing
+        again when another writer got in between (``edit`` is safe to repeat). ``edit``
+        returns the entries to write, or ``None`` for "nothing to change"."""
+        key = _user_index_key(namespace, user)
+        for attempt in range(self.index_attempts):
+            if attempt:
+                # Lost the race: a random pause, growing, so that writers racing on one
+                # user's index (many logins at once) spread out instead of colliding again.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+            raw = await self.get(key)
+            edited = await edit(_read_index(raw))
+            if edited is None:
+                return
+            if raw is None:
+                if not edited or await self.create(key, _write_index(edited), _ttl(edited)):
+                    return
+            elif await self._swap_index(key, raw, edited):
+                return
+        raise StoreContention(
+            f"{type(self).__name__}: {self.index_attempts} writes of one user's session index "
+            "by other requests each landed between this request's read and write"
+        )
+
+    async def _swap_index(self, key: str, raw: bytes, entries: dict[str, list[Any]]) -> bool:
+        # An emptied index is not removed (a removal cannot be conditional: it could erase
+        # an entry another login just added); it is swapped for an empty one that expires
+        # in a second.
+        return await self.replace(key, raw, _write_index(entries), _ttl(entries))
+
+
+# The user index's record: a marker that no session payload starts with (a payload's first
+# byte is its format version, 1 or 2), then JSON. A handle that names an index record
+# therefore never restores as a session.
+_INDEX_MARKER = b"\x00sessionkit-user-index\n"
+_HANDLE_SHAPE = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_handle(value: object) -> bool:
+    """True when ``value`` is shaped like a record key (64 lowercase hex): checked before any
+    store call, so garbage never reaches a server."""
+    return isinstance(value, str) and _HANDLE_SHAPE.fullmatch(value) is not None
+
+
+def _user_index_key(namespace: str, user: str) -> str:
+    """The key of ``user``'s index record under ``namespace``: a hash, never the user id."""
+    return hashlib.sha256(f"sessionkit-user-index\x00{namespace}\x00{user}".encode()).hexdigest()
+
+
+def _read_index(raw: bytes | None) -> dict[str, list[Any]]:
+    """The entries of an index record; a record that does not parse counts as empty (it is
+    then overwritten by the next write, by compare-and-swap like any other)."""
+    if raw is None or not raw.startswith(_INDEX_MARKER):
+        return {}
+    try:
+        entries = json.loads(raw[len(_INDEX_MARKER) :])
+    except ValueError:
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    t = _clock.now()
+    shape = _HANDLE_SHAPE.fullmatch
+    kept = {}
+    for h, e in entries.items():
+        # JSON gives exactly these types: ``type() is`` keeps bool out of the ints.
+        if (
+            type(e) is list
+            and len(e) == 4
+            and type(e[1]) is int
+            and e[1] > t
+            and type(e[0]) is int
+            and (e[2] is None or type(e[2]) is str)
+            and (e[3] is None or type(e[3]) is str)
+            and shape(h) is not None
+        ):
+            kept[h] = e
+    return kept
+
+
+def _write_index(entries: dict[str, list[Any]]) -> bytes:
+    return _INDEX_MARKER + json.dumps(entries, separators=(",", ":")).encode()
+
+
+def _ttl(entries: dict[str, list[Any]]) -> int:
+    """The index record's lifetime: until its last session can no longer be alive."""
+    return max(1, max((e[1] for e in entries.values()), default=0) - _clock.now())
 
 
 class AbstractTransport(abc.ABC):

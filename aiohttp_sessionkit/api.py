@@ -13,7 +13,7 @@ from typing import Any, TypedDict, Unpack
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .abc import AbstractLegacyReader, AbstractStore, AbstractTransport
+from .abc import USER_INDEX_LIMIT, AbstractLegacyReader, AbstractStore, AbstractTransport
 from .cookies import DEFAULT_COOKIE_NAME, CookieParams
 from .exceptions import ConfigurationError
 from .middleware import (
@@ -89,6 +89,14 @@ class SessionOptions(TypedDict, total=False):
     request. ``telemetry`` (default True): OpenTelemetry spans and metrics for store calls
     when ``opentelemetry-api`` is installed and an SDK is configured before ``setup``;
     False turns them off. See the observability guide.
+    ``user_key`` (default None: off, and no cost): the session key that holds the user's id
+    (a str or an int); a session saved with it set is bound to that user, so that
+    :func:`~aiohttp_sessionkit.user_sessions`, :func:`~aiohttp_sessionkit.end_session` and
+    :func:`~aiohttp_sessionkit.end_user_sessions` find it. ``max_sessions_per_user``
+    (default None: up to the store's ceiling, 1000): binding one more session ends the
+    user's least recently active ones. ``record_client`` (default False): also keep the
+    User-Agent (at most 256 characters) and remote address seen when the session was
+    bound, for a "your devices" page. See the "Sessions of a user" guide.
     """
 
     cookie_name: str
@@ -108,6 +116,9 @@ class SessionOptions(TypedDict, total=False):
     legacy: AbstractLegacyReader | Sequence[AbstractLegacyReader] | None
     listeners: Sequence[Listener] | None
     telemetry: bool
+    user_key: str | None
+    max_sessions_per_user: int | None
+    record_client: bool
 
 
 class SetupOptions(SessionOptions, total=False):
@@ -233,7 +244,10 @@ def _config(
     legacy = options.get("legacy")
     readers = () if legacy is None else _listed("legacy", legacy, AbstractLegacyReader)
     observer = _observer(cookie.name, store, options)
+    user_key, max_sessions, record_client = _user_options(store, options)
     store.set_store_timeout(store_timeout)
+    if user_key is not None:
+        store.set_user_key(user_key)
     return SessionConfig(
         store=store,
         cookie=cookie,
@@ -246,6 +260,9 @@ def _config(
         transports=transports,
         legacy=readers,
         observer=observer,
+        user_key=user_key,
+        max_sessions_per_user=max_sessions,
+        record_client=record_client,
     )
 
 
@@ -265,6 +282,62 @@ def _observer(namespace: str, store: AbstractStore, options: dict[str, Any]) -> 
     if not listeners and telemetry is None:
         return None
     return Observer(namespace, listeners, telemetry)
+
+
+def _user_options(
+    store: AbstractStore, options: dict[str, Any]
+) -> tuple[str | None, int | None, bool]:
+    """``user_key``, ``max_sessions_per_user`` and ``record_client``, checked against what
+    ``store`` can do (AbstractStore.user_index, AbstractStore.user_cutoff)."""
+    user_key = options.get("user_key")
+    max_sessions = options.get("max_sessions_per_user")
+    record_client = options.get("record_client", False)
+    name = type(store).__name__
+    if user_key is not None and (not isinstance(user_key, str) or not user_key):
+        raise ConfigurationError(
+            f"user_key={user_key!r}: give the session key that holds the user's id (a "
+            'non-empty str, such as "user_id"), or None to bind sessions to no one'
+        )
+    if not isinstance(record_client, bool):
+        raise ConfigurationError(f"record_client={record_client!r}: give True or False")
+    if max_sessions is not None and (
+        isinstance(max_sessions, bool)
+        or not isinstance(max_sessions, int)
+        or not 1 <= max_sessions <= USER_INDEX_LIMIT
+    ):
+        raise ConfigurationError(
+            f"max_sessions_per_user={max_sessions!r}: give a whole number from 1 to "
+            f"{USER_INDEX_LIMIT} (the ceiling per user), or None for the ceiling alone"
+        )
+    if user_key is None:
+        if max_sessions is not None or record_client:
+            option = "max_sessions_per_user" if max_sessions is not None else "record_client"
+            raise ConfigurationError(
+                f'{option} needs user_key: give setup(..., user_key="user_id") (the session '
+                "key that holds the user's id) so sessions are bound to their users"
+            )
+        return None, None, False
+    if not store.user_index and not store.user_cutoff:
+        if store.client_side:
+            how = (
+                "give it a deny list (revocation=...) so it can end a user's sessions, or "
+                "use a server-side store"
+            )
+        else:
+            how = (
+                f"the index is written by compare-and-swap, and {name} has no replace() "
+                "(see ServerStore.replace): implement it, or use a store whose driver has it"
+            )
+        raise ConfigurationError(
+            f"user_key={user_key!r}: {name} cannot keep an index of sessions by user; {how}"
+        )
+    if not store.user_index and (max_sessions is not None or record_client):
+        option = "max_sessions_per_user" if max_sessions is not None else "record_client"
+        raise ConfigurationError(
+            f"{option}: {name} cannot list a user's sessions (it ends them by a cutoff time); "
+            "leave it out, or use a server-side store"
+        )
+    return user_key, max_sessions, record_client
 
 
 _SESSION_OPTIONS = frozenset(SessionOptions.__optional_keys__)
@@ -324,6 +397,8 @@ def _store_lifecycle(
     @contextlib.asynccontextmanager
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
+        if isinstance(store, AbstractStore):
+            _refuse_lost_index(store, app[_APP_REGISTRY])
         purger = None
         if purge_interval is not None and isinstance(store, AbstractStore):
             purger = asyncio.create_task(_purge_forever(store, purge_interval, observer))
@@ -337,6 +412,21 @@ def _store_lifecycle(
             await store.close()
 
     return lifecycle
+
+
+def _refuse_lost_index(store: AbstractStore, registry: Registry) -> None:
+    """Refuse to start when ``store`` learnt on opening that it cannot keep the user index
+    that a session set up on it needs (a MongoStore on a server without atomic filtered
+    updates, FerretDB: its ``merges`` is known only once connected)."""
+    for config in registry.by_name.values():
+        if config.store is store and config.user_key is not None:
+            if not store.user_index and not store.user_cutoff:
+                raise ConfigurationError(
+                    f"user_key={config.user_key!r}: {type(store).__name__} found on opening "
+                    "that its server cannot swap a record atomically (compare-and-swap), so "
+                    "it cannot keep an index of sessions by user; use a server that can "
+                    "(MongoDB rather than FerretDB, say), or leave user_key out"
+                )
 
 
 async def _purge_forever(

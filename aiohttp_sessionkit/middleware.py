@@ -16,6 +16,9 @@ from aiohttp.typedefs import Middleware
 
 from . import observe as events
 from .abc import (
+    MAX_REMOTE_LENGTH,
+    MAX_USER_AGENT_LENGTH,
+    MAX_USER_ID_LENGTH,
     AbstractLegacyReader,
     AbstractStore,
     AbstractTransport,
@@ -23,7 +26,7 @@ from .abc import (
     nowait_twin,
 )
 from .cookies import CookieParams
-from .exceptions import SessionResponseError, StoreUnavailable
+from .exceptions import SerializationError, SessionResponseError, StoreUnavailable
 from .ids import is_valid_session_id, record_key
 from .observe import Observer, emit_event
 from .serializers import Serializer
@@ -124,6 +127,10 @@ class SessionConfig:
     clock_skew_tolerance: int = DEFAULT_CLOCK_SKEW_TOLERANCE
     #: Listeners and telemetry (observe.py); None when nobody listens: no cost at all.
     observer: Observer | None = None
+    #: The session key that holds the user's id, or None: sessions are bound to no one.
+    user_key: str | None = None
+    max_sessions_per_user: int | None = None
+    record_client: bool = False
     namespace: str = field(init=False)
     #: The transports in the order tokens are looked for: explicit (header) ones first.
     readers: tuple[AbstractTransport, ...] = field(init=False)
@@ -246,6 +253,68 @@ def _takes_keyword(method: Callable[..., Any], name: str) -> bool:
     )
 
 
+def user_of(value: object) -> str | None:
+    """The user id a session's ``user_key`` value binds it to: a str as it is, an int in
+    decimal; anything else (None, absent, another type, too long) binds to no one."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_USER_ID_LENGTH else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        return text if len(text) <= MAX_USER_ID_LENGTH else None
+    return None
+
+
+def checked_user(value: object, user_key: str) -> str | None:
+    """:func:`user_of` for a session about to be saved: a value that cannot be a user id is
+    the application's mistake, reported before anything is written."""
+    user = user_of(value)
+    if user is None and value is not None:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            raise SerializationError(
+                f"session[{user_key!r}] holds a user id longer than {MAX_USER_ID_LENGTH} "
+                "characters; bind sessions to a shorter id (the account's primary key); "
+                "nothing was saved"
+            )
+        raise SerializationError(
+            f"session[{user_key!r}] holds a {type(value).__name__}; a user id must be a str "
+            "or an int (or the key absent for no user); nothing was saved"
+        )
+    return user
+
+
+def restore_any(config: SessionConfig, payload: Any) -> Session | None:
+    """``payload`` restored under ``config``'s rules, as a load would (no identity)."""
+    return config.restore(
+        payload,
+        config.serializer,
+        identity=None,
+        idle_timeout=config.idle_timeout,
+        absolute_timeout=config.absolute_timeout,
+        clock_skew_tolerance=config.clock_skew_tolerance,
+    )
+
+
+def last_seen_of(
+    config: SessionConfig, user: str, opened: dict[int, Session] | None = None
+) -> Callable[[Any], int | None]:
+    """The judge a store's user index asks about ``user``'s records (abc.LastSeen): a
+    payload's last access when it opens as a live session bound to ``user``, else None.
+    ``opened``, if given, collects the sessions it opened by ``id(payload)``, so that a
+    caller holding the payloads need not restore them again."""
+    user_key = config.user_key
+    assert user_key is not None
+
+    def last_seen(payload: Any) -> int | None:
+        session = restore_any(config, payload)
+        if session is None or user_of(session.get(user_key)) != user:
+            return None
+        if opened is not None:
+            opened[id(payload)] = session
+        return session._accessed
+
+    return last_seen
+
+
 class Registry:
     """The sessions set up on one application (or one ``session_middleware``), by name."""
 
@@ -294,6 +363,7 @@ class Slot:
 
     __slots__ = (
         "applied",
+        "bound",
         "config",
         "header",
         "legacy",
@@ -311,6 +381,8 @@ class Slot:
         self.session: Session | None = None
         self.token: str | None = None  # the token the client holds, as far as we know
         self.live = False  # self.token names a stored record that belongs to self.session
+        # The user the loaded record is bound to (setup(..., user_key=...)), else None.
+        self.bound: str | None = None
         # The transport the client's token came in (the first configured one if none did):
         # any new token goes back the same way.
         self.transport = config.transports[0]
@@ -393,6 +465,8 @@ class Slot:
                     )
                 if session is not None:
                     self.live = True
+                    if config.user_key is not None:
+                        self.bound = user_of(session.get(config.user_key))
                     if store.client_side:
                         lineage = getattr(session, "_lineage", None)
                         if lineage is not None:
@@ -566,6 +640,13 @@ class Slot:
         action = self.plan()
         if action is NOTHING:
             return
+        if action is not REFRESH and self.config.user_key is not None:
+            await self._commit_bound(request, action)
+            return
+        await self._commit(request, action)
+
+    async def _commit(self, request: web.Request, action: Action) -> None:
+        """Carry out ``action`` (not NOTHING): the store writes, without the user index."""
         session = self.session
         assert session is not None  # plan() says NOTHING without one
         if action is LOGIN or action is LOGOUT:
@@ -618,6 +699,11 @@ class Slot:
             return False
         session = self.session
         assert session is not None  # plan() says NOTHING without one
+        user_key = config.user_key
+        if user_key is not None and (
+            action is CREATE or user_of(session.get(user_key)) != self.bound
+        ):
+            return False  # the binding changes: the index is written by a coroutine
         if self.lineage is not None and self._ended():
             self._lost(session)
             return True
@@ -628,6 +714,88 @@ class Slot:
         if action is CREATE and self.live and config.observer is not None:
             self._emit(events.CREATED, self.token)
         return True
+
+    async def _commit_bound(self, request: web.Request, action: Action) -> None:
+        """:meth:`_commit`, keeping the user index in step: a session whose user (or record)
+        changes is unbound from the old and bound to the new; one that keeps both costs
+        nothing more.
+
+        An update binds before it writes, so that a record saved with a user is never left
+        out of the index (a failed write leaves an entry whose record is not the user's,
+        which the index ignores and drops). A new record is bound after its write: if the
+        binding fails (a 503), its token is never handed out.
+        """
+        config = self.config
+        store = config.store
+        user_key = config.user_key
+        assert user_key is not None
+        session = self.session
+        assert session is not None
+        user = checked_user(session.get(user_key), user_key)
+        if (action is LOGIN or action is LOGOUT) and not self.live and self.token is not None:
+            # new_session() without a load: learn whose session is about to end.
+            await self._learn_bound(self.token)
+        old_user = self.bound
+        old_handle = None
+        if old_user is not None and self.token is not None:
+            old_handle = store.handle(self.token, namespace=config.namespace)
+        if action is UPDATE and user is not None and user != old_user:
+            assert self.token is not None
+            await self._bind(request, session, user, self.token)
+            bound_early = True
+        else:
+            bound_early = False
+        await self._commit(request, action)
+        live = self.live and self.token is not None
+        now_user = user if live else None
+        now_handle = None
+        if live:
+            assert self.token is not None
+            now_handle = store.handle(self.token, namespace=config.namespace)
+        if (
+            old_user is not None
+            and old_handle is not None
+            and (old_user != now_user or old_handle != now_handle)
+        ):
+            await config.call(store.unbind_user(old_handle, old_user, namespace=config.namespace))
+        if (
+            now_user is not None
+            and not bound_early
+            and (now_user != old_user or now_handle != old_handle)
+        ):
+            assert self.token is not None
+            await self._bind(request, session, now_user, self.token)
+        self.bound = now_user
+
+    async def _bind(self, request: web.Request, session: Session, user: str, token: str) -> None:
+        config = self.config
+        user_agent = remote = None
+        if config.record_client:
+            agent = request.headers.get(hdrs.USER_AGENT)
+            user_agent = agent[:MAX_USER_AGENT_LENGTH] if agent else None
+            remote = request.remote[:MAX_REMOTE_LENGTH] if request.remote else None
+        await config.call(
+            config.store.bind_user(
+                token,
+                user,
+                namespace=config.namespace,
+                created=session._created,
+                until=session._created + config.absolute_timeout,
+                last_seen=last_seen_of(config, user),
+                limit=config.max_sessions_per_user,
+                user_agent=user_agent,
+                remote=remote,
+            )
+        )
+
+    async def _learn_bound(self, token: str) -> None:
+        """Set ``self.bound`` from the record ``token`` names, if it opens."""
+        config = self.config
+        assert config.user_key is not None
+        payload = await config.call(config.store.load(token, namespace=config.namespace))
+        previous = None if payload is None else restore_any(config, payload)
+        if previous is not None:
+            self.bound = user_of(previous.get(config.user_key))
 
     async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
         """Write ``session`` as a new record: its token, access time and lifetime."""

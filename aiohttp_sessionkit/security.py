@@ -16,6 +16,18 @@ attacker planted or learned before login is worthless after it (upstream leaves 
 the application: aiohttp-security issue #473); ``forget`` invalidates the whole session
 (the server record is deleted, the cookie expired or the header token emptied) instead of
 removing one key and leaving the rest, and the id, alive.
+
+Set up sessions with ``user_key`` equal to the policy's ``session_key`` and ``remember``
+binds the session to the identity, so that a user's sessions can be listed and ended
+(the "Sessions of a user" guide). After a password change, end the others::
+
+    setup(app, store, user_key="AIOHTTP_SECURITY")
+    setup_security(app, SessionIdentityPolicy(), MyAuthorizationPolicy())
+
+    async def change_password(request):
+        identity = await check_authorized(request)
+        ...  # check the old password, store the new one
+        await end_user_sessions(request, identity, keep_current=True)
 """
 
 from __future__ import annotations
@@ -72,6 +84,8 @@ class SessionIdentityPolicy(AbstractIdentityPolicy):
 
         The session keeps its other data, but moves to a new id and its old record is
         deleted when the response goes out: an id known before login opens nothing after.
+        With ``setup(..., user_key=...)`` set to this policy's ``session_key``, the new
+        session is bound to ``identity`` as it is saved (and the old one unbound).
         The session middleware sets the new cookie (or header token) on the response the
         handler returns or raises, which should be ``response``.
         """

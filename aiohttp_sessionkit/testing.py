@@ -31,7 +31,7 @@ This module imports pytest; ``import aiohttp_sessionkit`` never imports it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -406,3 +406,119 @@ class StoreContract:
         await store.close()
         await store.open()
         assert await store.load(token, namespace=_NS) == b"kept"
+
+    # -- the user index (setup(..., user_key=...)): skipped for a store without replace()
+
+    async def _indexed(self, store: Any) -> ServerStore:
+        server = self._server(store)
+        await server.open()  # a store may learn what its server can do only when connected
+        if not server.user_index:
+            pytest.skip(
+                f"{type(server).__name__} has no user index (it needs replace(), "
+                "compare-and-swap): setup(..., user_key=...) refuses it"
+            )
+        return server
+
+    @staticmethod
+    def _owned_by(user: bytes) -> Callable[[Any], int | None]:
+        # The session layer's judge, for opaque test payloads "<user>:<last seen>".
+        def last_seen(payload: Any) -> int | None:
+            owner, _, seen = bytes(payload).partition(b":")
+            return int(seen) if owner == user and seen.isdigit() else None
+
+        return last_seen
+
+    async def _bound(self, store: ServerStore, user: str, seen: int = 1) -> str:
+        token = await store.save(None, b"%s:%d" % (user.encode(), seen), ttl=60, namespace=_NS)
+        assert token is not None
+        t = now()
+        await store.bind_user(
+            token,
+            user,
+            namespace=_NS,
+            created=t,
+            until=t + 60,
+            last_seen=self._owned_by(user.encode()),
+            user_agent="kit",
+            remote="127.0.0.1",
+        )
+        return token
+
+    async def test_user_index_lists_a_users_bound_records_only(self, store: Any) -> None:
+        store = await self._indexed(store)
+        alice = [await self._bound(store, "alice") for _ in range(3)]
+        await self._bound(store, "bob")
+        records = await store.user_records(
+            "alice", namespace=_NS, last_seen=self._owned_by(b"alice")
+        )
+        handles = {store.handle(t, namespace=_NS) for t in alice}
+        assert {r.handle for r in records} == handles
+        assert all(r.payload == b"alice:1" and r.user_agent == "kit" for r in records)
+        assert all(t not in h for t in alice for h in handles if h)  # a handle is no token
+
+    async def test_user_index_drops_records_gone_or_rebound_when_listed(self, store: Any) -> None:
+        store = await self._indexed(store)
+        kept, gone, moved = [await self._bound(store, "alice") for _ in range(3)]
+        await store.delete(gone, namespace=_NS)
+        assert await store.save(moved, b"bob:1", ttl=60, namespace=_NS) == moved
+        judge = self._owned_by(b"alice")
+        records = await store.user_records("alice", namespace=_NS, last_seen=judge)
+        assert [r.handle for r in records] == [store.handle(kept, namespace=_NS)]
+        handle = store.handle(kept, namespace=_NS)
+        assert handle is not None
+        await store.unbind_user(handle, "alice", namespace=_NS)
+        assert await store.user_records("alice", namespace=_NS, last_seen=judge) == []
+        assert await store.load(kept, namespace=_NS) == b"alice:1"  # unbinding ends nothing
+
+    async def test_user_index_ends_a_user_sparing_one_and_never_another_users_record(
+        self, store: Any
+    ) -> None:
+        store = await self._indexed(store)
+        alice = [await self._bound(store, "alice") for _ in range(4)]
+        bob = await self._bound(store, "bob")
+        # A stale entry: alice's record now belongs to bob; ending alice must spare it.
+        assert await store.save(alice[3], b"bob:1", ttl=60, namespace=_NS) == alice[3]
+        keep = store.handle(alice[0], namespace=_NS)
+        ended = await store.end_user(
+            "alice", namespace=_NS, last_seen=self._owned_by(b"alice"), keep=keep
+        )
+        assert ended == 2
+        assert await store.load(alice[0], namespace=_NS) == b"alice:1"
+        assert [await store.load(t, namespace=_NS) for t in alice[1:3]] == [None, None]
+        assert await store.load(alice[3], namespace=_NS) == b"bob:1"
+        assert await store.load(bob, namespace=_NS) == b"bob:1"
+
+    async def test_user_index_limit_ends_the_least_recently_active(self, store: Any) -> None:
+        store = await self._indexed(store)
+        old = await self._bound(store, "alice", seen=10)
+        recent = await self._bound(store, "alice", seen=30)
+        token = await store.save(None, b"alice:40", ttl=60, namespace=_NS)
+        assert token is not None
+        t = now()
+        ended = await store.bind_user(
+            token, "alice", namespace=_NS, created=t, until=t + 60,
+            last_seen=self._owned_by(b"alice"), limit=2,
+        )  # fmt: skip
+        assert ended == 1
+        assert await store.load(old, namespace=_NS) is None
+        assert await store.load(recent, namespace=_NS) == b"alice:30"
+
+    async def test_user_index_concurrent_binds_of_one_user_all_land(self, store: Any) -> None:
+        store = await self._indexed(store)
+        tokens = await asyncio.gather(*(self._bound(store, "alice") for _ in range(20)))
+        records = await store.user_records(
+            "alice", namespace=_NS, last_seen=self._owned_by(b"alice")
+        )
+        assert len(records) == len(set(tokens)) == 20
+
+    @pytest.mark.parametrize(
+        "handle", ["", "0" * 64, "A" * 64, "g" * 64, "0" * 63, "../" * 22, "\x00" * 64]
+    )
+    async def test_user_index_bad_handles_load_nothing_and_end_nothing(
+        self, store: Any, handle: str
+    ) -> None:
+        store = await self._indexed(store)
+        token = await self._bound(store, "alice")
+        assert await store.load_handle(handle, namespace=_NS) is None
+        await store.end_handle(handle, namespace=_NS)
+        assert await store.load(token, namespace=_NS) == b"alice:1"

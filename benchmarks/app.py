@@ -314,6 +314,9 @@ def ours_app(config: str) -> web.Application:
 
         options["legacy"] = AiohttpSessionCookie(Fernet.generate_key().decode())
         config = "cookie"
+    if config == "memory-users":
+        options["user_key"] = "user_id"
+        config = "memory"
     if bc.CONFIG_BY_NAME[config].transport == "header":
         transport = HeaderTransport(response_header=bc.TOKEN_RESPONSE_HEADER)
         config = config.removesuffix("-header")

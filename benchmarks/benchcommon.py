@@ -146,6 +146,13 @@ CONFIGS: tuple[Config, ...] = (
         "cookie, with an aiohttp-session cookie reader configured (setup(legacy=...)); our "
         "cookies open, so the reader is never consulted",
     ),
+    Config(
+        "memory-users",
+        None,
+        "ours",
+        'memory, with sessions bound to their users (setup(user_key="user_id")): the login '
+        "binds; reads and writes keep the binding",
+    ),
     Config("jwt", None, "ours", "aiohttp_sessionkit + JWTStore (HS256, PyJWT), cookie transport"),
     Config("redis", "redis", "ours", "aiohttp_sessionkit + RedisStore"),
     Config("memcached", "memcached", "ours", "aiohttp_sessionkit + MemcachedStore"),

@@ -1,4 +1,5 @@
-"""A small login demo: a form, logout, a visit counter, flash messages, and the raw session.
+"""A small login demo: a form, logout, a visit counter, flash messages, the raw session, and
+"Your sessions" (every device signed in as you, with "sign out" per device).
 
 Run: ``python examples/demo.py`` (MemoryStore), or pick another store with a URL:
 ``SESSIONKIT_STORE=redis://127.0.0.1:6379/0 python examples/demo.py``; the value
@@ -28,8 +29,11 @@ from aiohttp_sessionkit import (
     ConfigurationError,
     EncryptedCookieStore,
     Session,
+    end_session,
+    end_user_sessions,
     setup,
     store_from_url,
+    user_sessions,
 )
 from aiohttp_sessionkit.masking import mask_credentials
 from aiohttp_sessionkit.stores.url import SCHEMES
@@ -164,6 +168,7 @@ async def home(request: web.Request) -> web.Response:
             f"<p>Signed in as <b>{html.escape(user)}</b>.</p>"
             f'<form method="post" action="/logout">{csrf_field(token)}'
             "<button>Sign out</button></form>"
+            '<p><a href="/devices">Your sessions</a></p>'
         )
     else:
         body = (
@@ -240,6 +245,70 @@ async def show(request: web.Request) -> web.Response:
     return page(f"<table>{table}</table><p>Data:</p><pre>{data}</pre>", [])
 
 
+# "Your sessions": the devices signed in as this user (setup(..., user_key="user")).
+USERS = web.AppKey("users", bool)
+
+
+@routes.get("/devices")
+async def devices(request: web.Request) -> web.Response:
+    session = await get_session(request)
+    user = session.get("user")
+    if not isinstance(user, str):
+        raise web.HTTPFound("/")
+    flashes = session.pop_flashes()
+    if not request.app[USERS]:
+        text = "This store cannot list a user's sessions: run the demo on a server-side store."
+        return page(f"<p>{text}</p>", flashes)
+    nonce = csrf_nonce(request)
+    if nonce is None:  # the CSRF cookie came with the sign-in; without it, start over
+        raise web.HTTPFound("/")
+    field = csrf_field(csrf_token(request, nonce, session))
+    rows = []
+    for info in await user_sessions(request, user):
+        device = html.escape(info.user_agent or "unknown browser")
+        action = (
+            "<b>this device</b>"
+            if info.current
+            else f'<form method="post" action="/devices/end">{field}'
+            f'<input type="hidden" name="handle" value="{html.escape(info.handle)}">'
+            "<button>Sign out</button></form>"
+        )
+        rows.append(
+            f"<tr><td>{device}</td><td>{html.escape(info.remote or '')}</td>"
+            f"<td>{when(info.last_seen.timestamp())}</td><td>{action}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>device</th><th>address</th><th>last activity</th><th></th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    others = (
+        f'<form method="post" action="/devices/end-others">{field}'
+        "<button>Sign out everywhere else</button></form>"
+    )
+    return page(f"<h2>Your sessions</h2>{table}{others}", flashes)
+
+
+@routes.post("/devices/end")
+async def end_device(request: web.Request) -> web.Response:
+    form = await checked_form(request)
+    session = await get_session(request)
+    # end_session given the request ends only a session of this request's own user: a
+    # handle edited in the form (someone else's, or garbage) ends nothing.
+    ended = await end_session(request, form.get("handle", ""))
+    session.flash("That device is signed out." if ended else "That session had already ended.")
+    raise web.HTTPFound("/devices")
+
+
+@routes.post("/devices/end-others")
+async def end_other_devices(request: web.Request) -> web.Response:
+    await checked_form(request)
+    session = await get_session(request)
+    ended = await end_user_sessions(request, session["user"], keep_current=True)
+    session.flash(f"Signed out everywhere else ({ended} other session{'s' * (ended != 1)}).")
+    raise web.HTTPFound("/devices")
+
+
 EXPIRED = (
     "That form had expired (you signed in or out in another tab, or clicked twice): "
     "nothing was changed."
@@ -282,7 +351,12 @@ def make_app() -> web.Application:
     app = web.Application(middlewares=[demo_panel.middleware(type(store).__name__)])
     # Per process: a restart only makes the forms already on screen stale.
     app[CSRF_KEY] = secrets.token_bytes(32)
-    setup(app, store, listeners=[demo_panel.listener])
+    # "Your sessions" where the store can list a user's sessions (server-side stores).
+    app[USERS] = store.user_index
+    if store.user_index:
+        setup(app, store, listeners=[demo_panel.listener], user_key="user", record_client=True)
+    else:
+        setup(app, store, listeners=[demo_panel.listener])
     app.middlewares.append(demo_panel.inner)  # after the session middleware: innermost
     app.add_routes(routes)
     return app

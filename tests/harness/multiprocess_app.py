@@ -3,6 +3,8 @@
 Arguments: ``--port P --store redis-cluster --target host:port,host:port[,...] --prefix X``
 or ``--store postgres --target postgresql://... --table T``. Every response carries the
 serving process id in ``X-Pid``, so a test can see its requests spread over processes.
+``--users`` binds sessions to users (``user_key="user_id"``) and adds the routes of a
+user's sessions: ``/login/{user}``, ``/sessions/{user}``, ``/end-all/{user}``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from aiohttp_sessionkit import AbstractStore, get_session, setup
+from aiohttp_sessionkit import (
+    AbstractStore,
+    end_user_sessions,
+    get_session,
+    new_session,
+    setup,
+    user_sessions,
+)
 
 PID = web.AppKey("pid", str)
 
@@ -38,9 +47,12 @@ def build_store(kind: str, target: str, name: str) -> AbstractStore:
     raise SystemExit(f"unknown store kind {kind!r}")
 
 
-def build_app(store: AbstractStore) -> web.Application:
+def build_app(store: AbstractStore, *, users: bool = False) -> web.Application:
     app = web.Application()
-    setup(app, store, store_timeout=30)
+    if users:
+        setup(app, store, store_timeout=30, user_key="user_id")
+    else:
+        setup(app, store, store_timeout=30)
     app[PID] = str(os.getpid())
 
     @web.middleware
@@ -74,7 +86,27 @@ def build_app(store: AbstractStore) -> web.Application:
     app.router.add_get("/read", read)
     app.router.add_post("/mark/{i}", mark)
     app.router.add_post("/logout", logout)
+    if users:
+        add_user_routes(app)
     return app
+
+
+def add_user_routes(app: web.Application) -> None:
+    async def login(request: web.Request) -> web.Response:
+        session = await new_session(request)
+        session["user_id"] = request.match_info["user"]
+        return web.Response(text="signed in")
+
+    async def sessions(request: web.Request) -> web.Response:
+        listed = await user_sessions(request.app, request.match_info["user"])
+        return web.json_response(len(listed))
+
+    async def end_all(request: web.Request) -> web.Response:
+        return web.json_response(await end_user_sessions(request.app, request.match_info["user"]))
+
+    app.router.add_post("/login/{user}", login)
+    app.router.add_get("/sessions/{user}", sessions)
+    app.router.add_post("/end-all/{user}", end_all)
 
 
 def main() -> None:
@@ -83,9 +115,11 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--users", action="store_true")
     args = parser.parse_args()
     store = build_store(args.store, args.target, args.name)
-    web.run_app(build_app(store), host="127.0.0.1", port=args.port, print=None)
+    app = build_app(store, users=args.users)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,19 @@ from aiohttp_security import (
 )
 from aiohttp_security import setup as setup_security
 
-from aiohttp_sessionkit import AbstractStore, ConfigurationError, get_session, setup
+from aiohttp_sessionkit import (
+    AbstractStore,
+    ConfigurationError,
+    end_user_sessions,
+    get_session,
+    setup,
+    user_sessions,
+)
 from aiohttp_sessionkit.security import SessionIdentityPolicy
 from tests.conftest import StoreFactory, Wire
 from tests.harness import REPO_ROOT
 from tests.stores.test_contract import COOKIE, client_for, cookie_value, token_of, with_cookie
+from tests.stores.test_user_sessions import indexed_factory  # noqa: F401 - a fixture
 
 USERS = {"alice": {"read", "write"}, "bob": {"read"}}
 
@@ -222,3 +230,21 @@ async def test_the_security_example_app_behaves_like_aiohttp_security_demo(
     # The session Jack logged in with is gone from the store, not just emptied.
     replay = await client.get("/listen", headers=with_cookie(logged_in))
     assert replay.status == 401
+
+
+async def test_remember_binds_the_session_to_the_user_when_user_key_is_the_policys_key(
+    aiohttp_client: Any,
+    indexed_factory: StoreFactory,  # noqa: F811 - the fixture imported above
+) -> None:
+    app = security_app(indexed_factory(), user_key="AIOHTTP_SECURITY")
+    client = await client_for(aiohttp_client, app)
+    phone = cookie_value(await client.post("/login?user=alice", allow_redirects=False))
+    laptop = cookie_value(await client.post("/login?user=alice", allow_redirects=False))
+    bob = cookie_value(await client.post("/login?user=bob", allow_redirects=False))
+    assert len(await user_sessions(app, "alice")) == 2
+    assert (await client.post("/logout", headers=with_cookie(phone))).status == 200
+    assert len(await user_sessions(app, "alice")) == 1
+    # The password-change recipe, from an administrator's side: every session of alice ends.
+    assert await end_user_sessions(app, "alice") == 1
+    assert (await client.get("/me", headers=with_cookie(laptop))).status == 401
+    assert await (await client.get("/me", headers=with_cookie(bob))).text() == "bob"

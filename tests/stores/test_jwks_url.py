@@ -86,9 +86,7 @@ async def verifier(endpoint: JWKSEndpoint) -> TestClient[web.Request, web.Applic
     app = web.Application()
     setup(app, JWTStore(endpoint, algorithm="EdDSA"), transport=HeaderTransport())
     app.router.add_get("/me", me)
-    client: TestClient[web.Request, web.Application] = TestClient(
-        TestServer(app, host="127.0.0.1")
-    )
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()  # runs the store's open(): the first fetch
     return client
 

@@ -486,9 +486,7 @@ async def test_a_batch_that_loses_a_deadlock_on_mariadb_is_run_again(mariadb_ser
             await asyncio.sleep(0.5)
             # Now this transaction waits for the row the batch holds: a lock cycle.
             await conn.execute(
-                sa.select(table.c.key)
-                .where(table.c.key == record_key(NS, first))
-                .with_for_update()
+                sa.select(table.c.key).where(table.c.key == record_key(NS, first)).with_for_update()
             )
             await conn.execute(sa.text("COMMIT"))
         assert list(await saves) == [first, second]

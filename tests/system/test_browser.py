@@ -245,3 +245,39 @@ async def test_the_session_panel_shows_what_each_request_did_in_chromium(
     await submit(page, "Sign out")
     assert re.search(r"Before this page: POST /logout: .*ended logout", await panel.inner_text())
     await context.close()
+
+
+async def test_your_sessions_signs_the_other_browser_out_in_chromium(
+    browser: Browser, demo: str
+) -> None:
+    laptop, laptop_page = await new_page(browser)
+    phone, phone_page = await new_page(browser)
+    for page in (laptop_page, phone_page):
+        await page.goto(demo)
+        await page.fill("input[name=user]", "ada")
+        assert "Signed in as ada" in await submit(page, "Sign in")
+
+    shown = await follow(laptop_page, "/devices")
+    assert "Your sessions" in shown and shown.count("this device") == 1
+    assert "HeadlessChrome" in shown  # the User-Agent each browser signed in with
+    assert await laptop_page.locator("button:text-is('Sign out')").count() == 1  # the phone
+
+    shown = await submit(laptop_page, "Sign out everywhere else")
+    assert "Signed out everywhere else (1 other session)." in shown
+    assert await laptop_page.locator("button:text-is('Sign out')").count() == 0
+
+    await phone_page.reload()
+    assert "Signed in as" not in await body(phone_page)  # the other browser is signed out
+    await laptop_page.goto(demo)
+    assert "Signed in as ada" in await body(laptop_page)
+
+    # Sign in on the phone again, and sign it out from the laptop's list, one device.
+    await phone_page.fill("input[name=user]", "ada")
+    await submit(phone_page, "Sign in")
+    await follow(laptop_page, "/devices")
+    shown = await submit(laptop_page, "Sign out")
+    assert "That device is signed out." in shown
+    await phone_page.reload()
+    assert "Signed in as" not in await body(phone_page)
+    await laptop.close()
+    await phone.close()

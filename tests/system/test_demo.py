@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import DummyCookieJar
 
@@ -220,3 +221,66 @@ async def test_every_page_shows_what_the_session_layer_did_on_that_request(
     again = panel(await (await client.post("/login", data={
         "user": "cy", "csrf": csrf(home)})).text())  # fmt: skip
     assert "regenerated yes (a new id)" in again["previous"]
+
+
+async def sign_in(client: Any, get: Any, post: Any, user: str) -> None:
+    home = await (await get("/")).text()
+    page = await (await post("/login", data={"user": user, "csrf": csrf(home)})).text()
+    assert f"Signed in as <b>{user}</b>" in page
+
+
+async def test_your_sessions_lists_devices_and_signs_one_or_all_others_out(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", "memory://")
+    laptop = await aiohttp_client(demo.make_app())
+    async with (
+        aiohttp.ClientSession(
+            base_url=laptop.make_url("/"), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as phone,
+        aiohttp.ClientSession(
+            base_url=laptop.make_url("/"), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as tablet,
+    ):
+        await sign_in(laptop, laptop.get, laptop.post, "ada")
+        await sign_in(phone, phone.get, phone.post, "ada")
+        await sign_in(tablet, tablet.get, tablet.post, "ada")
+        page = await (await laptop.get("/devices", headers={"User-Agent": "laptop"})).text()
+        assert page.count("<tr>") == 4  # a header and three devices
+        assert page.count("this device") == 1 and "127.0.0.1" in page
+        handles = re.findall(r'name="handle" value="([0-9a-f]{64})"', page)
+        assert len(handles) == 2
+        # Sign out one device: exactly one of the two others is signed out.
+        page = await (
+            await laptop.post("/devices/end", data={"handle": handles[0], "csrf": csrf(page)})
+        ).text()
+        assert "That device is signed out." in page and page.count("<tr>") == 3
+        signed_in = [
+            "Signed in as" in await (await device.get("/")).text() for device in (phone, tablet)
+        ]
+        assert sorted(signed_in) == [False, True]
+        # A handle edited in the form (garbage, or another user's) ends nothing.
+        page = await (
+            await laptop.post("/devices/end", data={"handle": "0" * 64, "csrf": csrf(page)})
+        ).text()
+        assert "That session had already ended." in page
+        page = await (await laptop.post("/devices/end-others", data={"csrf": csrf(page)})).text()
+        assert "Signed out everywhere else (1 other session)." in page
+        assert page.count("<tr>") == 2
+        for device in (phone, tablet):
+            assert "Signed in as" not in await (await device.get("/")).text()
+        assert "Signed in as <b>ada</b>" in await (await laptop.get("/")).text()
+
+
+async def test_your_sessions_on_the_cookie_store_says_a_server_side_store_is_needed(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SESSIONKIT_STORE", "cookie")
+    monkeypatch.setenv("SESSIONKIT_KEY", generate_key())
+    client = await aiohttp_client(demo.make_app())
+    await sign_in(client, client.get, client.post, "ada")
+    assert "run the demo on a server-side store" in await (await client.get("/devices")).text()
+    assert (await client.get("/devices", allow_redirects=False)).status == 200
+    anonymous = await aiohttp_client(demo.make_app())
+    response = await anonymous.get("/devices", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == "/"

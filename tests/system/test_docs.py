@@ -160,6 +160,39 @@ async def login(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None
     assert await replay.text() == "Hello, stranger."
 
 
+@check("users-app")
+async def users_app(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    phone, laptop = {"User-Agent": "phone"}, {"User-Agent": "laptop"}
+    tokens = {}
+    for headers in (phone, laptop):
+        client.session.cookie_jar.clear()
+        response = await client.post("/login?user=ada", headers=headers)
+        tokens[headers["User-Agent"]] = cookie_of(response).value
+    client.session.cookie_jar.clear()
+
+    def as_(device: str) -> dict[str, str]:
+        return {"Cookie": f"AIOHTTP_SESSION={tokens[device]}", "User-Agent": device}
+
+    listed = await (await client.get("/devices", headers=as_("laptop"))).json()
+    assert [(d["browser"], d["this device"]) for d in listed] == [
+        ("laptop", True),
+        ("phone", False),
+    ]
+    changed = await client.post("/password", headers=as_("laptop"))
+    assert await changed.json() == {"other sessions ended": 1}
+    assert len(await (await client.get("/devices", headers=as_("laptop"))).json()) == 1
+    gone = await client.post(
+        "/devices/sign-out", data={"handle": listed[1]["handle"]}, headers=as_("laptop")
+    )
+    assert await gone.json() == {"ended": False}  # the phone's session already ended
+    mine = await client.post(
+        "/devices/sign-out", data={"handle": listed[0]["handle"]}, headers=as_("laptop")
+    )
+    assert await mine.json() == {"ended": True}
+    assert cookie_of(mine).value == ""  # this device signed out too
+
+
 @check("remember-me")
 async def remember_me(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert client is not None

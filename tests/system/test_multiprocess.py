@@ -36,7 +36,7 @@ ROOT = REPO_ROOT
 class AppProcesses:
     """``PROCESSES`` copies of tests/harness/multiprocess_app.py, each on its own port."""
 
-    def __init__(self, store: str, target: str, name: str) -> None:
+    def __init__(self, store: str, target: str, name: str, *extra: str) -> None:
         self.ports = [free_port() for _ in range(PROCESSES)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs = [
@@ -52,6 +52,7 @@ class AppProcesses:
                     target,
                     "--name",
                     name,
+                    *extra,
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
