@@ -108,6 +108,9 @@ def merge_app(store: AbstractStore) -> web.Application:
 
     async def op(request: web.Request) -> web.Response:
         session = await get_session(request)
+        # The handler's own I/O (a query, a call to another service): other requests of
+        # the session load and save meanwhile, as in production.
+        await asyncio.sleep(0.001)
         shown = await _apply(session, await request.json())
         if request.query.get("hold"):
             hold = request.app[HOLD]
