@@ -694,6 +694,7 @@ class Slot:
             await self._drop_legacy()
         session._discard_old = False
         self.live = False
+        self.base = None  # a new record only this request knows of: nothing to merge with
         if token is None:
             session._dirty = False
             self._expire_cookie(request)

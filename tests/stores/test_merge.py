@@ -125,7 +125,21 @@ def merge_app(store: AbstractStore) -> web.Application:
             {"data": dict(session), "flashes": session.pop_flashes(), "max_age": session.max_age}
         )
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        # Saved twice in one request: when the response is prepared, and after the handler.
+        session = await get_session(request)
+        session.flash("one")
+        hold = request.app[HOLD]
+        hold.loaded.set()
+        await hold.release.wait()
+        response = web.StreamResponse()
+        await response.prepare(request)
+        session["after"] = "prepare"
+        await response.write(b"streamed")
+        return response
+
     app.router.add_post("/op", op)
+    app.router.add_post("/stream", stream)
     app.router.add_post("/peek", peek)
     return app
 
@@ -286,6 +300,24 @@ async def test_a_merge_never_revives_deleted_keys_or_old_values(client: Any) -> 
     # A request that loaded the merged record and changes nothing leaves it as it is.
     await race(client, token, [["set", "seen", "item-7"]], [["set", "step", 3]])
     assert (await peek(client, token))["data"] == {"cart": "pen", "step": 3, "seen": "item-7"}
+
+
+async def test_a_request_that_saves_twice_merges_each_change_once(client: Any) -> None:
+    token = await start(client, {"x": 0})
+    hold = client.app[HOLD]
+    hold.loaded.clear()
+    hold.release.clear()
+    headers = COOKIE_WIRE.present(token)
+    pending = asyncio.ensure_future(client.post("/stream", headers=headers))
+    await asyncio.wait_for(hold.loaded.wait(), 10)
+    fast = await client.post("/op", json=[["set", "b", 2]], headers=headers)
+    assert fast.status == 200
+    hold.release.set()
+    streamed = await asyncio.wait_for(pending, 30)
+    assert await streamed.read() == b"streamed"
+    result = await peek(client, token)
+    assert result["data"] == {"x": 0, "b": 2, "after": "prepare"}
+    assert result["flashes"] == ["one"]  # the second save did not add it again
 
 
 async def test_fifty_concurrent_requests_each_setting_a_key_all_keep_it(client: Any) -> None:
