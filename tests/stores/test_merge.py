@@ -12,18 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from aiohttp_sessionkit import AbstractStore, ServerStore, get_session, setup
+from aiohttp_sessionkit import (
+    AbstractStore,
+    EncryptedCookieStore,
+    MemoryStore,
+    ServerStore,
+    generate_key,
+    get_session,
+    setup,
+)
+from aiohttp_sessionkit.abc import Merge, mirrors
+from aiohttp_sessionkit.api import _APP_REGISTRY
+from aiohttp_sessionkit.middleware import SessionConfig
 from aiohttp_sessionkit.serializers import JSONSerializer
 from aiohttp_sessionkit.session import Session, decode_payload, encode_payload, merge_changes, now
-from tests.conftest import SERVER_STORE_KINDS, StoreFactory, _factory
+from tests.conftest import SERVER_STORE_KINDS, CountingStore, StoreFactory, _factory
 from tests.harness.cluster_servers import _KillableRedis
 from tests.stores.test_contract import COOKIE_WIRE, client_for
+from tests.stores.test_testing_kit import DictStore, MergingDictStore
 
 #: Every server store kind, and RedisStore through Redis Sentinel.
 MERGE_KINDS = [*SERVER_STORE_KINDS, "redis-sentinel"]
@@ -359,6 +371,70 @@ def test_a_base_that_no_longer_opens_counts_every_key_of_the_request_as_its_chan
     merge_changes(mine, None, current, JSONSerializer())
     assert (dict(current), current._flashes) == ({"a": 1, "b": 2, "c": 3}, ["kept"])
     assert mine.max_age is None and current._max_age is None  # as the request has it
+
+
+# -- which stores the session layer asks to merge -----------------------------------------------
+
+
+class _TwinWithoutMerge(MemoryStore):
+    """A MemoryStore whose synchronous save was written before merging existed."""
+
+    async def save(
+        self,
+        token: str | None,
+        data: bytes,
+        *,
+        ttl: int,
+        namespace: str,
+        established: bool = False,
+        merge: Merge | None = None,
+    ) -> str | None:
+        if token is None:
+            return await super().save(
+                token, data, ttl=ttl, namespace=namespace, established=established
+            )
+        return MemoryStore.save_nowait(self, token, data, ttl, namespace, merge)
+
+    @mirrors(save)
+    def save_nowait(  # type: ignore[override]  # the old twin: no merge parameter
+        self, token: str | None, data: bytes, ttl: int, namespace: str
+    ) -> str | None:
+        return MemoryStore.save_nowait(self, token, data, ttl, namespace)
+
+
+def _config(store: AbstractStore) -> SessionConfig:
+    app = web.Application()
+    setup(app, store)
+    return app[_APP_REGISTRY].default
+
+
+@pytest.mark.parametrize(
+    ("build", "merges", "synchronous"),
+    [
+        (MemoryStore, True, True),
+        (MergingDictStore, True, False),
+        (DictStore, False, False),  # no replace: last writer wins
+        (lambda: CountingStore(MemoryStore()), False, False),  # its save takes no merge
+        (lambda: EncryptedCookieStore(generate_key()), False, True),  # client-side
+        (_TwinWithoutMerge, True, False),  # the coroutine merges; the twin could not
+    ],
+    ids=["memory", "replace", "no-replace", "wrapper", "cookie", "old-twin"],
+)
+def test_merge_is_passed_only_to_a_store_that_can_merge(
+    build: Callable[[], AbstractStore], merges: bool, synchronous: bool
+) -> None:
+    config = _config(build())
+    assert config.save_merge is merges
+    assert (config.save_nowait is not None) is synchronous
+
+
+async def test_a_store_whose_old_twin_cannot_merge_still_merges_through_its_coroutine(
+    aiohttp_client: Any,
+) -> None:
+    client = await client_for(aiohttp_client, merge_app(_TwinWithoutMerge()))
+    token = await start(client, {"x": 0})
+    await race(client, token, [["set", "a", 1]], [["set", "b", 2]])
+    assert (await peek(client, token))["data"] == {"x": 0, "a": 1, "b": 2}
 
 
 # -- giving up --------------------------------------------------------------------------------
