@@ -47,6 +47,7 @@ import inspect
 import json
 import random
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -74,6 +75,13 @@ __all__ = [
 ]
 
 _Twin = TypeVar("_Twin", bound=Callable[..., Any])
+
+#: (id of a store, record key) -> the lock that the merging saves of that record which lost
+#: a race in this process queue on (ServerStore._merge). Weak: an entry goes with its
+#: last user.
+_MERGE_TURNS: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
 
 #: The attribute :func:`mirrors` sets on a twin: the function object it mirrors.
 _MIRRORS = "__sessionkit_mirrors__"
@@ -475,6 +483,11 @@ class ServerStore(AbstractStore):
     #: means another request saved the same session in between, so this bounds how many
     #: such saves one request can lose the race to.
     merge_attempts: ClassVar[int] = 16
+    #: Seconds: after its n-th lost retry a merging update waits a random time up to
+    #: ``min(merge_backoff_cap, merge_backoff * 2**n)`` before it reads the record again,
+    #: so that saves from several processes racing on one session spread out.
+    merge_backoff: ClassVar[float] = 0.001
+    merge_backoff_cap: ClassVar[float] = 0.05
 
     @property
     def merges(self) -> bool:
@@ -507,17 +520,28 @@ class ServerStore(AbstractStore):
         """Write ``data`` over ``merge.base``, or this request's changes over whatever another
         save left since (see :class:`Merge`): True once written, False when the record is
         gone (a logout, a login, expiry: nothing is written, nothing comes back)."""
-        expected: bytes = merge.base
-        for _ in range(self.merge_attempts):
-            if await self.replace(key, expected, data, ttl):
-                return True
-            current = await self.get(key)
-            if current is None:
-                return False
-            rebased = merge.rebase(current)
-            if rebased is None:
-                return False
-            expected, data = current, rebased
+        if await self.replace(key, merge.base, data, ttl):
+            return True  # nobody saved since the load: one round trip, as an update
+        # Another save landed since the load. The saves of this record that lost in this
+        # process take turns: otherwise each round of N racing saves lets one through and
+        # the last needs N attempts. Saves from other processes can still land in between,
+        # hence the bounded retries with random waits.
+        turn = (id(self), key)
+        lock = _MERGE_TURNS.get(turn)
+        if lock is None:
+            lock = _MERGE_TURNS[turn] = asyncio.Lock()
+        async with lock:
+            for attempt in range(1, self.merge_attempts):
+                current = await self.get(key)
+                if current is None:
+                    return False
+                rebased = merge.rebase(current)
+                if rebased is None:
+                    return False
+                if await self.replace(key, current, rebased, ttl):
+                    return True
+                ceiling = min(self.merge_backoff_cap, self.merge_backoff * 2**attempt)
+                await asyncio.sleep(random.random() * ceiling)
         raise StoreContention(
             f"{type(self).__name__}: {self.merge_attempts} saves of one session by other "
             "requests each landed between this request's read and write; nothing was written"

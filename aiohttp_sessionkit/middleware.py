@@ -22,6 +22,7 @@ from .abc import (
     AbstractLegacyReader,
     AbstractStore,
     AbstractTransport,
+    Merge,
     ServerStore,
     nowait_twin,
 )
@@ -35,6 +36,7 @@ from .session import (
     Session,
     decode_payload,
     encode_payload,
+    merge_changes,
     new_lineage,
     now,
 )
@@ -143,6 +145,9 @@ class SessionConfig:
     save_nowait: Callable[[str | None, Any, int, str], str | None] | None = field(init=False)
     #: True when ``store.save`` takes ``established=`` (see AbstractStore.save).
     save_established: bool = field(init=False)
+    #: True when updates pass ``merge=`` (see AbstractStore.save): ``store.save`` declares
+    #: it and the store can merge (a ServerStore driver without ``replace`` cannot).
+    save_merge: bool = field(init=False)
     #: The ``read`` of the only transport, when there is one (the common case): called
     #: directly, without the loop over transports that several need.
     read_only_transport: Callable[[web.Request, CookieParams], str | None] | None = field(
@@ -167,6 +172,18 @@ class SessionConfig:
         set_(self, "load_nowait", None if traced else nowait_twin(store, "load"))
         set_(self, "save_nowait", None if traced else nowait_twin(store, "save"))
         set_(self, "save_established", _takes_keyword(store.save, "established"))
+        merges = (
+            not store.client_side
+            and getattr(store, "merges", True) is True
+            and _takes_keyword(store.save, "merge")
+        )
+        set_(self, "save_merge", merges)
+        if (
+            merges
+            and self.save_nowait is not None
+            and not _takes_keyword(self.save_nowait, "merge")
+        ):
+            set_(self, "save_nowait", None)  # a twin that cannot merge: the coroutine can
         set_(
             self,
             "read_only_transport",
@@ -363,6 +380,7 @@ class Slot:
 
     __slots__ = (
         "applied",
+        "base",
         "bound",
         "config",
         "header",
@@ -383,6 +401,9 @@ class Slot:
         self.live = False  # self.token names a stored record that belongs to self.session
         # The user the loaded record is bound to (setup(..., user_key=...)), else None.
         self.bound: str | None = None
+        # A server-side session's payload as loaded, then as last saved by this request: what
+        # a merging update compares the record with, and diffs this request's changes from.
+        self.base: Any = None
         # The transport the client's token came in (the first configured one if none did):
         # any new token goes back the same way.
         self.transport = config.transports[0]
@@ -471,6 +492,8 @@ class Slot:
                         lineage = getattr(session, "_lineage", None)
                         if lineage is not None:
                             self.lineage = (lineage, session._created)
+                    else:
+                        self.base = payload
                 elif config.legacy:
                     session = await self._load_legacy(token)
                 if session is None:
@@ -668,12 +691,20 @@ class Slot:
             return
         # CREATE, UPDATE or REFRESH
         payload, t, ttl = self._payload(session)
-        token = None if action is CREATE else self.token
-        operation = self._store_save(token, payload, ttl, session)
+        if action is CREATE or self.base is None or not config.save_merge:
+            operation = self._store_save(
+                None if action is CREATE else self.token, payload, ttl, session
+            )
+        else:
+            save: Callable[..., Awaitable[str | None]] = config.store.save  # takes the keyword
+            merge = Merge(self.base, self._rebase)
+            operation = save(self.token, payload, ttl=ttl, namespace=config.namespace, merge=merge)
         saved = await config.call(operation)
         self._saved(request, session, saved, t, ttl)
         if action is CREATE and self.live and config.observer is not None:
             self._emit(events.CREATED, self.token)
+        if saved is not None and config.save_merge:
+            self._based(session, payload)
         if self.legacy is not None:
             await self._drop_legacy()
 
@@ -708,11 +739,19 @@ class Slot:
             self._lost(session)
             return True
         payload, t, ttl = self._payload(session)
-        token = None if action is CREATE else self.token
-        saved = save_nowait(token, payload, ttl, config.namespace)
+        if action is CREATE or self.base is None or not config.save_merge:
+            saved = save_nowait(
+                None if action is CREATE else self.token, payload, ttl, config.namespace
+            )
+        else:  # the twin takes merge (SessionConfig checked), positionally like its others
+            merging: Callable[..., str | None] = save_nowait
+            merge = Merge(self.base, self._rebase)
+            saved = merging(self.token, payload, ttl, config.namespace, merge)
         self._saved(request, session, saved, t, ttl)
         if action is CREATE and self.live and config.observer is not None:
             self._emit(events.CREATED, self.token)
+        if saved is not None and config.save_merge:
+            self._based(session, payload)
         return True
 
     async def _commit_bound(self, request: web.Request, action: Action) -> None:
@@ -797,6 +836,38 @@ class Slot:
         if previous is not None:
             self.bound = user_of(previous.get(config.user_key))
 
+    def _based(self, session: Session, payload: Any) -> None:
+        """After a save of ``payload``: a later save in this request (a response prepared
+        before the handler's last change) merges from this request's view as saved. If the
+        store merged another request's save in, the record differs from ``payload``: that
+        save's compare fails and merges again, so the other request's keys stay."""
+        self.base = payload
+        session._shown = False
+
+    def _rebase(self, current: Any) -> Any | None:
+        """``Merge.rebase``: this request's changes since :attr:`base` applied to ``current``,
+        another request's save, as the payload to write; ``None`` when ``current`` does not
+        open (the session ended or expired meanwhile: nothing is written)."""
+        config = self.config
+        session = self.session
+        assert session is not None  # only a loaded session's save merges
+
+        def opened(payload: Any) -> Session | None:
+            return config.restore(
+                payload,
+                config.serializer,
+                identity=self.token,
+                idle_timeout=config.idle_timeout,
+                absolute_timeout=config.absolute_timeout,
+                clock_skew_tolerance=config.clock_skew_tolerance,
+            )
+
+        merged = opened(current)
+        if merged is None:
+            return None
+        merge_changes(session, opened(self.base), merged, config.serializer)
+        return config.dump(merged, config.serializer, now())
+
     async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
         """Write ``session`` as a new record: its token, access time and lifetime."""
         payload, t, ttl = self._payload(session)
@@ -861,6 +932,7 @@ class Slot:
             await self._drop_legacy()
         session._discard_old = False
         self.live = False
+        self.base = None  # a new record only this request knows of: nothing to merge with
         if token is None:
             session._dirty = False
             self._expire_cookie(request)

@@ -75,6 +75,7 @@ class Session(MutableMapping[str, Any]):
         "_lineage",
         "_max_age",
         "_new",
+        "_shown",
     )
 
     def __init__(
@@ -103,6 +104,9 @@ class Session(MutableMapping[str, Any]):
         # The id a client-side session keeps across its re-issues (hex), or None: a logout
         # remembers it so that a slower request of the same session cannot re-issue it.
         self._lineage: str | None = None
+        # pop_flashes() handed out the flashes it loaded: a merge with a concurrent save
+        # (merge_changes) must not bring them back.
+        self._shown = False
 
     # -- what callers read ---------------------------------------------------------------
     @property
@@ -194,6 +198,7 @@ class Session(MutableMapping[str, Any]):
         if flashes:
             self._flashes = []
             self._dirty = True
+            self._shown = True
         return flashes
 
     # -- MutableMapping ----------------------------------------------------------------------
@@ -253,6 +258,44 @@ def encode_payload(session: Session, serializer: Serializer, accessed: int) -> b
         )
         + encoded
     )
+
+
+def merge_changes(
+    mine: Session, base: Session | None, current: Session, serializer: Serializer
+) -> None:
+    """Apply to ``current`` (a save another request made meanwhile) what this request
+    changed: the difference between ``base`` (the session as this request loaded it, decoded
+    again: fresh objects; ``None`` when it no longer opens) and ``mine`` (the session now).
+
+    Values are compared in their serialized form, so that a nested value changed in place
+    counts, and ``1`` and ``True`` differ. Keys set or changed here take this request's
+    value; keys deleted here go; every other key keeps ``current``'s value. Flash messages
+    added here are appended to ``current``'s; those ``base`` held are removed from
+    ``current`` (first occurrences) if this request showed them. ``max_age`` is this
+    request's if it changed it. ``created`` stays ``current``'s.
+    """
+    dumps = serializer.dumps
+    before: dict[str, Any] = {} if base is None else base._data
+    target = current._data
+    for key, value in mine._data.items():
+        if key not in before or dumps(value) != dumps(before[key]):
+            target[key] = value
+    for key in before:
+        if key not in mine._data:
+            target.pop(key, None)
+    loaded: list[Any] = [] if base is None else base._flashes
+    if mine._shown:
+        flashes = list(current._flashes)
+        for shown in map(dumps, loaded):
+            for index, flash in enumerate(flashes):
+                if dumps(flash) == shown:
+                    del flashes[index]
+                    break
+        current._flashes = flashes + mine._flashes  # all added after the last pop_flashes()
+    else:
+        current._flashes = current._flashes + mine._flashes[len(loaded) :]
+    if base is None or mine._max_age != base._max_age:
+        current._max_age = mine._max_age
 
 
 def new_lineage() -> str:

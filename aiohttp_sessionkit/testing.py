@@ -45,7 +45,7 @@ except ImportError as exc:  # a store author's test dependencies, not the librar
         f'"aiohttp-sessionkit[testing]" ({exc})'
     ) from exc
 
-from .abc import ServerStore
+from .abc import Merge, ServerStore
 from .api import _APP_REGISTRY
 from .ids import is_valid_session_id, new_session_id, record_key
 from .middleware import SessionConfig
@@ -391,6 +391,111 @@ class StoreContract:
         results = await asyncio.gather(*jobs)
         assert all(result in (token, None) for result in results)
         assert await store.load(token, namespace=_NS) is None
+
+    # -- merging updates (ServerStore.replace)
+    #
+    # A store that implements ``replace`` never loses a concurrent request's change; one
+    # that does not keeps the whole-record ``update``, where the last writer wins. That is
+    # allowed (and documented): the kit then says so, as a skip with its reason, and checks
+    # that a save asked to merge still writes its payload.
+
+    @staticmethod
+    def _merging(store: Any) -> ServerStore:
+        server = StoreContract._server(store)
+        if not server.merges:
+            pytest.skip(
+                f"{type(server).__name__} does not implement ServerStore.replace: its updates "
+                "are last-writer-wins (a concurrent request's change can be lost); implement "
+                "replace, an atomic compare-and-swap, for merging updates"
+            )
+        return server
+
+    async def test_replace_writes_only_over_the_expected_payload(self, store: Any) -> None:
+        store = self._merging(store)
+        token = await store.save(None, b"v1", ttl=60, namespace=_NS)
+        assert token is not None
+        key = record_key(_NS, token)
+        assert await store.replace(key, b"v0", b"stale", 60) is False
+        assert await store.get(key) == b"v1"
+        assert await store.replace(key, b"v1", b"v2", 60) is True
+        assert await store.get(key) == b"v2"
+        assert await store.replace(key, b"v1", b"again", 60) is False  # compares with v2
+        assert await store.get(key) == b"v2"
+        await store.delete(token, namespace=_NS)
+        assert await store.replace(key, b"v2", b"revived", 60) is False
+        assert await store.get(key) is None
+        unknown = record_key(_NS, new_session_id())
+        assert await store.replace(unknown, b"", b"created", 60) is False
+        assert await store.get(unknown) is None
+
+    async def test_replace_compares_whole_binary_payloads(self, store: Any) -> None:
+        store = self._merging(store)
+        payload = bytes(range(256)) * 64
+        token = await store.save(None, payload, ttl=60, namespace=_NS)
+        assert token is not None
+        key = record_key(_NS, token)
+        # One byte off, at the end or in the middle (a NUL), or a prefix: not the payload.
+        for near in (payload[:-1] + b"\xfe", payload[:100] + b"\x01" + payload[101:], payload[:-1]):
+            assert await store.replace(key, near, b"wrong", 60) is False
+        assert await store.replace(key, payload, payload + b"\x00", 60) is True
+        assert await store.get(key) == payload + b"\x00"
+
+    async def test_concurrent_replaces_from_one_payload_let_exactly_one_win(
+        self, store: Any
+    ) -> None:
+        store = self._merging(store)
+        token = await store.save(None, b"base", ttl=60, namespace=_NS)
+        assert token is not None
+        key = record_key(_NS, token)
+        payloads = [b"w%d" % i for i in range(self.concurrency)]
+        won = await asyncio.gather(*(store.replace(key, b"base", p, 60) for p in payloads))
+        assert won.count(True) == 1
+        assert await store.get(key) == payloads[won.index(True)]
+
+    async def test_concurrent_merging_saves_each_keep_their_change(self, store: Any) -> None:
+        # The payload here is a list of items; each save adds its own, on top of whatever
+        # another save left (what the session layer does with a session's keys).
+        store = self._merging(store)
+        token = await store.save(None, b"start", ttl=60, namespace=_NS)
+        assert token is not None
+
+        def merge(item: bytes) -> Merge:
+            return Merge(base=b"start", rebase=lambda current: current + b"|" + item)
+
+        items = [b"i%d" % i for i in range(self.concurrency)]
+        saved = await asyncio.gather(
+            *(
+                store.save(token, b"start|" + item, ttl=60, namespace=_NS, merge=merge(item))
+                for item in items
+            )
+        )
+        assert saved == [token] * len(items)
+        stored = await store.load(token, namespace=_NS)
+        assert stored is not None
+        first, *added = stored.split(b"|")
+        assert first == b"start" and sorted(added) == sorted(items)
+
+    async def test_a_merging_save_after_a_logout_writes_nothing(self, store: Any) -> None:
+        store = self._merging(store)
+        token = await store.save(None, b"base", ttl=60, namespace=_NS)
+        assert token is not None
+        await store.delete(token, namespace=_NS)
+        merge = Merge(base=b"base", rebase=lambda current: current + b"|late")
+        assert await store.save(token, b"late", ttl=60, namespace=_NS, merge=merge) is None
+        assert await store.load(token, namespace=_NS) is None
+
+    async def test_a_store_without_replace_still_saves_a_merging_update_whole(
+        self, store: Any
+    ) -> None:
+        store = self._server(store)
+        if store.merges:
+            pytest.skip(f"{type(store).__name__} implements replace: its updates merge")
+        token = await store.save(None, b"base", ttl=60, namespace=_NS)
+        assert token is not None
+        await store.save(token, b"other", ttl=60, namespace=_NS)  # another request's save
+        merge = Merge(base=b"base", rebase=lambda current: current + b"|mine")
+        assert await store.save(token, b"mine", ttl=60, namespace=_NS, merge=merge) == token
+        assert await store.load(token, namespace=_NS) == b"mine"  # the last writer wins
 
     # -- lifecycle
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
@@ -15,6 +16,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
+    from redis.commands.core import AsyncScript
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'RedisStore needs the redis package: pip install "aiohttp-sessionkit[redis]"'
@@ -128,6 +130,8 @@ class _Pipeline(Protocol):
 
     def delete(self, *names: str) -> Any: ...
 
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+
     def execute(self, raise_on_error: bool = ...) -> Awaitable[list[Any]]: ...
 
 
@@ -144,11 +148,27 @@ class _Commands(Protocol):
 
     def delete(self, *names: str) -> Awaitable[int]: ...
 
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]: ...
+
     def pipeline(self, transaction: bool = ...) -> _Pipeline: ...
 
 
-#: A write: the command ("SET NX", "SET XX" or "DEL"), the record key, the payload, the TTL.
-_Write = tuple[str, str, bytes, int]
+#: ServerStore.replace in one step on the server: Redis runs a script atomically, so no
+#: other command lands between the comparison and the write. One key (KEYS[1]), so it runs
+#: on a Redis Cluster without CROSSSLOT; GET of a missing or expired key gives false, which
+#: equals no string: nothing is written then.
+_REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+_REPLACE_SHA = hashlib.sha1(_REPLACE.encode(), usedforsecurity=False).hexdigest()
+
+#: A write: the command ("SET NX", "SET XX", "CAS" or "DEL"), the record key, the payload,
+#: the TTL, and the payload a CAS expects (else empty).
+_Write = tuple[str, str, bytes, int, bytes]
 _Item = TypeVar("_Item")
 
 
@@ -186,6 +206,7 @@ class RedisStore(ServerStore):
         self._client: aioredis.Redis | aioredis.RedisCluster | None
         self._sentinel_target: _SentinelTarget | None = None
         self._sentinel: Sentinel | None = None  # only for a redis+sentinel:// URL
+        self._replace: AsyncScript | None = None  # registered on first NOSCRIPT
         if isinstance(url_or_client, str):
             if urlsplit(url_or_client).scheme.lower() == _SENTINEL_SCHEME:
                 self._sentinel_target = _parse_sentinel_url(url_or_client)
@@ -219,8 +240,9 @@ class RedisStore(ServerStore):
             # per command, which costs more than the command on a fast link.
             self._gate = asyncio.Semaphore(_MAX_CONNECTIONS)
             # One quick retry on a broken connection (a restart or failover left a dead
-            # socket in the pool). All four commands are safe to repeat; timeouts are not
-            # retried, so a hung server costs one timeout, not several.
+            # socket in the pool). All five commands are safe to repeat (a CAS repeated after
+            # it landed finds its own payload, compares unequal and writes nothing); timeouts
+            # are not retried, so a hung server costs one timeout, not several.
             retry = Retry(
                 ExponentialBackoff(cap=0.1, base=0.01),
                 1,
@@ -298,13 +320,35 @@ class RedisStore(ServerStore):
         return result
 
     async def create(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._await("SET NX", self._writes, ("SET NX", key, data, ttl)))
+        return bool(await self._await("SET NX", self._writes, ("SET NX", key, data, ttl, b"")))
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
-        return bool(await self._await("SET XX", self._writes, ("SET XX", key, data, ttl)))
+        return bool(await self._await("SET XX", self._writes, ("SET XX", key, data, ttl, b"")))
 
     async def remove(self, key: str) -> None:
-        await self._await("DEL", self._writes, ("DEL", key, b"", 0))
+        await self._await("DEL", self._writes, ("DEL", key, b"", 0, b""))
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        # EVALSHA, batched with the other writes. The server keeps the script, never a
+        # request's data; a server that does not know it yet (a restart, a failover, a new
+        # cluster node) answers NOSCRIPT, having run nothing, and redis-py's script object
+        # then loads it and runs it again.
+        write = ("CAS", key, data, ttl, expected)
+        try:
+            return bool(await self._await("EVALSHA", self._writes, write))
+        except redis_errors.NoScriptError:
+            pass
+        try:
+            client = self.client
+            script = self._replace
+            if script is None:
+                script = self._replace = client.register_script(_REPLACE)
+            name = self._key_prefix + key
+            return bool(await script(keys=[name], args=[expected, data, ttl], client=client))
+        except Exception as exc:
+            if _is_outage(exc):
+                raise _unavailable("EVALSHA", exc) from exc
+            raise
 
     async def _await(self, command: str, batcher: Batcher[_Item], item: _Item) -> Any:
         try:
@@ -337,8 +381,8 @@ class RedisStore(ServerStore):
         commands = cast(_Commands, client)
         if isinstance(item, str):
             return await commands.get(item)
-        command, key, data, ttl = cast(_Write, item)
-        return await _send(commands, command, self._key_prefix + key, data, ttl)
+        command, key, data, ttl, expected = cast(_Write, item)
+        return await _send(commands, command, self._key_prefix + key, data, ttl, expected)
 
     async def _read_many(self, names: list[str]) -> list[Any]:
         """One MGET for every read of the batch."""
@@ -355,12 +399,12 @@ class RedisStore(ServerStore):
         client = cast(_Commands, self.client)
         prefix = self._key_prefix
         if len(writes) == 1:
-            command, key, data, ttl = writes[0]
-            call: Awaitable[Any] = _send(client, command, prefix + key, data, ttl)
+            command, key, data, ttl, expected = writes[0]
+            call: Awaitable[Any] = _send(client, command, prefix + key, data, ttl, expected)
         else:
             pipe = client.pipeline(transaction=False)
-            for command, key, data, ttl in writes:
-                _send(pipe, command, prefix + key, data, ttl)
+            for command, key, data, ttl, expected in writes:
+                _send(pipe, command, prefix + key, data, ttl, expected)
             call = pipe.execute(raise_on_error=False)
         if self._gate is None:
             result = await call
@@ -383,11 +427,15 @@ def _unavailable(command: str, exc: BaseException) -> StoreUnavailable:
     )
 
 
-def _send(client: _Commands | _Pipeline, command: str, name: str, data: bytes, ttl: int) -> Any:
-    if command == "SET NX":
-        return client.set(name, data, ex=ttl, nx=True)
+def _send(
+    client: _Commands | _Pipeline, command: str, name: str, data: bytes, ttl: int, expected: bytes
+) -> Any:
     if command == "SET XX":
         return client.set(name, data, ex=ttl, xx=True)
+    if command == "CAS":
+        return client.evalsha(_REPLACE_SHA, 1, name, expected, data, ttl)
+    if command == "SET NX":
+        return client.set(name, data, ex=ttl, nx=True)
     return client.delete(name)
 
 

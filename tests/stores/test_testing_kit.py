@@ -60,6 +60,51 @@ class TestDictStore(StoreContract):
         return DictStore()
 
 
+class MergingDictStore(DictStore):
+    """DictStore with ``replace``: no await between the comparison and the write."""
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        if not self._live(key) or self.records[key][1] != expected:
+            return False
+        self.records[key] = (time.monotonic() + ttl, data)
+        return True
+
+
+class TestMergingDictStore(StoreContract):
+    """A third-party store with replace passes the whole kit, its merging tests included."""
+
+    @pytest.fixture
+    def store(self) -> MergingDictStore:
+        return MergingDictStore()
+
+
+class ReplaceIgnoresExpected(MergingDictStore):
+    """A plain update where a compare-and-swap belongs: concurrent saves overwrite each other."""
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        return await self.update(key, data, ttl)
+
+
+class ReplaceRevives(MergingDictStore):
+    """A compare-and-swap that writes a missing record: a late save undoes a logout."""
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        if not self._live(key):
+            self.records[key] = (time.monotonic() + ttl, data)
+            return True
+        return await super().replace(key, expected, data, ttl)
+
+
+class ReplaceComparesAPrefix(MergingDictStore):
+    """A comparison that stops early (a fixed-size column, a C string at its first NUL)."""
+
+    async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        if not self._live(key) or self.records[key][1][:64] != expected[:64]:
+            return False
+        self.records[key] = (time.monotonic() + ttl, data)
+        return True
+
+
 class UpdateCreates(DictStore):
     """An upsert where an update belongs: a late save brings back a logged-out session."""
 
@@ -122,12 +167,21 @@ Check = Callable[[StoreContract, DictStore], Awaitable[None]]
         (MonthsAsUnixTime, K.test_a_lifetime_of_months_keeps_the_record),
         (KeepsDeleted, K.test_save_load_update_delete_round_trip),
         (KeepsDeleted, K.test_delete_is_idempotent),
+        (ReplaceIgnoresExpected, K.test_replace_writes_only_over_the_expected_payload),
+        (ReplaceIgnoresExpected, K.test_concurrent_replaces_from_one_payload_let_exactly_one_win),
+        (ReplaceIgnoresExpected, K.test_concurrent_merging_saves_each_keep_their_change),
+        (ReplaceRevives, K.test_replace_writes_only_over_the_expected_payload),
+        (ReplaceRevives, K.test_a_merging_save_after_a_logout_writes_nothing),
+        (ReplaceComparesAPrefix, K.test_replace_compares_whole_binary_payloads),
     ],
 )  # fmt: skip
 async def test_the_kit_catches_a_broken_store(broken: type[DictStore], check: Check) -> None:
     with pytest.raises(AssertionError):
         await check(StoreContract(), broken())
-    await check(StoreContract(), DictStore())  # the same test passes on a sound store
+    # The same test passes on a sound store.
+    await check(
+        StoreContract(), MergingDictStore() if issubclass(broken, MergingDictStore) else DictStore()
+    )
 
 
 async def test_the_kit_catches_a_store_that_ignores_the_ttl() -> None:
@@ -150,3 +204,15 @@ def test_importing_the_package_does_not_import_pytest_or_the_kit() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_the_kit_says_a_store_without_replace_is_last_writer_wins() -> None:
+    kit = StoreContract()
+    with pytest.raises(pytest.skip.Exception, match="last-writer-wins"):
+        await kit.test_concurrent_merging_saves_each_keep_their_change(DictStore())
+    # And checks what such a store owes instead: a save asked to merge writes its payload.
+    await kit.test_a_store_without_replace_still_saves_a_merging_update_whole(DictStore())
+    with pytest.raises(pytest.skip.Exception):
+        await kit.test_a_store_without_replace_still_saves_a_merging_update_whole(
+            MergingDictStore()
+        )

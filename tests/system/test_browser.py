@@ -247,6 +247,7 @@ async def test_the_session_panel_shows_what_each_request_did_in_chromium(
     await context.close()
 
 
+@pytest.mark.parametrize("store", ["memory://"])
 async def test_your_sessions_signs_the_other_browser_out_in_chromium(
     browser: Browser, demo: str
 ) -> None:

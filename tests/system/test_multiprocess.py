@@ -82,17 +82,24 @@ class AppProcesses:
         return f"http://{HOST}:{self.ports[index % PROCESSES]}{path}"
 
 
-@pytest.fixture(scope="module", params=["redis-cluster", "postgres"])
-def apps(request: pytest.FixtureRequest) -> Iterator[AppProcesses]:
+MULTIPROCESS_KINDS = ["redis-cluster", "postgres"]
+
+
+def start_apps(request: pytest.FixtureRequest, kind: str) -> AppProcesses:
+    """``PROCESSES`` app processes on a fresh namespace of the ``kind`` store."""
     name = f"mp_{uuid.uuid4().hex[:8]}"
-    if request.param == "redis-cluster":
+    if kind == "redis-cluster":
         servers: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
         servers.wait_healthy()
         target = ",".join(f"{host}:{port}" for host, port in servers.startup_nodes)
-        processes = AppProcesses("redis-cluster", target, name + ":")
-    else:
-        target = request.getfixturevalue("postgres_server").url
-        processes = AppProcesses("postgres", target, name)
+        return AppProcesses("redis-cluster", target, name + ":")
+    target = request.getfixturevalue("postgres_server").url
+    return AppProcesses("postgres", target, name)
+
+
+@pytest.fixture(scope="module", params=MULTIPROCESS_KINDS)
+def apps(request: pytest.FixtureRequest) -> Iterator[AppProcesses]:
+    processes = start_apps(request, request.param)
     try:
         processes.wait_ready()
         yield processes
@@ -180,3 +187,63 @@ async def test_a_logout_under_concurrent_writes_from_other_processes_is_never_un
     for index in range(PROCESSES):
         status, body, _, _ = await call(http, "GET", apps.url(index, "/read"), cookie)
         assert body == {"data": {}, "new": True}
+
+
+#: Concurrent requests on one session, and how many times the test repeats them.
+CONCURRENT = 50
+ROUNDS = 20
+
+
+async def test_concurrent_changes_to_one_session_from_every_process_all_land(
+    apps: AppProcesses, http: aiohttp.ClientSession
+) -> None:
+    """Each request sets its own key; all loaded the session before most saved (issue 24)."""
+    for _ in range(ROUNDS):
+        status, _, cookie, _ = await call(http, "POST", apps.url(0, "/incr"), None)
+        assert status == 200 and cookie is not None
+        async with asyncio.timeout(120):
+            answers = await asyncio.gather(
+                *(call(http, "POST", apps.url(i, f"/mark/{i}"), cookie) for i in range(CONCURRENT))
+            )
+        assert [status for status, _, _, _ in answers] == [200] * CONCURRENT
+        assert len({pid for _, _, _, pid in answers}) == PROCESSES
+        status, body, _, _ = await call(http, "GET", apps.url(1, "/read"), cookie)
+        assert body == {"data": {"n": 1, **{f"k{i}": 1 for i in range(CONCURRENT)}}, "new": False}
+
+
+@pytest.mark.parametrize("kind", MULTIPROCESS_KINDS)
+async def test_an_app_process_killed_mid_save_leaves_the_last_complete_saves(
+    request: pytest.FixtureRequest, http: aiohttp.ClientSession, kind: str
+) -> None:
+    processes = start_apps(request, kind)
+    try:
+        await asyncio.to_thread(processes.wait_ready)
+        status, _, cookie, _ = await call(http, "POST", processes.url(0, "/incr"), None)
+        assert status == 200 and cookie is not None
+
+        async def mark(i: int) -> int | None:
+            # Every third request goes to process 0, the one that gets killed.
+            try:
+                status, _, _, _ = await call(http, "POST", processes.url(i, f"/mark/{i}"), cookie)
+            except aiohttp.ClientError:
+                return None  # its process died under it: saved or not, nobody knows
+            return status
+
+        marks = 3 * CONCURRENT
+        jobs = [asyncio.ensure_future(mark(i)) for i in range(marks)]
+        await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+        processes.procs[0].kill()  # SIGKILL, while its saves are in flight
+        async with asyncio.timeout(120):
+            statuses = await asyncio.gather(*jobs)
+        assert None in statuses[0::3], "process 0 was killed after all its requests ended"
+        status, body, _, _ = await call(http, "GET", processes.url(1, "/read"), cookie)
+        # The record opens (it is whole), with every save that answered 200 in it, maybe
+        # some whose process died after writing, and nothing else.
+        assert status == 200 and body["new"] is False
+        data = body["data"]
+        saved = {f"k{i}" for i, status in enumerate(statuses) if status == 200}
+        assert saved <= set(data) - {"n"} <= {f"k{i}" for i in range(marks)}
+        assert data["n"] == 1 and all(data[key] == 1 for key in data)
+        assert {status for status in statuses[1::3] + statuses[2::3]} == {200}
+    finally:
+        await asyncio.to_thread(processes.stop)
