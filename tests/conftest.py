@@ -328,6 +328,13 @@ async def revocable_store_factory(request: pytest.FixtureRequest) -> AsyncIterat
         yield factory
 
 
+@pytest.fixture(params=DENY_LIST_STORE_KINDS)
+async def deny_list_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Like ``store_factory``, for the client-side stores with a deny list (revocation=)."""
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
 @pytest.fixture
 def store(store_factory: StoreFactory) -> AbstractStore:
     """One store of each kind (parametrized)."""

@@ -1,14 +1,20 @@
 """What a client-side store's deny list holds: ended sessions, and per-user cutoff times.
 
 ``EncryptedCookieStore(revocation=...)`` and ``JWTStore(revocation=...)`` keep both in any
-server store, as plain records of ASCII digits:
+server store, as small ASCII records:
 
 * a session (its lineage id, which every re-issue of its token keeps) ended by a logout,
-  a login or ``end_session``: the entry holds when it may be forgotten, the last moment a
-  token of that session could still open;
+  a login or ``end_session``: the entry holds when it may be forgotten (epoch seconds), the
+  last moment a token of that session could still open;
 * a user whose sessions were all ended (``end_user_sessions``, OWASP ASVS 5.0 7.4.1): the
-  entry holds the cutoff time; a token bound to that user whose session was born before it
-  is refused. It lives as long as the absolute timeout, past which no such token opens.
+  entry holds the cutoff (epoch microseconds) and the handle of a session to spare, if any.
+  A token bound to that user whose session was born at or before the cutoff is refused.
+  The entry lives as long as the absolute timeout, past which no such token opens.
+
+A session is *born* for a user when it was bound to that user under its lineage id, in
+microseconds: its token carries that time (``binding_time`` at its first save with the user
+set; kept by every re-issue of the same lineage and user), so a login right after the cutoff
+is not refused, and a slower request re-issuing an old token cannot make it young again.
 
 Entries are only ever raised, never lowered, so two processes ending the same session or
 user at once keep the later end.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, NoReturn
 
 from .. import session as session_module
@@ -27,6 +34,8 @@ from ..ids import record_key
 
 __all__ = [
     "DenyListUsers",
+    "binding_time",
+    "born",
     "bound_user",
     "cutoff_key",
     "is_handle",
@@ -40,8 +49,22 @@ __all__ = [
 # records, if the application reuses one server store for several things.
 _CUTOFF_NAMESPACE = "aiohttp_sessionkit.user-cutoff"
 _HANDLE_SHAPE = re.compile(r"[0-9a-f]{64}")
-# Fits every epoch second a 32-bit payload field can hold, and then some.
-_MAX_DIGITS = 12
+# Epoch microseconds have 16 digits until the year 2286.
+_MAX_DIGITS = 19
+_MICROS = 1_000_000
+
+
+def binding_time() -> int:
+    """Now, in epoch microseconds: when a session becomes a user's, or a user's cutoff. Finer
+    than the session layer's whole seconds, so that a login in the same second as the
+    cutoff, but after it, is not refused."""
+    return time.time_ns() // 1000
+
+
+def born(created: int, since: int | None) -> int:
+    """When a session became its user's (epoch microseconds): when its token says it was
+    bound (``since``), or its creation (seconds), whichever is later."""
+    return max(created * _MICROS, since or 0)
 
 
 def bound_user(value: Any) -> str | None:
@@ -67,49 +90,63 @@ def cutoff_key(namespace: str, user: str) -> str:
 
 
 def stored_number(entry: bytes | None) -> int:
-    """The epoch seconds an entry holds; 0 for no entry, or anything we did not write."""
-    return int(entry) if entry is not None and entry.isdigit() and len(entry) < _MAX_DIGITS else 0
+    """The number an entry starts with (a deny entry's end, a cutoff); 0 for no entry, or
+    anything we did not write."""
+    if entry is None:
+        return 0
+    number = entry.split(b" ", 1)[0]
+    return int(number) if number.isdigit() and len(number) <= _MAX_DIGITS else 0
 
 
 async def refused(
-    revocation: ServerStore, deny_key: str, user_cutoff_key: str | None, born: int
+    revocation: ServerStore, handle: str, user_cutoff_key: str | None, born: int
 ) -> bool:
-    """True when a token may not open: its session is on the deny list, or it is bound to a
-    user (``user_cutoff_key`` given) whose cutoff is later than ``born``.
+    """True when a token may not open: its session (whose deny-list key is ``handle``) is on
+    the deny list, or it is bound to a user (``user_cutoff_key`` given) whose cutoff came at
+    or after ``born`` and does not spare this session.
 
     Both entries are read concurrently, through ``get`` so that they share a batching
     store's round trip with each other and with other requests' checks: a bound session
     costs no more waiting than an unbound one.
     """
     if user_cutoff_key is None:
-        return await revocation.get(deny_key) is not None
+        return await revocation.get(handle) is not None
     denied, cutoff = await asyncio.gather(
-        revocation.get(deny_key), revocation.get(user_cutoff_key), return_exceptions=True
+        revocation.get(handle), revocation.get(user_cutoff_key), return_exceptions=True
     )
     # return_exceptions: one failed read must not leave the other running unobserved.
-    for result in (denied, cutoff):
-        if isinstance(result, BaseException):
-            raise result
-    assert not isinstance(cutoff, BaseException)
-    return denied is not None or stored_number(cutoff) > born
+    if isinstance(denied, BaseException):
+        raise denied
+    if isinstance(cutoff, BaseException):
+        raise cutoff
+    if denied is not None:
+        return True
+    if cutoff is None or born > stored_number(cutoff):
+        return False
+    spared = cutoff.split(b" ", 1)[1:]
+    return spared != [handle.encode()]
 
 
-async def keep_latest(revocation: ServerStore, key: str, value: int, ttl: int) -> None:
-    """Make the entry ``key`` hold at least ``value`` and live ``ttl`` seconds, never less.
+async def keep_latest(
+    revocation: ServerStore, key: str, value: int, ttl: int, note: str | None = None
+) -> None:
+    """Make the entry ``key`` hold at least ``value`` (with ``note`` after it, if given) and
+    live ``ttl`` seconds.
 
     A create-only write; when an entry is there already, it is replaced only if it holds an
     earlier value (a later value always lives longer). Three rounds cover an entry that
     expires or is replaced between the calls.
     """
-    entry, ttl = str(value).encode("ascii"), max(ttl, 1)
+    entry = str(value) if note is None else f"{value} {note}"
+    data, ttl = entry.encode("ascii"), max(ttl, 1)
     for _ in range(3):
-        if await revocation.create(key, entry, ttl):
+        if await revocation.create(key, data, ttl):
             return
         current = await revocation.get(key)
         if current is not None:
             if stored_number(current) >= value:
                 return
-            if await revocation.update(key, entry, ttl):
+            if await revocation.update(key, data, ttl):
                 return
 
 
@@ -188,15 +225,14 @@ class DenyListUsers:
         self, user: str, *, namespace: str, last_seen: Any = None, keep: str | None = None
     ) -> int:
         """Refuse, in every process sharing the deny list, every token bound to ``user``
-        whose session was created (or bound to the user) before now, this request's own
-        included: ``keep`` cannot be honoured here, so the session layer re-issues the
-        session it keeps as a new one. Returns 0: tokens held by clients cannot be counted.
-        """
+        whose session became the user's before now, except the session whose handle is
+        ``keep``. Returns 0: tokens held by clients cannot be counted.
+
+        A later call replaces the cutoff, and what it spares, with its own."""
         revocation = self._deny_list()
-        t = session_module.now()
-        await keep_latest(
-            revocation, cutoff_key(namespace, user), t, lifetime(self._absolute_timeout)
-        )
+        note = keep if is_handle(keep) else None
+        ttl = lifetime(self._absolute_timeout)
+        await keep_latest(revocation, cutoff_key(namespace, user), binding_time(), ttl, note)
         return 0
 
     def _deny_list(self) -> ServerStore:

@@ -32,12 +32,12 @@ _LINEAGE_BYTES = 8
 
 # A session bound to a user (setup(..., user_key=...)) in a store with a deny list is sealed
 # with a frame before its payload: this marker (no payload version is this large), since
-# when the session is bound to that user under its lineage (epoch seconds), the length of
-# the user id and the user id as UTF-8. The deny list's per-user cutoff is checked against
-# it without decoding the session's data.
+# when the session is bound to that user under its lineage (epoch microseconds), the length
+# of the user id and the user id as UTF-8. The deny list's per-user cutoff is checked
+# against it without decoding the session's data.
 _BOUND_MARKER = 0xB5
 _BOUND_PREFIX = bytes([_BOUND_MARKER])
-_BOUND_FRAME = struct.Struct(">BIH")
+_BOUND_FRAME = struct.Struct(">BQH")
 
 
 class _Bound(NamedTuple):
@@ -54,7 +54,7 @@ class _Cookie(NamedTuple):
     lineage: str  # its lineage id (hex); one derived from the cookie for a version 1 payload
     created: int
     user: str | None  # the user it is bound to, if any
-    born: int  # when it became this user's session: its creation or binding, the later
+    born: int  # when it became this user's session (epoch microseconds; _revocation.born)
 
 
 class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
@@ -187,7 +187,7 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
         if revocation is None:
             return self.save_nowait(token, data, ttl, namespace)
         user, payload = (data.user, data.payload) if isinstance(data, _Bound) else (None, data)
-        since = session_module.now()
+        since = _revocation.binding_time()
         if token is not None:  # an update: of a session that must not have ended meanwhile
             old = self._read(token, namespace)
             if old is None or await self._refused(revocation, old, namespace):
@@ -256,12 +256,12 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
         plaintext = self.load_nowait(token, namespace)
         if plaintext is None:
             return None
-        user, born = None, 0
+        user, since = None, None
         if plaintext[:1] == _BOUND_PREFIX:
             frame = _frame(plaintext)
             if frame is None:
                 return None
-            user, born, start = frame
+            user, since, start = frame
             plaintext = plaintext[start:]
         created, lineage = 0, None
         if len(plaintext) >= _PAYLOAD_HEADER.size:
@@ -280,7 +280,7 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
                 )
         if lineage is None:  # not a session payload at all: it will not restore either
             lineage = hashlib.blake2b(token.encode(), digest_size=_LINEAGE_BYTES).hexdigest()
-        return _Cookie(plaintext, lineage, created, user, max(born, created))
+        return _Cookie(plaintext, lineage, created, user, _revocation.born(created, since))
 
     def _refused(self, revocation: ServerStore, cookie: _Cookie, namespace: str) -> Awaitable[bool]:
         user = cookie.user

@@ -169,8 +169,8 @@ class _Verified:
     created: int | None
     accessed: int | None
     max_age: int | None
-    # Since when the session is bound to the user in its data (setup(..., user_key=...)),
-    # if it is: what a per-user cutoff is checked against, with created.
+    # Since when (epoch microseconds) the session is bound to the user in its data
+    # (setup(..., user_key=...)), if it is: what a per-user cutoff is checked against.
     bound: int | None = None
 
 
@@ -272,6 +272,8 @@ def _valid_private(private: Any) -> bool:
     if max_age is not None and (not _is_timestamp(max_age) or not 0 < max_age < 2**31):
         return False
     bound = private.get("b")
-    if bound is not None and not _is_timestamp(bound):
+    if bound is not None and (
+        not isinstance(bound, int) or isinstance(bound, bool) or not 0 <= bound < 2**63
+    ):
         return False
     return isinstance(private.get("f", []), list)

@@ -336,14 +336,14 @@ class JWTStore(_revocation.DenyListUsers, AbstractStore):
 
     def _binding(self, opened: _Opened) -> tuple[str | None, int]:
         """The user the token's session is bound to (None: no one, or no ``user_key``) and
-        when it became that user's session: its creation, or its binding, the later."""
+        when it became that user's session (epoch microseconds; see _revocation.born)."""
         user_key = self._user_key
         user = None if user_key is None else _revocation.bound_user(opened.data.get(user_key))
         verified = opened.verified
         created = verified.created
         if created is None:  # minted elsewhere: it began at iat (see restore)
             created = min(int(verified.iat), opened.now)
-        return user, max(created, verified.bound or 0)
+        return user, _revocation.born(created, verified.bound)
 
     def _refused(
         self, revocation: ServerStore, sid: str, user: str | None, born: int, namespace: str
@@ -470,9 +470,9 @@ class JWTStore(_revocation.DenyListUsers, AbstractStore):
         revocation = self.revocation
         since = None
         if revocation is not None:
-            since = session_module.now()
+            since = _revocation.binding_time()
             if token is not None:  # an update: of a session that must not have ended meanwhile
-                user, born = data.user, data.created
+                user, born = data.user, _revocation.born(data.created, None)
                 old = self._open(token, namespace)
                 if old is not None:
                     user, born = self._binding(old)
