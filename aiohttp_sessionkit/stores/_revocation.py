@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from .. import session as session_module
 from ..abc import ServerStore
-from ..exceptions import StoreError
+from ..exceptions import ConfigurationError, StoreError
 from ..ids import record_key
 
 __all__ = [
@@ -171,6 +171,29 @@ class DenyListUsers:
 
     revocation: ServerStore | None
     _absolute_timeout: int
+    _user_key: str | None
+
+    @property
+    def revocable(self) -> bool:
+        """True when logout kills copies of the token too (a ``revocation`` store is set)."""
+        return self.revocation is not None
+
+    def set_user_key(self, user_key: str) -> None:
+        """Bind tokens to ``session[user_key]``, so that a per-user cutoff finds them (only
+        with a deny list; ``setup`` refuses ``user_key`` without one)."""
+        name = type(self).__name__
+        if self.revocation is None:
+            raise ConfigurationError(
+                f"user_key={user_key!r}: {name} cannot end a user's sessions without a deny "
+                f"list; give {name}(..., revocation=<a server-side store>), or use a "
+                "server-side store"
+            )
+        if self._user_key is not None and self._user_key != user_key:
+            raise ConfigurationError(
+                f"user_key={user_key!r}: this {name} already binds sessions by "
+                f"user_key={self._user_key!r}; give each user_key its own store"
+            )
+        self._user_key = user_key
 
     @property
     def user_cutoff(self) -> bool:

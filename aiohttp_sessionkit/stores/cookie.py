@@ -112,26 +112,10 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
             object.__setattr__(self, "local", False)
 
     # -- configuration ---------------------------------------------------------------------
-    @property
-    def revocable(self) -> bool:
-        """True when logout kills copies of the cookie too (a ``revocation`` store is set)."""
-        return self.revocation is not None
-
     def set_user_key(self, user_key: str) -> None:
         """Bind sealed sessions to ``session[user_key]``, so a cutoff finds them (only with
         a deny list; ``setup`` refuses ``user_key`` without one)."""
-        if self.revocation is None:
-            raise ConfigurationError(
-                f"user_key={user_key!r}: EncryptedCookieStore cannot end a user's sessions "
-                "without a deny list; give EncryptedCookieStore(key, revocation=<a server-side "
-                "store>), or use a server-side store"
-            )
-        if self._user_key is not None and self._user_key != user_key:
-            raise ConfigurationError(
-                f"user_key={user_key!r}: this EncryptedCookieStore already binds sessions by "
-                f"user_key={self._user_key!r}; give each user_key its own store"
-            )
-        self._user_key = user_key
+        super().set_user_key(user_key)
         # The session layer takes an instance's own dump in place of the default (read once
         # at setup, after this hook): only a store that binds sessions pays for the frame.
         dump: Callable[[Session, Serializer, int], Any] = self._dump_bound

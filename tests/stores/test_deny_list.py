@@ -200,19 +200,26 @@ async def test_a_copy_taken_before_regenerate_opens_nothing_in_another_app_insta
     assert (await second.me(fresh))["data"] == {USER_KEY: "alice", "cart": "book"}
 
 
-async def test_a_write_of_a_session_logged_out_meanwhile_hands_out_nothing(
-    instances: tuple[Instance, Instance],
+@pytest.mark.parametrize("how", ["logout", "end-user"])
+async def test_a_slower_request_cannot_bring_back_a_session_ended_meanwhile(
+    instances: tuple[Instance, Instance], how: str
 ) -> None:
+    """A request that loaded the session before it was ended (by a logout, or by ending the
+    user's sessions) in another process, and saves after: it hands out nothing."""
     first, second = instances
     token = await first.login("alice")
     slow = asyncio.create_task(first.client.post("/slow-set", headers=WIRE.present(token)))
     await first.client.app[LOADED].wait()
-    await second.post("/logout", token)  # another process: the first one's ENDED is blind
+    if how == "logout":
+        await second.post("/logout", token)  # another process: the first one's ENDED is blind
+    else:
+        await second.users.end_user("alice")
     first.client.app[GATE].set()
     response = await slow
     assert response.status == 200
     assert "Set-Cookie" not in response.headers  # neither a token nor a deletion
     assert await first.me(token) == FRESH
+    assert await second.me(token) == FRESH
 
 
 # -- ending every session of a user --------------------------------------------------------------
@@ -234,21 +241,6 @@ async def test_ending_a_user_refuses_all_their_tokens_in_every_process_and_no_on
         assert await instance.user_of(bob) == "bob"
     again = await first.login("alice")  # a login after the cutoff is alice's again
     assert await second.user_of(again) == "alice"
-
-
-async def test_a_slower_request_cannot_bring_back_a_session_ended_meanwhile(
-    instances: tuple[Instance, Instance],
-) -> None:
-    first, second = instances
-    token = await first.login("alice")
-    slow = asyncio.create_task(first.client.post("/slow-set", headers=WIRE.present(token)))
-    await first.client.app[LOADED].wait()  # loaded before the cutoff, saves after it
-    await second.users.end_user("alice")
-    first.client.app[GATE].set()
-    response = await slow
-    assert response.status == 200
-    assert "Set-Cookie" not in response.headers
-    assert await second.me(token) == FRESH
 
 
 async def test_a_token_re_issued_after_the_cutoff_keeps_the_birth_of_its_session(

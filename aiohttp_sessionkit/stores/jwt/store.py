@@ -186,27 +186,6 @@ class JWTStore(_revocation.DenyListUsers, AbstractStore):
 
     # -- configuration ---------------------------------------------------------------------
     @property
-    def revocable(self) -> bool:
-        """True when logout kills copies of the token too (a ``revocation`` store is set)."""
-        return self.revocation is not None
-
-    def set_user_key(self, user_key: str) -> None:
-        """Bind tokens to ``session[user_key]``, so a per-user cutoff finds them (only with
-        a deny list; ``setup`` refuses ``user_key`` without one)."""
-        if self.revocation is None:
-            raise ConfigurationError(
-                f"user_key={user_key!r}: JWTStore cannot end a user's sessions without a "
-                "deny list; give JWTStore(..., revocation=<a server-side store>), or use a "
-                "server-side store"
-            )
-        if self._user_key is not None and self._user_key != user_key:
-            raise ConfigurationError(
-                f"user_key={user_key!r}: this JWTStore already binds sessions by "
-                f"user_key={self._user_key!r}; give each user_key its own store"
-            )
-        self._user_key = user_key
-
-    @property
     def read_only(self) -> bool:
         """True when the store holds no private key: it verifies but never issues tokens."""
         return self._signer is None
