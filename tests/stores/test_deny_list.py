@@ -70,10 +70,15 @@ class Cutoffs:
         await self.store.end_handle(handle, namespace=COOKIE)
 
 
+def bind_by_user(store: Any) -> None:
+    """What ``setup(..., user_key=USER_KEY)`` tells the store (issue 23's hook)."""
+    store.set_user_key(USER_KEY)
+
+
 def app_for(store: AbstractStore, **options: Any) -> web.Application:
     """Login (a new session bound to the user), read, write, regenerate, logout, and a slow
     write that waits for the test."""
-    store.set_user_key(USER_KEY)  # type: ignore[attr-defined]
+    bind_by_user(store)
     app = web.Application()
     setup(app, store, **options)
     routes = web.RouteTableDef()
@@ -250,7 +255,7 @@ async def test_a_token_re_issued_after_the_cutoff_keeps_the_birth_of_its_session
     here, one whose deny list is another) hands out a token that is still refused: a
     re-issue keeps when the session became the user's."""
     store = deny_list_store_factory()
-    store.set_user_key(USER_KEY)  # type: ignore[attr-defined]
+    bind_by_user(store)
     blind: Any = copy.copy(store)  # the same keys, another deny list
     blind.revocation = MemoryStore()
     token = await _issue(store, {USER_KEY: "alice"})
@@ -350,7 +355,7 @@ async def test_an_int_user_id_is_its_decimal_string(
     deny_list_store_factory: StoreFactory,
 ) -> None:
     store = deny_list_store_factory()
-    store.set_user_key(USER_KEY)  # type: ignore[attr-defined]
+    bind_by_user(store)
     token = await _issue(store, {USER_KEY: 42})
     flag = await _issue(store, {USER_KEY: True})  # a bool is no user id: bound to no one
     await Cutoffs(store).end_user("42")
@@ -407,7 +412,7 @@ async def test_an_unreachable_deny_list_answers_503_and_changes_nothing(
     else:
         healthy = JWTStore(secret, revocation=MemoryStore())
         store = JWTStore(secret, revocation=down)
-    healthy.set_user_key(USER_KEY)  # type: ignore[attr-defined]
+    bind_by_user(healthy)
     token = await _issue(healthy, {USER_KEY: "alice"})
     client = await aiohttp_client(app_for(store, store_timeout=10), cookie_jar=DummyCookieJar())
     for method, path in [("GET", "/me"), ("POST", "/set/a/b"), ("POST", "/logout")]:
@@ -443,7 +448,7 @@ async def test_a_bound_session_is_checked_in_one_redis_round_trip(
         if kind == "cookie"
         else JWTStore(secrets.token_bytes(32), revocation=redis_deny_list)
     )
-    store.set_user_key(USER_KEY)  # type: ignore[attr-defined]
+    bind_by_user(store)
     bound = await _issue(store, {USER_KEY: "alice"})
     unbound = await _issue(store, {"cart": "book"})
     raw = aioredis.Redis.from_url(redis_server.url)
