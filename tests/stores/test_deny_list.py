@@ -464,6 +464,33 @@ async def test_a_bound_session_is_checked_in_one_redis_round_trip(
         await raw.aclose()
 
 
+@pytest.mark.parametrize("kind", ["cookie", "jwt"])
+async def test_entries_live_as_long_as_setup_says_a_session_can(
+    redis_server: ServerHandle, redis_deny_list: RedisStore, kind: str
+) -> None:
+    """``setup`` tells the store its absolute timeout: a cutoff lives that long, and a
+    logged-out session's entry until the session's creation plus that."""
+    store: AbstractStore = (
+        EncryptedCookieStore(generate_key(), revocation=redis_deny_list)
+        if kind == "cookie"
+        else JWTStore(secrets.token_bytes(32), revocation=redis_deny_list)
+    )
+    setup(web.Application(), store, idle_timeout=600, absolute_timeout=5000)
+    bind_by_user(store)
+    token = await _issue(store, {USER_KEY: "alice"})
+    await Cutoffs(store).end_user("alice")
+    await store.delete(token, namespace=COOKIE)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        keys = [k async for k in raw.scan_iter(match=redis_deny_list.key_prefix + "*")]
+        assert len(keys) == 2  # the cutoff and the session's entry: hashed keys only
+        assert all(b"alice" not in key for key in keys)
+        for key in keys:
+            assert 4990 <= await raw.ttl(key) <= 5000
+    finally:
+        await raw.aclose()
+
+
 async def _calls(raw: Any) -> dict[str, int]:
     stats: dict[str, Any] = await raw.info("commandstats")
     return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("get", "mget")}
