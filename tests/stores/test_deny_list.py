@@ -428,6 +428,55 @@ async def test_an_unreachable_deny_list_answers_503_and_changes_nothing(
     await store.close()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+@pytest.mark.parametrize("kind", ["cookie", "jwt"])
+async def test_a_deny_list_that_fails_mid_request_answers_503_and_hands_out_nothing(
+    aiohttp_client: Any, redis_server: ServerHandle, kind: str, fault: str
+) -> None:
+    """The deny list on a real Redis that is stopped (or frozen) between a request's load
+    and its write: that write answers 503 and sends no token; so do requests that load
+    meanwhile; once it is back, the session is as it was (no late write landed)."""
+    if redis_server.external:
+        pytest.skip("an external server cannot be stopped or frozen")
+    deny_list = RedisStore(redis_server.url, key_prefix=f"deny-{uuid.uuid4().hex[:8]}:")
+    store: AbstractStore = (
+        EncryptedCookieStore(generate_key(), revocation=deny_list)
+        if kind == "cookie"
+        else JWTStore(secrets.token_bytes(32), revocation=deny_list)
+    )
+    app = app_for(store, store_timeout=0.5)
+    client = Instance(await aiohttp_client(app, cookie_jar=DummyCookieJar()), store)
+    token = await client.login("alice")
+    slow = asyncio.create_task(client.client.post("/slow-set", headers=WIRE.present(token)))
+    try:
+        await asyncio.wait_for(app[LOADED].wait(), 10)
+        if fault == "stopped":
+            await asyncio.to_thread(redis_server.stop)
+        else:
+            redis_server.pause()
+        app[GATE].set()
+        async with asyncio.timeout(10):
+            responses = [await slow]
+            for method, path in [("GET", "/me"), ("POST", "/logout")]:
+                responses.append(
+                    await client.client.request(method, path, headers=WIRE.present(token))
+                )
+        for response in responses:
+            assert response.status == 503
+            assert "Set-Cookie" not in response.headers
+        if fault == "stopped":  # (frozen, only the session layer's time budget ends a call)
+            with pytest.raises(StoreUnavailable):
+                await Cutoffs(store).end_user("alice")
+    finally:
+        redis_server.resume()
+        if not redis_server.is_running:
+            await asyncio.to_thread(redis_server.start)
+    # The test Redis keeps nothing across a restart: the session is the cookie's, unchanged.
+    assert (await client.me(token))["data"] == {USER_KEY: "alice"}
+    await store.close()
+
+
 # -- what a check costs --------------------------------------------------------------------------
 
 
