@@ -287,6 +287,16 @@ class AbstractStore(abc.ABC):
         """Delete expired records now; return how many went. Stores with native expiry return 0."""
         return 0
 
+    def set_absolute_timeout(self, seconds: int) -> None:  # noqa: B027 - optional hook
+        """Learn the longest a session of this store can live (``setup(...,
+        absolute_timeout=...)``, or its default).
+
+        ``setup`` calls it before :meth:`open`, once per session set up on the store. A store
+        that remembers ended sessions (a client-side store's deny list) keeps each entry that
+        long, and no longer; with several sessions set up on one store it keeps the longest.
+        The default does nothing.
+        """
+
     def set_store_timeout(self, seconds: float | None) -> None:  # noqa: B027 - optional hook
         """Learn the session layer's time budget per call (``setup(..., store_timeout=...)``).
 

@@ -199,6 +199,7 @@ def _config(
     if absolute_timeout is None:
         absolute_timeout = max(DEFAULT_ABSOLUTE_TIMEOUT, idle)
     absolute = _positive("absolute_timeout", absolute_timeout)
+    store.set_absolute_timeout(absolute)
     touch_interval = options.get("touch_interval")
     if touch_interval is None:
         # Derived, so it must fit every valid idle timeout: half of it, at most a minute

@@ -170,9 +170,9 @@ def _fernet(secret_key: object) -> Fernet | MultiFernet:
 def migration_ledger(store: AbstractStore) -> ServerStore | None:
     """The server store that remembers which legacy tokens were migrated, or None.
 
-    A server-side store remembers them itself; a JWT store in its deny list (its
-    ``revocation`` store). The encrypted-cookie store and a JWT store without a deny list
-    have no server to remember anything in.
+    A server-side store remembers them itself; a JWT or encrypted-cookie store in its deny
+    list (its ``revocation`` store). Without a deny list they have no server to remember
+    anything in.
     """
     if isinstance(store, ServerStore):
         return store

@@ -44,9 +44,13 @@ from tests.harness.servers import (  # noqa: F401 - session-scoped server fixtur
 #: jwt: HS256, no revocation; jwt-revoke: EdDSA with a MemoryStore deny list;
 #: jwt-revoke-redis: ES256 with a deny list on the real Redis.
 JWT_STORE_KINDS = ["jwt", "jwt-revoke", "jwt-revoke-redis"]
+#: cookie: no deny list; cookie-revoke: a MemoryStore deny list; cookie-revoke-redis: a deny
+#: list on the real Redis.
+COOKIE_STORE_KINDS = ["cookie", "cookie-revoke", "cookie-revoke-redis"]
+CLIENT_SIDE_STORE_KINDS = [*COOKIE_STORE_KINDS, *JWT_STORE_KINDS]
 STORE_KINDS = [
     "memory",
-    "cookie",
+    *COOKIE_STORE_KINDS,
     "redis",
     "redis-cluster",
     "valkey",
@@ -59,15 +63,20 @@ STORE_KINDS = [
     "sql-postgres",
     *JWT_STORE_KINDS,
 ]
-SERVER_STORE_KINDS = [k for k in STORE_KINDS if k != "cookie" and k not in JWT_STORE_KINDS]
+SERVER_STORE_KINDS = [k for k in STORE_KINDS if k not in CLIENT_SIDE_STORE_KINDS]
+#: Client-side stores with a deny list: their logout kills every copy of the token, and they
+#: end a user's sessions by a per-user cutoff.
+DENY_LIST_STORE_KINDS = ["cookie-revoke", "cookie-revoke-redis", "jwt-revoke", "jwt-revoke-redis"]
 #: Stores whose logout kills every copy of the token.
-REVOCABLE_STORE_KINDS = [*SERVER_STORE_KINDS, "jwt-revoke", "jwt-revoke-redis"]
+REVOCABLE_STORE_KINDS = [*SERVER_STORE_KINDS, *DENY_LIST_STORE_KINDS]
 _unique = itertools.count()
 
 #: SESSIONKIT_TEST_SERVERS=none runs only what needs no server process of its own: the
 #: memory, cookie, JWT (in-process deny list) and SQLite stores. scripts/test.sh runs the
 #: suites of the other supported Python versions so; the main run always has every server.
-SERVER_FREE_STORE_KINDS = frozenset({"memory", "cookie", "jwt", "jwt-revoke", "sql-sqlite"})
+SERVER_FREE_STORE_KINDS = frozenset(
+    {"memory", "cookie", "cookie-revoke", "jwt", "jwt-revoke", "sql-sqlite"}
+)
 _SERVER_FIXTURES = frozenset({
     "redis_server", "postgres_server", "mariadb_server", "mongo_server", "memcached_server",
     "redis_cluster_servers", "redis_sentinel_servers", "postgres_pair_factory",
@@ -154,7 +163,7 @@ class StoreFactory:
         self.kind = kind
         self._build = build
         self.built: list[AbstractStore] = []
-        self.client_side = kind == "cookie" or kind in JWT_STORE_KINDS
+        self.client_side = kind in CLIENT_SIDE_STORE_KINDS
         #: Whether a logout kills copies of the token (False: an old copy still opens).
         self.revocable = kind in REVOCABLE_STORE_KINDS
 
@@ -250,6 +259,17 @@ def _jwt_factory(kind: str, request: pytest.FixtureRequest) -> Callable[[], Abst
     return lambda: JWTStore(ec_key, algorithm="ES256", revocation=cast(ServerStore, build_redis()))
 
 
+def _cookie_factory(kind: str, request: pytest.FixtureRequest) -> Callable[[], AbstractStore]:
+    key = generate_key()
+    if kind == "cookie":
+        return lambda: EncryptedCookieStore(key)
+    if kind == "cookie-revoke":
+        deny_list = MemoryStore()  # one process, one memory: shared by every store built
+        return lambda: EncryptedCookieStore(key, revocation=deny_list)
+    build_redis = _redis_factory(request.getfixturevalue("redis_server").url)
+    return lambda: EncryptedCookieStore(key, revocation=cast(ServerStore, build_redis()))
+
+
 async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[StoreFactory]:
     motor_clients: list[Any] = []
     cluster_clients: list[Any] = []
@@ -257,9 +277,8 @@ async def _factory(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[S
     if kind == "memory":
         shared = MemoryStore()
         build = lambda: shared  # noqa: E731 - one process, one memory
-    elif kind == "cookie":
-        key = generate_key()
-        build = lambda: EncryptedCookieStore(key)  # noqa: E731
+    elif kind in COOKIE_STORE_KINDS:
+        build = _cookie_factory(kind, request)
     elif kind == "redis":
         build = _redis_factory(request.getfixturevalue("redis_server").url)
     elif kind in JWT_STORE_KINDS:
@@ -305,6 +324,13 @@ async def server_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[
 @pytest.fixture(params=REVOCABLE_STORE_KINDS)
 async def revocable_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Like ``store_factory``, for the stores whose logout kills every copy of the token."""
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
+@pytest.fixture(params=DENY_LIST_STORE_KINDS)
+async def deny_list_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Like ``store_factory``, for the client-side stores with a deny list (revocation=)."""
     async for factory in _factory(request, request.param):
         yield factory
 

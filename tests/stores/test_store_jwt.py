@@ -666,6 +666,13 @@ def nested_header(depth: int) -> Callable[[Keys], str]:
 
 
 #: (family of the store under attack, builder of the hostile token)
+def _bound_since(bound: Any) -> Callable[[Keys], str]:
+    """A genuine token of ours whose private claim says it is bound since ``bound``."""
+    return lambda k: genuine(
+        k, **{PRIVATE_CLAIM: {"s": "x", "c": int(time.time()), "a": int(time.time()), "b": bound}}
+    )
+
+
 HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
     "alg-none": ("hs", lambda k: unsigned(k, "none")),
     "alg-None": ("hs", lambda k: unsigned(k, "None")),
@@ -820,6 +827,19 @@ HOSTILE: dict[str, tuple[str, Callable[[Keys], str]]] = {
             },
         ),
     ),
+    **{
+        # "b": since when the session is bound to its user (microseconds), checked against a
+        # per-user cutoff: anything but a plain non-negative integer refuses the token.
+        f"private-claim-bound-since-{name}": ("hs", _bound_since(bound))
+        for name, bound in [
+            ("negative", -1),
+            ("a-string", "1"),
+            ("true", True),
+            ("a-float", 1.5),
+            ("past-64-bits", 2**63),
+            ("a-list", [1]),
+        ]
+    },
     "two-segments": ("hs", lambda k: genuine(k).rsplit(".", 1)[0]),
     "four-segments": ("hs", lambda k: genuine(k) + ".e30"),
     "json-serialization": (

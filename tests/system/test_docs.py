@@ -248,6 +248,20 @@ async def cookie_store(client: TestClient[Any, Any] | None, ns: dict[str, Any]) 
     assert await (await client.get("/_probe")).text() == "2"
 
 
+@check("cookie-deny-list", servers={"redis://127.0.0.1:6379/0": "redis_server"})
+async def cookie_deny_list(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
+    assert client is not None
+    first = await client.get("/_probe")
+    sealed = cookie_of(first).value
+    assert await first.text() == "1" and len(sealed) > 43  # the session itself
+    assert await (await client.get("/_probe")).text() == "2"
+    # A logout with that copy (the store's part of it), then a replay of the copy.
+    await ns["store"].delete(sealed, namespace="AIOHTTP_SESSION")
+    client.session.cookie_jar.clear()
+    replay = await client.get("/_probe", headers={"Cookie": f"AIOHTTP_SESSION={sealed}"})
+    assert await replay.text() == "1"  # a fresh session: the deny list refused it
+
+
 @check("borrowed-client", servers={"redis://127.0.0.1:6379/0": "redis_server"})
 async def borrowed_client(client: TestClient[Any, Any] | None, ns: dict[str, Any]) -> None:
     assert client is not None

@@ -169,6 +169,9 @@ class _Verified:
     created: int | None
     accessed: int | None
     max_age: int | None
+    # Since when (epoch microseconds) the session is bound to the user in its data
+    # (setup(..., user_key=...)), if it is: what a per-user cutoff is checked against.
+    bound: int | None = None
 
 
 def parse_header(header_b64: str, algorithm: str, accept_untyped: bool) -> dict[str, Any] | None:
@@ -254,6 +257,7 @@ def check_claims(
         private["c"],
         private["a"],
         private.get("m"),
+        private.get("b"),
     )
 
 
@@ -266,5 +270,10 @@ def _valid_private(private: Any) -> bool:
         return False
     max_age = private.get("m")
     if max_age is not None and (not _is_timestamp(max_age) or not 0 < max_age < 2**31):
+        return False
+    bound = private.get("b")
+    if bound is not None and (
+        not isinstance(bound, int) or isinstance(bound, bool) or not 0 <= bound < 2**63
+    ):
         return False
     return isinstance(private.get("f", []), list)

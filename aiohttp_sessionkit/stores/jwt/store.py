@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -21,6 +21,7 @@ from ...session import (
     loaded_session,
     within_timeouts,
 )
+from .. import _revocation
 from .jose import (
     MAX_TOKEN_BYTES,
     PRIVATE_CLAIM,
@@ -77,9 +78,10 @@ class _Draft:
     created: int
     accessed: int
     max_age: int | None
+    user: str | None = None  # the user the session is bound to (set_user_key), if any
 
 
-class JWTStore(AbstractStore):
+class JWTStore(_revocation.DenyListUsers, AbstractStore):
     """Sessions as signed JWTs: the token is the session, readable by other services.
 
     ``keys`` is one key or a list: the first signs, every listed key verifies, and each token
@@ -145,8 +147,9 @@ class JWTStore(AbstractStore):
         # The longest absolute timeout a session of this store is held to, learned from
         # restore() (the session layer's setting reaches a store no other way): every token
         # of a session expires by its creation plus this, so a deny-list entry lasts that
-        # long. 0 until a session was restored here.
+        # long. 0 until a session was restored here (or setup told it: set_absolute_timeout).
         self._absolute_timeout = 0
+        self._user_key: str | None = None  # set_user_key()
         self._cache_size = cache_size
         #: Fetches the keys of a JWKSEndpoint (None: the keys were given).
         self._follower: KeyFollower | None = None
@@ -182,11 +185,6 @@ class JWTStore(AbstractStore):
         )
 
     # -- configuration ---------------------------------------------------------------------
-    @property
-    def revocable(self) -> bool:
-        """True when logout kills copies of the token too (a ``revocation`` store is set)."""
-        return self.revocation is not None
-
     @property
     def read_only(self) -> bool:
         """True when the store holds no private key: it verifies but never issues tokens."""
@@ -315,9 +313,35 @@ class JWTStore(AbstractStore):
     def _deny_key(self, sid: str) -> str:
         return record_key(_DENY_NAMESPACE, sid)
 
-    async def _denied(self, revocation: ServerStore, sid: str) -> bool:
+    def _binding(self, opened: _Opened) -> tuple[str | None, int]:
+        """The user the token's session is bound to (None: no one, or no ``user_key``) and
+        when it became that user's session (epoch microseconds; see _revocation.born)."""
+        user_key = self._user_key
+        user = None if user_key is None else _revocation.bound_user(opened.data.get(user_key))
+        verified = opened.verified
+        created = verified.created
+        if created is None:  # minted elsewhere: it began at iat (see restore)
+            created = min(int(verified.iat), opened.now)
+        return user, _revocation.born(created, verified.bound)
+
+    def _refused(
+        self, revocation: ServerStore, sid: str, user: str | None, born: int, namespace: str
+    ) -> Awaitable[bool]:
         # Through get(): concurrent checks share the store's batched round trips.
-        return await revocation.get(self._deny_key(sid)) is not None
+        return _revocation.refused(
+            revocation,
+            self._deny_key(sid),
+            None if user is None else _revocation.cutoff_key(namespace, user),
+            born,
+        )
+
+    def handle(self, token: str, *, namespace: str) -> str | None:
+        """The non-secret handle of the token's session (its deny-list key), or None
+        without a deny list or when the token does not verify."""
+        if self.revocation is None:
+            return None
+        opened = self._open(token, namespace)
+        return None if opened is None else self._deny_key(opened.verified.sid)
 
     # -- the store contract ----------------------------------------------------------------
     async def load(self, token: str, *, namespace: str) -> _Opened | None:
@@ -325,8 +349,10 @@ class JWTStore(AbstractStore):
         if opened is None:
             return None
         revocation = self.revocation
-        if revocation is not None and await self._denied(revocation, opened.verified.sid):
-            return None
+        if revocation is not None:
+            user, born = self._binding(opened)
+            if await self._refused(revocation, opened.verified.sid, user, born, namespace):
+                return None
         return opened
 
     @mirrors(load)
@@ -404,8 +430,16 @@ class JWTStore(AbstractStore):
                 ) from exc
             check_keys(session._flashes, root="flashes", encoded=flashes)
             private += f',"f":{flashes}'
+        user_key = self._user_key
         return _Draft(
-            body, private + "}", getattr(session, "_sid", None), flashes, created, accessed, max_age
+            body,
+            private + "}",
+            getattr(session, "_sid", None),
+            flashes,
+            created,
+            accessed,
+            max_age,
+            None if user_key is None else _revocation.bound_user(data.get(user_key)),
         )
 
     async def save(self, token: str | None, data: Any, *, ttl: int, namespace: str) -> str | None:
@@ -413,9 +447,22 @@ class JWTStore(AbstractStore):
         if sid is None or self._signer is None:
             return token if sid is not None else None
         revocation = self.revocation
-        if token is not None and revocation is not None and await self._denied(revocation, sid):
-            return None  # logged out while this request ran: never resurrect it
-        return self._issue(sid, data, ttl, namespace)
+        since = None
+        if revocation is not None:
+            since = _revocation.binding_time()
+            if token is not None:  # an update: of a session that must not have ended meanwhile
+                user, born = data.user, _revocation.born(data.created, None)
+                old = self._open(token, namespace)
+                if old is not None:
+                    user, born = self._binding(old)
+                    sid_then = old.verified.sid
+                else:  # expired during the request: judged by what it carried
+                    sid_then = sid
+                if await self._refused(revocation, sid_then, user, born, namespace):
+                    return None  # logged out (or cut off) while this request ran
+                if data.user is not None and data.user == user and sid_then == sid:
+                    since = born  # the same session of the same user: its binding stays
+        return self._issue(sid, data, ttl, namespace, since)
 
     @mirrors(save)
     def save_nowait(self, token: str | None, data: Any, ttl: int, namespace: str) -> str | None:
@@ -443,13 +490,20 @@ class JWTStore(AbstractStore):
         opened = self._open(token, namespace)
         return None if opened is None else opened.verified.sid
 
-    def _issue(self, sid: str, data: _Draft, ttl: int, namespace: str) -> str:
-        """Sign a new token for lineage ``sid`` carrying ``data``, valid ``ttl`` seconds."""
+    def _issue(
+        self, sid: str, data: _Draft, ttl: int, namespace: str, since: int | None = None
+    ) -> str:
+        """Sign a new token for lineage ``sid`` carrying ``data``, valid ``ttl`` seconds;
+        ``since``: when its session became the bound user's (see ``_binding``)."""
         sign = self._sign
         assert sign is not None
         t = session_module.now()
         # The default cookie name is implied, so most tokens carry no namespace at all.
         bound = "" if namespace == DEFAULT_COOKIE_NAME else f'"n":{_dumps(namespace)},'
+        if since is not None and data.user is not None:
+            bound += f'"b":{since},'
+        else:
+            since = None
         head = (
             f'{{"iat":{t},"exp":{t + ttl},"jti":"{_random_id()}"'
             f'{self._fixed_claims},"{PRIVATE_CLAIM}":{{"s":{_dumps(sid)},{bound}'
@@ -487,6 +541,7 @@ class JWTStore(AbstractStore):
                 data.created,
                 data.accessed,
                 data.max_age,
+                since,
             ),
         )
         return issued
@@ -517,23 +572,8 @@ class JWTStore(AbstractStore):
         else:
             until = max(int(verified.exp), t + int(verified.exp - verified.iat))
         until += self.leeway
-        key, entry = self._deny_key(verified.sid), str(until).encode("ascii")
-        # create-only, so that an entry is never shortened; a longer one replaces it. Three
-        # rounds cover an entry that expires or is replaced between the calls.
-        for _ in range(3):
-            if await revocation.create(key, entry, max(until - t, 1)):
-                return
-            current = await revocation.get(key)
-            if current is not None:
-                if _deny_until(current) >= until:
-                    return
-                if await revocation.update(key, entry, max(until - t, 1)):
-                    return
-
-
-def _deny_until(entry: bytes) -> int:
-    """When a deny-list entry ends, as written by delete(); 0 for anything else."""
-    return int(entry) if entry.isdigit() and len(entry) < 12 else 0
+        # Never shortened; a longer one replaces it.
+        await _revocation.keep_latest(revocation, self._deny_key(verified.sid), until, until - t)
 
 
 def _serialization_error(data: dict[str, Any], exc: Exception) -> SerializationError:
