@@ -547,7 +547,28 @@ class Slot:
             handle = None if session is None else session._lineage
         else:
             handle = None if token is None else record_key(config.namespace, token)
-        emit_event(config.observer, kind, handle=handle, reason=reason)
+        emit_event(config.observer, kind, handle=handle, reason=reason, user_id=self._user())
+
+    def _emit_logout(self, handle: str | None) -> None:
+        """Report the end of the session the client's token named (its ``handle``)."""
+        emit_event(
+            self.config.observer,
+            events.ENDED,
+            handle=handle,
+            reason=events.LOGOUT,
+            user_id=self._user(),
+        )
+
+    def _user(self) -> str | None:
+        """For events: the user this slot's session was bound to when the request began,
+        else the one it is bound to now (setup(..., user_key=...)); None without user_key."""
+        config = self.config
+        if config.user_key is None:
+            return None
+        if self.bound is not None:
+            return self.bound
+        session = self.session
+        return None if session is None else user_of(session.get(config.user_key))
 
     async def _load_legacy(self, token: str) -> Session | None:
         """A session another library wrote under ``token``, moved over as a new one of ours."""
@@ -813,7 +834,7 @@ class Slot:
             agent = request.headers.get(hdrs.USER_AGENT)
             user_agent = agent[:MAX_USER_AGENT_LENGTH] if agent else None
             remote = request.remote[:MAX_REMOTE_LENGTH] if request.remote else None
-        await config.call(
+        evicted = await config.call(
             config.store.bind_user(
                 token,
                 user,
@@ -826,6 +847,16 @@ class Slot:
                 remote=remote,
             )
         )
+        if evicted and config.observer is not None:
+            # One event for the sessions max_sessions_per_user ended (the store counts them).
+            emit_event(
+                config.observer,
+                events.ENDED,
+                handle=None,
+                reason=events.EVICTED,
+                user_id=user,
+                count=evicted,
+            )
 
     async def _learn_bound(self, token: str) -> None:
         """Set ``self.bound`` from the record ``token`` names, if it opens."""
@@ -925,7 +956,7 @@ class Slot:
         else:
             await self._end_old()
             if ended is not None:
-                emit_event(observer, events.ENDED, handle=ended[0], reason=events.LOGOUT)
+                self._emit_logout(ended[0])
             if not session.empty:
                 token, t, ttl = await self._write_new(session)
         if self.legacy is not None:
@@ -937,7 +968,7 @@ class Slot:
             session._dirty = False
             self._expire_cookie(request)
             if session._established and ended is not None:  # new_session(), left empty
-                emit_event(observer, events.ENDED, handle=ended[0], reason=events.LOGOUT)
+                self._emit_logout(ended[0])
         else:
             self._saved(request, session, token, t, ttl)
             if observer is not None and self.live:

@@ -18,6 +18,7 @@ from .middleware import (
     restore_any,
     user_of,
 )
+from .observe import ENDED, ENDED_BY_USER, emit_event
 from .session import Session
 
 __all__ = ["SessionInfo", "end_session", "end_user_sessions", "user_sessions"]
@@ -191,6 +192,7 @@ async def end_session(
     await config.call(store.end_handle(handle, namespace=namespace))
     if user is not None:
         await config.call(store.unbind_user(handle, user, namespace=namespace))
+    emit_event(config.observer, ENDED, handle=handle, reason=ENDED_BY_USER, user_id=user)
     return True
 
 
@@ -234,9 +236,16 @@ async def end_user_sessions(
             user, namespace=config.namespace, last_seen=last_seen_of(config, user), keep=keep
         )
     )
+    reported = ended
     if slot is not None:
         session = slot.session
         assert session is not None
         if not keep_current:
             session.invalidate()  # its record is gone: the response expires the client's token
+            reported -= 1  # the request's own session: its commit reports it, as a logout
+    if reported > 0:
+        # One event for them all: the store ends them in one pass and counts them.
+        emit_event(
+            config.observer, ENDED, handle=None, reason=ENDED_BY_USER, user_id=user, count=reported
+        )
     return ended

@@ -21,7 +21,15 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aiohttp_sessionkit import MemoryStore, SessionEvent, get_session, new_session, setup
+from aiohttp_sessionkit import (
+    MemoryStore,
+    SessionEvent,
+    end_session,
+    end_user_sessions,
+    get_session,
+    new_session,
+    setup,
+)
 from aiohttp_sessionkit.api import _APP_REGISTRY
 from aiohttp_sessionkit.ids import record_key
 from aiohttp_sessionkit.middleware import Handler
@@ -368,22 +376,59 @@ async def test_purge_reports_the_expired_records_it_removed_as_one_counted_event
     assert [(e.kind, e.count, e.handle) for e in purged] == [("ended", 3, None)]
 
 
-async def test_the_emit_function_reports_ended_by_user_and_evicted_to_listeners(
-    otel: Telemetry,
+@pytest.fixture(params=["memory", "redis", "postgres"])
+async def indexed_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    async for factory in _factory(request, request.param):
+        yield factory
+
+
+async def test_evictions_and_ends_by_the_application_are_reported_with_the_user_and_no_token(
+    otel: Telemetry, indexed_store_factory: StoreFactory
 ) -> None:
     events: list[SessionEvent] = []
-    app = web.Application()
-    setup(app, MemoryStore(), cookie_name=NAME, listeners=[events.append])
-    observer = app[_APP_REGISTRY].get(NAME).observer
-    emit_event(observer, "ended", handle="k1", reason="ended_by_user", user_id="u1")
-    emit_event(observer, "ended", handle="k2", reason="evicted", user_id="u1")
-    with pytest.raises(ValueError, match="reason"):
-        emit_event(observer, "ended", handle="k3", reason="bored")
-    assert [(e.reason, e.user_id, e.cookie_name) for e in events] == [
-        ("ended_by_user", "u1", NAME),
-        ("evicted", "u1", NAME),
-    ]
-    assert otel.total("session.ended", **{"session.end.reason": "evicted"}) == 1
+    app = _app(indexed_store_factory(), events, user_key="user", max_sessions_per_user=2)
+
+    async def end_one(request: web.Request) -> web.Response:
+        ended = await end_session(request.app, request.query["handle"])
+        return web.Response(text=str(ended))
+
+    async def end_all(request: web.Request) -> web.Response:
+        return web.Response(text=str(await end_user_sessions(request.app, "alice")))
+
+    app.router.add_get("/end-one", end_one)
+    app.router.add_get("/end-all", end_all)
+    server = TestServer(app)
+    admin = TestClient(server)
+    await admin.start_server()
+    devices = [admin] + [TestClient(server) for _ in range(3)]
+    tokens = []
+    try:
+        for device in devices:  # alice signs in four times: the cap of 2 ends the two oldest
+            assert (await device.get("/login")).status == 200
+            tokens.append(
+                device.session.cookie_jar.filter_cookies(server.make_url("/"))[NAME].value
+            )
+        evicted = [e for e in events if e.reason == "evicted"]
+        assert [(e.user_id, e.count, e.handle) for e in evicted] == [("alice", 1, None)] * 2
+        created = [e for e in events if e.kind == "created"]
+        assert [e.user_id for e in created] == ["alice"] * 4
+        handle = record_key(NAME, tokens[3])
+        assert await (await admin.get("/end-one", params={"handle": handle})).text() == "True"
+        ended = [e for e in events if e.reason == "ended_by_user"]
+        assert [(e.handle, e.user_id, e.count) for e in ended] == [(handle, "alice", 1)]
+        assert await (await admin.get("/end-all")).text() == "1"  # the one left: tokens[2]
+        ended = [e for e in events if e.reason == "ended_by_user"]
+        assert [(e.handle, e.user_id, e.count) for e in ended[1:]] == [(None, "alice", 1)]
+        assert otel.total("session.ended", **{"session.end.reason": "evicted"}) == 2
+        assert otel.total("session.ended", **{"session.end.reason": "ended_by_user"}) == 2
+        for event in events:  # never a token, in any field
+            assert not any(token in repr(event) for token in tokens)
+        with pytest.raises(ValueError, match="reason"):
+            emit_event(app[_APP_REGISTRY].get(NAME).observer, "ended", handle="k", reason="bored")
+    finally:
+        for device in devices[1:]:
+            await device.close()
+        await admin.close()
 
 
 def test_nobody_listening_and_no_sdk_means_no_observer_at_all() -> None:
