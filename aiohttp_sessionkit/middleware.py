@@ -1093,10 +1093,10 @@ class Slot:
             if hdrs.CACHE_CONTROL not in headers:
                 headers[hdrs.CACHE_CONTROL] = "private"
         config = self.config
-        vary = headers.get(hdrs.VARY)
-        if vary is None:
-            headers[hdrs.VARY] = config.vary
-        else:
+        # One lookup: our value goes in unless the handler set a Vary of its own (getting
+        # our very value back means it lists every name we need).
+        vary = headers.setdefault(hdrs.VARY, config.vary)
+        if vary is not config.vary:
             # Whole field names, case-insensitively (RFC 9110 section 12.5.5): a handler's
             # "X-Cookie-Consent" or "Proxy-Authorization" must not hide our "Cookie" or
             # "Authorization" from a shared cache. Vary may come in several header lines.

@@ -30,7 +30,6 @@ from pathlib import Path
 import benchcommon as bc
 import run
 
-HERE = Path(__file__).resolve().parent
 ROUTES = ("untouched", "read", "write")
 _BACKEND = {"redis": "redis", "postgres": "postgres"}
 
@@ -100,6 +99,7 @@ class Workers:
 
 
 def worker(config: str, port: int) -> None:
+    bc.use_working_tree()
     import app as bench_app
     from aiohttp import web
 
@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        bc.use_working_tree()
         worker(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(main())
