@@ -38,6 +38,8 @@ suites=(
     tests/stores/test_jwt_cache.py tests/stores/test_jwks.py tests/stores/test_jwks_url.py
     tests/stores/test_cookie_store_cache.py tests/stores/test_memory_store.py
     tests/stores/test_security.py tests/stores/test_races.py
+    tests/stores/test_merge.py tests/stores/test_user_sessions.py tests/stores/test_deny_list.py
+    tests/stores/test_save_rules.py tests/system/test_observability.py
 )
 status=0
 for version in ${SESSIONKIT_OTHER_PYTHONS-3.12 3.13}; do
