@@ -110,27 +110,6 @@ async def test_a_logout_in_another_client_closes_the_websocket_with_1008(
         assert time.monotonic() - started < 2.5  # within about one check interval
 
 
-@pytest.fixture
-async def redis_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    async for factory in _factory(request, "redis"):
-        yield factory
-
-
-async def test_a_session_ended_by_another_process_closes_the_websocket(
-    redis_store_factory: StoreFactory,
-) -> None:
-    """Two applications sharing Redis, as two processes would: the record deleted through
-    the second one's store closes the first one's websocket."""
-    first, second = redis_store_factory(), redis_store_factory()
-    async with TestClient(TestServer(_app(first))) as client:
-        token = await _logged_in(client)
-        ws = await client.ws_connect("/ws")
-        await second.delete(token, namespace=NAME)  # as end_user_sessions would
-        message = await ws.receive(timeout=3)
-        assert message.type is WSMsgType.CLOSE
-        assert ws.close_code == 1008
-
-
 async def test_session_websocket_needs_a_loaded_session() -> None:
     from aiohttp_sessionkit import MemoryStore
 
