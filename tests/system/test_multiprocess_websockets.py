@@ -67,7 +67,7 @@ async def _first_app(
         await store.close()
 
 
-async def _sign_in(
+async def sign_in(
     server: TestServer, http: aiohttp.ClientSession, user: str
 ) -> tuple[str, aiohttp.ClientWebSocketResponse]:
     """Sign ``user`` in on ``server``; their token and an echoing websocket open with it."""
@@ -80,7 +80,7 @@ async def _sign_in(
     return token, ws
 
 
-async def _assert_closed_with_1008_within_one_interval(
+async def assert_closed_with_1008_within_one_interval(
     ws: aiohttp.ClientWebSocketResponse,
 ) -> None:
     started = time.monotonic()
@@ -92,7 +92,7 @@ async def _assert_closed_with_1008_within_one_interval(
     assert elapsed < WS_TOUCH_INTERVAL + 0.75, elapsed
 
 
-async def _assert_still_open(ws: aiohttp.ClientWebSocketResponse, user: str) -> None:
+async def assert_still_open(ws: aiohttp.ClientWebSocketResponse, user: str) -> None:
     # Past one more check of this websocket too: it found its session alive.
     await asyncio.sleep(WS_TOUCH_INTERVAL + 0.25)
     await ws.send_str("still there?")
@@ -126,15 +126,15 @@ async def test_end_user_sessions_in_another_process_closes_the_users_websockets_
     it stays open, and the other process still finds that user's session."""
     admin = admin_process[3]
     async with _first_app(admin_process) as (server, http):
-        alice, alice_ws = await _sign_in(server, http, "alice")
-        bob, bob_ws = await _sign_in(server, http, "bob")
+        alice, alice_ws = await sign_in(server, http, "alice")
+        bob, bob_ws = await sign_in(server, http, "bob")
         talking = asyncio.create_task(
             _talk(bob_ws, "bob", until=time.monotonic() + WS_IDLE_TIMEOUT + WS_TOUCH_INTERVAL)
         )
         async with http.post(admin.url(0, "/end-all/alice")) as response:
             assert (response.status, await response.json()) == (200, 1)
             assert int(response.headers["X-Pid"]) != os.getpid()  # another OS process
-        await _assert_closed_with_1008_within_one_interval(alice_ws)
+        await assert_closed_with_1008_within_one_interval(alice_ws)
         await talking  # bob's websocket kept bob's session past the idle timeout
         assert (await _read(admin.url(0, "/read"), http, alice))["new"] is True
         assert (await _read(admin.url(0, "/read"), http, bob))["data"] == {"user": "bob"}
@@ -149,14 +149,14 @@ async def test_end_session_in_another_process_closes_that_sessions_websocket_wit
     the same user's other session (another device) keeps its websocket."""
     admin = admin_process[3]
     async with _first_app(admin_process) as (server, http):
-        _, phone_ws = await _sign_in(server, http, "carol")
+        _, phone_ws = await sign_in(server, http, "carol")
         async with http.get(admin.url(0, "/handles/carol")) as response:
             [phone] = await response.json()
-        laptop, laptop_ws = await _sign_in(server, http, "carol")
+        laptop, laptop_ws = await sign_in(server, http, "carol")
         async with http.post(admin.url(0, f"/end/{phone}")) as response:
             assert (response.status, await response.json()) == (200, True)
-        await _assert_closed_with_1008_within_one_interval(phone_ws)
-        await _assert_still_open(laptop_ws, "carol")
+        await assert_closed_with_1008_within_one_interval(phone_ws)
+        await assert_still_open(laptop_ws, "carol")
         async with http.get(admin.url(0, "/sessions/carol")) as response:
             assert await response.json() == 1
         assert (await _read(admin.url(0, "/read"), http, laptop))["data"] == {"user": "carol"}
