@@ -36,8 +36,9 @@ class SessionWebSocket:
     most once per interval, never past the absolute timeout.
 
     A client-side store (the cookie store, JWT) keeps the session in the client, which a
-    websocket cannot update: the websocket closes at the absolute timeout, or when a logout
-    in this process ended the session.
+    websocket cannot update: the websocket closes at the absolute timeout, when a logout in
+    this process ended the session, or, with a deny list (``revocation=``), when the deny
+    list refuses the token (a logout or an end of the session in any process).
     """
 
     def __init__(
@@ -110,10 +111,17 @@ class SessionWebSocket:
         if t >= session._created + config.absolute_timeout:
             return False
         store = config.store
+        token = slot.token
         if store.client_side:
             lineage = slot.lineage
-            return lineage is None or not ENDED.holds(config.namespace, lineage[0])
-        token = slot.token
+            if lineage is not None and ENDED.holds(config.namespace, lineage[0]):
+                return False
+            if not store.revocable:
+                return True
+            # A deny list (revocation=) is shared by every process: a logout, end_session or
+            # a user's cutoff anywhere refuses the token there, and its load says so.
+            loaded = await config.call(store.load(token, namespace=config.namespace))
+            return loaded is not None
         payload = await config.call(store.load(token, namespace=config.namespace))
         if payload is None:
             return False

@@ -34,10 +34,13 @@ ROOT = REPO_ROOT
 
 
 class AppProcesses:
-    """``PROCESSES`` copies of tests/harness/multiprocess_app.py, each on its own port."""
+    """``count`` copies (``PROCESSES`` unless told) of tests/harness/multiprocess_app.py, each
+    on its own port."""
 
-    def __init__(self, store: str, target: str, name: str, *extra: str) -> None:
-        self.ports = [free_port() for _ in range(PROCESSES)]
+    def __init__(
+        self, store: str, target: str, name: str, *extra: str, count: int = PROCESSES
+    ) -> None:
+        self.ports = [free_port() for _ in range(count)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs = [
             subprocess.Popen(
@@ -79,7 +82,7 @@ class AppProcesses:
                 proc.wait()
 
     def url(self, index: int, path: str) -> str:
-        return f"http://{HOST}:{self.ports[index % PROCESSES]}{path}"
+        return f"http://{HOST}:{self.ports[index % len(self.ports)]}{path}"
 
 
 MULTIPROCESS_KINDS = ["redis-cluster", "postgres"]

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,6 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_sessionkit import get_session, session_websocket, setup
 from aiohttp_sessionkit.abc import AbstractStore
 from tests.conftest import StoreFactory, _factory
+from tests.harness.multiprocess_app import build_app
+from tests.system.test_multiprocess_websockets import (
+    assert_closed_with_1008_within_one_interval,
+    assert_still_open,
+    sign_in,
+)
 
 NAME = "AIOHTTP_SESSION"
 
@@ -110,25 +117,29 @@ async def test_a_logout_in_another_client_closes_the_websocket_with_1008(
         assert time.monotonic() - started < 2.5  # within about one check interval
 
 
-@pytest.fixture
-async def redis_store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    async for factory in _factory(request, "redis"):
-        yield factory
-
-
-async def test_a_session_ended_by_another_process_closes_the_websocket(
-    redis_store_factory: StoreFactory,
+async def test_a_client_side_session_cut_off_by_another_instance_closes_its_websocket(
+    deny_list_store_factory: StoreFactory,
 ) -> None:
-    """Two applications sharing Redis, as two processes would: the record deleted through
-    the second one's store closes the first one's websocket."""
-    first, second = redis_store_factory(), redis_store_factory()
-    async with TestClient(TestServer(_app(first))) as client:
-        token = await _logged_in(client)
-        ws = await client.ws_connect("/ws")
-        await second.delete(token, namespace=NAME)  # as end_user_sessions would
-        message = await ws.receive(timeout=3)
-        assert message.type is WSMsgType.CLOSE
-        assert ws.close_code == 1008
+    """Cookie and JWT stores with a deny list (``revocation=``): end_user_sessions in another
+    app instance (its own store object, sharing only the deny list, as another process
+    would) refuses alice's token there, and her websocket here closes within one interval;
+    bob's stays open."""
+    first = TestServer(build_app(deny_list_store_factory(), websocket=True))
+    second = TestServer(build_app(deny_list_store_factory(), websocket=True))
+    await first.start_server()
+    await second.start_server()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            _, alice_ws = await sign_in(first, http, "alice")
+            _, bob_ws = await sign_in(first, http, "bob")
+            async with http.post(second.make_url("/end-all/alice")) as response:
+                assert response.status == 200
+            await assert_closed_with_1008_within_one_interval(alice_ws)
+            await assert_still_open(bob_ws, "bob")
+            await bob_ws.close()
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_session_websocket_needs_a_loaded_session() -> None:
