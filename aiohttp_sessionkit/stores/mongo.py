@@ -191,7 +191,7 @@ class MongoStore(ServerStore):
             # batches its GETs: FerretDB 1.24 scans the collection for $in (and $or) too,
             # so one $in query costs about as much as 10 lookups by _id on 1,000 documents
             # and 30 on 10,000; only the client's CPU would shrink.
-            doc = await collection.find_one({"_id": key}, {"_id": 0, "data": 1, "expires": 1})
+            doc = await _record(collection, key)
         if doc is None or not _is_live(doc.get("expires"), _now()):
             return None
         data = doc.get("data")
@@ -280,27 +280,24 @@ class MongoStore(ServerStore):
         under the record's lock, read by _id, compare here, write by _id. Every operation
         is by bare _id, which FerretDB serves from its primary key instead of a scan."""
         with _translate_errors():
-            async with self._locked(collection, key) as locked:
+            async with self._locked(collection, key, expected) as locked:
                 if not locked:
-                    return False  # held by others all along: a lost race, the caller reads again
-                doc = await collection.find_one({"_id": key}, {"_id": 0, "data": 1, "expires": 1})
-                now = _now()
-                if doc is None or not _is_live(doc.get("expires"), now):
-                    return False
-                stored = doc.get("data")
-                if not isinstance(stored, bytes) or bytes(stored) != expected:
+                    return False  # changed, or held by others all along: the caller reads again
+                doc = await _record(collection, key)
+                if not _holds(doc, expected):
                     return False
                 result = await collection.update_one(
                     {"_id": key},
-                    {"$set": {"data": data, "expires": now + timedelta(seconds=ttl)}},
+                    {"$set": {"data": data, "expires": _now() + timedelta(seconds=ttl)}},
                 )
                 return int(result.matched_count) == 1
 
     @contextlib.asynccontextmanager
-    async def _locked(self, collection: _Collection, key: str) -> AsyncIterator[bool]:
-        """Hold ``key``'s swap lock for the block (True), or not at all (False: others held
-        it for _LOCK_WAIT seconds)."""
-        if not await self._lock(collection, key):
+    async def _locked(
+        self, collection: _Collection, key: str, expected: bytes | None = None
+    ) -> AsyncIterator[bool]:
+        """Hold ``key``'s swap lock for the block (True), or not at all (False: see _lock)."""
+        if not await self._lock(collection, key, expected):
             yield False
             return
         try:
@@ -310,9 +307,11 @@ class MongoStore(ServerStore):
             # block's unless its lease ran out, which a few round trips never take.
             await collection.delete_one({"_id": _LOCK_PREFIX + key})
 
-    async def _lock(self, collection: _Collection, key: str) -> bool:
+    async def _lock(self, collection: _Collection, key: str, expected: bytes | None) -> bool:
         """Take ``key``'s swap lock, waiting while another swap holds it; False after
-        _LOCK_WAIT seconds of others holding it. A lock past its lease is broken."""
+        _LOCK_WAIT seconds of others holding it, or as soon as the record no longer holds
+        ``expected`` (when given): that swap would fail anyway. A lock past its lease is
+        broken. Waiting only reads (a failed insert is a write, which SQLite serializes)."""
         lock_id = _LOCK_PREFIX + key
         deadline = time.monotonic() + _LOCK_WAIT
         pause = 0.001
@@ -322,15 +321,20 @@ class MongoStore(ServerStore):
                 return True
             except DuplicateKeyError:
                 pass
-            held = await collection.find_one({"_id": lock_id}, {"owner": 1, "expires": 1})
-            if held is None:
-                continue  # released in between: try again at once
-            if not _is_live(held.get("expires"), _now()):
-                await self._break(collection, key, lock_id, held.get("owner"), 0)
-            elif time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(random.uniform(0, pause))
-            pause = min(pause * 2, 0.05)
+            while True:
+                if expected is not None and not _holds(await _record(collection, key), expected):
+                    return False
+                held = await collection.find_one({"_id": lock_id}, {"owner": 1, "expires": 1})
+                if held is None:
+                    break  # released: try to take it
+                if not _is_live(held.get("expires"), _now()):
+                    await self._break(collection, key, lock_id, held.get("owner"), 0)
+                    await asyncio.sleep(random.uniform(0, pause))  # if another breaker is at it
+                    break
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(random.uniform(0, pause))
+                pause = min(pause * 2, 0.02)
 
     async def _break(
         self, collection: _Collection, key: str, doc_id: str, owner: object, depth: int
@@ -424,6 +428,21 @@ def _is_live(expires: object, now: datetime) -> bool:
     if expires.tzinfo is None:  # a borrowed client without tz_aware: BSON dates are UTC
         expires = expires.replace(tzinfo=UTC)
     return expires > now
+
+
+async def _record(collection: _Collection, key: str) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = await collection.find_one(
+        {"_id": key}, {"_id": 0, "data": 1, "expires": 1}
+    )
+    return doc
+
+
+def _holds(doc: dict[str, Any] | None, expected: bytes) -> bool:
+    """True when ``doc`` (a record as _record reads it) is live and holds ``expected``."""
+    if doc is None or not _is_live(doc.get("expires"), _now()):
+        return False
+    data = doc.get("data")
+    return isinstance(data, bytes) and bytes(data) == expected
 
 
 def _lock_document(lock_id: str) -> dict[str, Any]:
