@@ -324,6 +324,8 @@ class MongoStore(ServerStore):
             while True:
                 if expected is not None and not _holds(await _record(collection, key), expected):
                     return False
+                if time.monotonic() >= deadline:
+                    return False  # also ends a lock that cannot be broken (edited by hand)
                 held = await collection.find_one({"_id": lock_id}, {"owner": 1, "expires": 1})
                 if held is None:
                     break  # released: try to take it
@@ -331,8 +333,6 @@ class MongoStore(ServerStore):
                     await self._break(collection, key, lock_id, held.get("owner"), 0)
                     await asyncio.sleep(random.uniform(0, pause))  # if another breaker is at it
                     break
-                if time.monotonic() >= deadline:
-                    return False
                 await asyncio.sleep(random.uniform(0, pause))
                 pause = min(pause * 2, 0.02)
 
@@ -350,13 +350,16 @@ class MongoStore(ServerStore):
         if not isinstance(owner, str) or depth >= _GUARD_DEPTH:
             return
         guard_id = f"{_LOCK_PREFIX}{key}:{owner}"
-        try:
-            await collection.insert_one(_lock_document(guard_id))
-        except DuplicateKeyError:
-            guard = await collection.find_one({"_id": guard_id}, {"owner": 1, "expires": 1})
-            if guard is not None and not _is_live(guard.get("expires"), _now()):
+        for retry in (False, True):
+            try:
+                await collection.insert_one(_lock_document(guard_id))
+                break
+            except DuplicateKeyError:
+                guard = await collection.find_one({"_id": guard_id}, {"owner": 1, "expires": 1})
+                if retry or guard is None or _is_live(guard.get("expires"), _now()):
+                    return  # another breaker is at it (or was): the caller looks again
+                # A breaker killed mid-break left its guard: break that, then this lock.
                 await self._break(collection, key, guard_id, guard.get("owner"), depth + 1)
-            return  # another breaker is at it (or was): the caller looks again
         try:
             await collection.delete_one({"_id": doc_id, "owner": owner})
         finally:
