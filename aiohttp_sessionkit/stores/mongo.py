@@ -4,6 +4,9 @@ Documents look like ``{_id: key, data: <binary>, expires: <UTC datetime>}``. A T
 ``expires`` lets the server delete abandoned sessions, but MongoDB's TTL monitor runs only
 about once a minute and some compatible servers (FerretDB) have no TTL indexes at all, so
 every query also filters on ``expires`` and :meth:`MongoStore.purge_expired` can clean up.
+On FerretDB 1.x, whose filtered updates are not atomic, compare-and-swap also writes
+short-lived lock documents ``{_id: "lock:<key>", owner, expires}`` (see
+:meth:`MongoStore._replace_locked`).
 """
 
 from __future__ import annotations
