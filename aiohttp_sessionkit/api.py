@@ -417,16 +417,16 @@ def _store_lifecycle(
 
 def _refuse_lost_index(store: AbstractStore, registry: Registry) -> None:
     """Refuse to start when ``store`` learnt on opening that it cannot keep the user index
-    that a session set up on it needs (a MongoStore on a server without atomic filtered
-    updates, FerretDB: its ``merges`` is known only once connected)."""
+    that a session set up on it needs (a third-party store whose ``merges`` is known only
+    once connected; every built-in store can swap atomically on the servers it supports)."""
     for config in registry.by_name.values():
         if config.store is store and config.user_key is not None:
             if not store.user_index and not store.user_cutoff:
                 raise ConfigurationError(
                     f"user_key={config.user_key!r}: {type(store).__name__} found on opening "
                     "that its server cannot swap a record atomically (compare-and-swap), so "
-                    "it cannot keep an index of sessions by user; use a server that can "
-                    "(MongoDB rather than FerretDB, say), or leave user_key out"
+                    "it cannot keep an index of sessions by user; use a server that can, "
+                    "or leave user_key out"
                 )
 
 

@@ -4,6 +4,9 @@ Documents look like ``{_id: key, data: <binary>, expires: <UTC datetime>}``. A T
 ``expires`` lets the server delete abandoned sessions, but MongoDB's TTL monitor runs only
 about once a minute and some compatible servers (FerretDB) have no TTL indexes at all, so
 every query also filters on ``expires`` and :meth:`MongoStore.purge_expired` can clean up.
+On FerretDB 1.x, whose filtered updates are not atomic, compare-and-swap also writes
+short-lived lock documents ``{_id: "lock:<key>", owner, expires}`` (see
+:meth:`MongoStore._replace_locked`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -52,6 +58,20 @@ _URL_SCHEMES = ("mongodb://", "mongodb+srv://")
 _URL_CLIENT_DEFAULTS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000}
 _AUTHENTICATION_FAILED = 18
 
+# Swap locks, used only where a filtered update is not atomic (FerretDB 1.x). A lock is a
+# document {_id: "lock:<record key>", owner, expires}: the server's unique _id lets one
+# inserter in. A record key is 64 hex characters, so no lock is ever looked up as a record,
+# and a lock has no "data" field, so no read could return one as a payload either.
+_LOCK_PREFIX = "lock:"
+#: Seconds a lock protects its swap (two round trips); one left by a process killed mid-swap
+#: is broken once this has passed.
+_LOCK_LEASE = 5.0
+#: Seconds a swap waits for another one's lock before it reports a lost race (False, so
+#: ServerStore._merge reads again): longer than a lease, so a dead holder's lock gets broken.
+_LOCK_WAIT = _LOCK_LEASE + 1.0
+#: How many guards deep a broken lock is chased (a guard is itself a lock, see _break).
+_GUARD_DEPTH = 3
+
 
 class MongoStore(ServerStore):
     """Sessions in a MongoDB collection (also FerretDB and other wire-compatible servers)."""
@@ -83,7 +103,8 @@ class MongoStore(ServerStore):
         self._index_lock = asyncio.Lock()
         # Whether a filtered update tests and writes a document in one atomic step: MongoDB
         # does (document-level atomicity); FerretDB 1.x does not (it finds, then writes by
-        # _id: of 20 concurrent swaps from one payload, several win). Learnt on first use.
+        # _id: of 20 concurrent swaps from one payload, several won), so replace() takes a
+        # lock document there. Learnt on first use.
         self._atomic_updates = True
 
         target = url_or_client_or_collection
@@ -143,8 +164,24 @@ class MongoStore(ServerStore):
 
     async def purge_expired(self) -> int:
         collection = await self._ready()
+        now = _now()
         with _translate_errors():
-            result = await collection.delete_many({"expires": {"$lte": _now()}})
+            if self._atomic_updates:  # no swap locks on MongoDB
+                result = await collection.delete_many({"expires": {"$lte": now}})
+                return int(result.deleted_count)
+            # Records only (they have "data"); locks are not sessions, not counted, and go
+            # through _break: a plain filtered delete could remove a lock just retaken.
+            result = await collection.delete_many(
+                {"expires": {"$lte": now}, "data": {"$exists": True}}
+            )
+            stale = collection.find(
+                {"expires": {"$lte": now}, "data": {"$exists": False}}, {"owner": 1}
+            )
+            async for lock in stale:
+                lock_id = lock.get("_id")
+                if isinstance(lock_id, str) and lock_id.startswith(_LOCK_PREFIX):
+                    key = lock_id[len(_LOCK_PREFIX) :].partition(":")[0]
+                    await self._break(collection, key, lock_id, lock.get("owner"), 0)
         return int(result.deleted_count)
 
     async def get(self, key: str) -> bytes | None:
@@ -157,7 +194,7 @@ class MongoStore(ServerStore):
             # batches its GETs: FerretDB 1.24 scans the collection for $in (and $or) too,
             # so one $in query costs about as much as 10 lookups by _id on 1,000 documents
             # and 30 on 10,000; only the client's CPU would shrink.
-            doc = await collection.find_one({"_id": key}, {"_id": 0, "data": 1, "expires": 1})
+            doc = await _record(collection, key)
         if doc is None or not _is_live(doc.get("expires"), _now()):
             return None
         data = doc.get("data")
@@ -177,15 +214,23 @@ class MongoStore(ServerStore):
             except DuplicateKeyError:
                 pass
             # The TTL monitor may not have removed an expired record yet (or never will, on a
-            # server without TTL indexes): replace it, but never a live one.
-            removed = await collection.delete_one({"_id": key, "expires": {"$lte": now}})
-            if removed.deleted_count != 1:
-                return False
-            try:
-                await collection.insert_one(dict(document))
-            except DuplicateKeyError:  # a concurrent create won the race
-                return False
-            return True
+            # server without TTL indexes): replace it, but never a live one. On FerretDB the
+            # filtered delete finds, then deletes by _id: two creates racing here could each
+            # delete (the second one the first one's new record) and both report success, so
+            # they take the record's swap lock (a user index's key is reused; a session's
+            # never is, so only a user's index gets here in practice).
+            async with contextlib.AsyncExitStack() as stack:
+                if not self._atomic_updates:
+                    if not await stack.enter_async_context(self._locked(collection, key)):
+                        return False
+                removed = await collection.delete_one({"_id": key, "expires": {"$lte": now}})
+                if removed.deleted_count != 1:
+                    return False
+                try:
+                    await collection.insert_one(dict(document))
+                except DuplicateKeyError:  # a concurrent create won the race
+                    return False
+                return True
 
     async def update(self, key: str, data: bytes, ttl: int) -> bool:
         collection = await self._ready()
@@ -217,26 +262,113 @@ class MongoStore(ServerStore):
 
     async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
         collection = await self._ready()
+        if not self._atomic_updates:
+            return await self._replace_locked(collection, key, expected, data, ttl)
         now = _now()
         with _translate_errors():
             # One update_one whose filter holds the comparison: MongoDB matches and writes
             # the document as one atomic step, so of two swaps from the same payload the
-            # second no longer matches. Unlike update() the filter is compound (FerretDB
-            # scans for it), because the payload must be compared where it is written; on
-            # FerretDB the step is not atomic and merges is False (see there). matched, not
-            # modified: a swap that writes the same bytes counts as written.
+            # second no longer matches. matched, not modified: a swap that writes the same
+            # bytes counts as written.
             result = await collection.update_one(
                 {"_id": key, "data": expected, "expires": {"$gt": now}},
                 {"$set": {"data": data, "expires": now + timedelta(seconds=ttl)}},
             )
         return int(result.matched_count) == 1
 
-    @property
-    def merges(self) -> bool:
-        """True unless the server is FerretDB, whose filtered updates are not atomic: the
-        store then keeps whole-record updates there (the last writer wins). Known once the
-        store has been used (:meth:`open`, or any load)."""
-        return self._atomic_updates
+    async def _replace_locked(
+        self, collection: _Collection, key: str, expected: bytes, data: bytes, ttl: int
+    ) -> bool:
+        """replace() on a server whose filtered update finds, then writes (FerretDB 1.x):
+        under the record's lock, read by _id, compare here, write by _id. Every operation
+        is by bare _id, which FerretDB serves from its primary key instead of a scan."""
+        with _translate_errors():
+            async with self._locked(collection, key, expected) as locked:
+                if not locked:
+                    return False  # changed, or held by others all along: the caller reads again
+                doc = await _record(collection, key)
+                if not _holds(doc, expected):
+                    return False
+                result = await collection.update_one(
+                    {"_id": key},
+                    {"$set": {"data": data, "expires": _now() + timedelta(seconds=ttl)}},
+                )
+                return int(result.matched_count) == 1
+
+    @contextlib.asynccontextmanager
+    async def _locked(
+        self, collection: _Collection, key: str, expected: bytes | None = None
+    ) -> AsyncIterator[bool]:
+        """Hold ``key``'s swap lock for the block (True), or not at all (False: see _lock)."""
+        if not await self._lock(collection, key, expected):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            # By _id alone (a compound filter would be a scan on FerretDB): the lock is this
+            # block's unless its lease ran out, which a few round trips never take.
+            await collection.delete_one({"_id": _LOCK_PREFIX + key})
+
+    async def _lock(self, collection: _Collection, key: str, expected: bytes | None) -> bool:
+        """Take ``key``'s swap lock, waiting while another swap holds it; False after
+        _LOCK_WAIT seconds of others holding it, or as soon as the record no longer holds
+        ``expected`` (when given): that swap would fail anyway. A lock past its lease is
+        broken. Waiting only reads (a failed insert is a write, which SQLite serializes)."""
+        lock_id = _LOCK_PREFIX + key
+        deadline = time.monotonic() + _LOCK_WAIT
+        pause = 0.001
+        while True:
+            try:
+                await collection.insert_one(_lock_document(lock_id))
+                return True
+            except DuplicateKeyError:
+                pass
+            while True:
+                if expected is not None and not _holds(await _record(collection, key), expected):
+                    return False
+                if time.monotonic() >= deadline:
+                    return False  # also ends a lock that cannot be broken (edited by hand)
+                held = await collection.find_one({"_id": lock_id}, {"owner": 1, "expires": 1})
+                if held is None:
+                    break  # released: try to take it
+                if not _is_live(held.get("expires"), _now()):
+                    await self._break(collection, key, lock_id, held.get("owner"), 0)
+                    await asyncio.sleep(random.uniform(0, pause))  # if another breaker is at it
+                    break
+                await asyncio.sleep(random.uniform(0, pause))
+                pause = min(pause * 2, 0.02)
+
+    async def _break(
+        self, collection: _Collection, key: str, doc_id: str, owner: object, depth: int
+    ) -> None:
+        """Remove the lock (or guard) ``doc_id`` of ``owner``, found past its lease.
+
+        A delete filtered on the owner is not atomic on FerretDB either: a breaker that saw
+        the dead lock could, a moment later, delete the next holder's fresh one. So breaking
+        is itself guarded: a guard document named after the dead owner (owners are random,
+        never reused) admits one breaker per dead lock, and that breaker's delete can only
+        meet the dead lock (nobody else may delete it, and its owner is gone). A guard left
+        by a breaker killed in between expires and is broken the same way."""
+        if not isinstance(owner, str) or depth >= _GUARD_DEPTH:
+            return
+        guard_id = f"{_LOCK_PREFIX}{key}:{owner}"
+        for retry in (False, True):
+            try:
+                await collection.insert_one(_lock_document(guard_id))
+                break
+            except DuplicateKeyError:
+                guard = await collection.find_one({"_id": guard_id}, {"owner": 1, "expires": 1})
+                if retry or guard is None or _is_live(guard.get("expires"), _now()):
+                    return  # another breaker is at it (or was): the caller looks again
+                # A breaker killed mid-break left its guard: break that, then this lock.
+                await self._break(collection, key, guard_id, guard.get("owner"), depth + 1)
+        try:
+            await collection.delete_one({"_id": doc_id, "owner": owner})
+        finally:
+            # Once the dead lock is gone no later breaker can match its owner, so the
+            # guard may go at once.
+            await collection.delete_one({"_id": guard_id})
 
     async def remove(self, key: str) -> None:
         collection = await self._ready()
@@ -302,6 +434,29 @@ def _is_live(expires: object, now: datetime) -> bool:
     if expires.tzinfo is None:  # a borrowed client without tz_aware: BSON dates are UTC
         expires = expires.replace(tzinfo=UTC)
     return expires > now
+
+
+async def _record(collection: _Collection, key: str) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = await collection.find_one(
+        {"_id": key}, {"_id": 0, "data": 1, "expires": 1}
+    )
+    return doc
+
+
+def _holds(doc: dict[str, Any] | None, expected: bytes) -> bool:
+    """True when ``doc`` (a record as _record reads it) is live and holds ``expected``."""
+    if doc is None or not _is_live(doc.get("expires"), _now()):
+        return False
+    data = doc.get("data")
+    return isinstance(data, bytes) and bytes(data) == expected
+
+
+def _lock_document(lock_id: str) -> dict[str, Any]:
+    return {
+        "_id": lock_id,
+        "owner": secrets.token_hex(16),
+        "expires": _now() + timedelta(seconds=_LOCK_LEASE),
+    }
 
 
 def _acknowledged(collection: _Collection) -> _Collection:

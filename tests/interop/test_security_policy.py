@@ -31,7 +31,6 @@ from aiohttp_sessionkit.security import SessionIdentityPolicy
 from tests.conftest import StoreFactory, Wire
 from tests.harness import REPO_ROOT
 from tests.stores.test_contract import COOKIE, client_for, cookie_value, token_of, with_cookie
-from tests.stores.test_user_sessions import indexed_factory  # noqa: F401 - a fixture
 
 USERS = {"alice": {"read", "write"}, "bob": {"read"}}
 
@@ -234,9 +233,9 @@ async def test_the_security_example_app_behaves_like_aiohttp_security_demo(
 
 async def test_remember_binds_the_session_to_the_user_when_user_key_is_the_policys_key(
     aiohttp_client: Any,
-    indexed_factory: StoreFactory,  # noqa: F811 - the fixture imported above
+    server_store_factory: StoreFactory,
 ) -> None:
-    app = security_app(indexed_factory(), user_key="AIOHTTP_SECURITY")
+    app = security_app(server_store_factory(), user_key="AIOHTTP_SECURITY")
     client = await client_for(aiohttp_client, app)
     phone = cookie_value(await client.post("/login?user=alice", allow_redirects=False))
     laptop = cookie_value(await client.post("/login?user=alice", allow_redirects=False))

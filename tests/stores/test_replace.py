@@ -150,11 +150,6 @@ async def test_of_concurrent_replaces_from_one_payload_exactly_one_wins(
     key = await created(stores[0])
     for store in stores:
         assert await store.get(key) == PAYLOAD  # each connected before the race
-    if not stores[0].merges:
-        # FerretDB 1.24 (the test MongoDB) finds, then writes: several swaps win. MongoStore
-        # learns so on first use and keeps whole-record updates there.
-        assert server_store_factory.kind in ("mongo", "motor")
-        pytest.skip("this server's filtered updates are not atomic: the store does not merge")
     attempts = [b"winner?%02d" % n for n in range(20)]
     results = await asyncio.gather(
         *(

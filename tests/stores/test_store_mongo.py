@@ -516,3 +516,147 @@ async def test_a_document_without_a_binary_payload_opens_a_fresh_session(
     issued = response.cookies[NS].value
     assert issued and issued != token  # a new session under a new id, never the planted one
     assert await store.load(issued, namespace=NS) is not None
+
+
+# -- compare-and-swap: one filtered update on MongoDB, a lock document on FerretDB ----------
+
+
+class _Commands(CommandListener):
+    """(command name, _id of each document or filter) of every insert, find, update and
+    delete a client sends."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[Any]]] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        command, name = event.command, event.command_name
+        if name == "insert":
+            self.seen.append((name, [doc["_id"] for doc in command["documents"]]))
+        elif name == "find":
+            self.seen.append((name, [dict(command["filter"])]))
+        elif name == "update":
+            self.seen.append((name, [dict(each["q"]) for each in command["updates"]]))
+        elif name == "delete":
+            self.seen.append((name, [dict(each["q"]) for each in command["deletes"]]))
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+def lock_id(key: str) -> str:
+    return "lock:" + key
+
+
+async def locks(raw: Any) -> list[str]:
+    return sorted([doc["_id"] async for doc in raw.find({}) if doc["_id"].startswith("lock:")])
+
+
+async def test_a_swap_is_one_filtered_update_on_mongodb_and_four_lookups_by_id_on_ferretdb(
+    driver: str,
+    client: Any,
+    mongo_server: Any,  # noqa: F811
+    db_name: str,
+    raw: Any,
+) -> None:
+    seen = _Commands()
+    monitored = _monitored_client(driver, mongo_server.url, seen)
+    store = MongoStore(monitored, database=db_name)
+    try:
+        token = await store.save(None, b"v1", ttl=TTL, namespace=NS)
+        assert token is not None
+        key = record_key(NS, token)
+        seen.seen.clear()
+        assert await store.replace(key, b"v1", b"v2", TTL) is True
+        sent = list(seen.seen)
+    finally:
+        await store.close()
+        await close_client(monitored)
+    if await is_ferretdb(client):
+        # Take the lock (a unique _id), read, compare here, write, let go: every filter a
+        # bare _id, which FerretDB answers from its primary key (a compound one is a scan).
+        assert sent == [
+            ("insert", [lock_id(key)]),
+            ("find", [{"_id": key}]),
+            ("update", [{"_id": key}]),
+            ("delete", [{"_id": lock_id(key)}]),
+        ]
+    else:
+        assert [name for name, _ in sent] == ["update"]
+        assert sent[0][1][0]["data"] == b"v1"  # the comparison is in the atomic update
+    assert await raw.find_one({"_id": key}, {"_id": 0, "data": 1}) == {"data": b"v2"}
+    assert await locks(raw) == []
+
+
+LEFT_BEHIND = {
+    # A process killed between taking the lock and letting go of it, a moment ago.
+    "lock-within-its-lease": [("lock", 1.0)],
+    "lock-past-its-lease": [("lock", -1.0)],
+    # ...and then another one killed while breaking that lock (its guard is left too).
+    "lock-and-its-breakers-guard": [("lock", -10.0), ("guard", -1.0)],
+}
+
+
+@pytest.mark.parametrize("left", LEFT_BEHIND.values(), ids=LEFT_BEHIND.keys())
+async def test_a_lock_left_by_a_killed_process_holds_swaps_off_only_until_its_lease_ends(
+    store: MongoStore, client: Any, raw: Any, left: list[tuple[str, float]]
+) -> None:
+    token = await store.save(None, b"v1", ttl=TTL, namespace=NS)
+    assert token is not None
+    key = record_key(NS, token)
+    now = datetime.now(UTC)
+    for kind, seconds in left:
+        # The guard of a breaker is named after the lock's owner and has one of its own.
+        _id = lock_id(key) if kind == "lock" else f"{lock_id(key)}:{'d' * 32}"
+        owner = "d" * 32 if kind == "lock" else "e" * 32
+        expires = now + timedelta(seconds=seconds)
+        await raw.insert_one({"_id": _id, "owner": owner, "expires": expires})
+    ferretdb = await is_ferretdb(client)
+    lease = max(seconds for _, seconds in left)
+
+    started = time.monotonic()
+    # A swap from a payload the record no longer holds fails at once, lock or not...
+    assert await store.replace(key, b"v0", b"stale", TTL) is False
+    assert time.monotonic() - started < 0.5
+    # ...and one from the right payload waits out the dead lock's lease, then breaks it.
+    assert await store.replace(key, b"v1", b"v2", TTL) is True
+    waited = time.monotonic() - started
+    assert await store.load(token, namespace=NS) == b"v2"
+    if ferretdb:
+        assert waited >= lease - 0.1
+        assert await locks(raw) == []  # broken, guard and all, and the new one let go
+    else:  # MongoDB's filtered update is atomic: it never looks at locks
+        assert waited < 0.5
+
+
+async def test_lock_documents_are_never_sessions_and_purge_clears_the_dead_ones_uncounted(
+    store: MongoStore, client: Any, raw: Any
+) -> None:
+    held, dead = await store.save(None, b"held", ttl=TTL, namespace=NS), None
+    dead = await store.save(None, b"dead", ttl=TTL, namespace=NS)
+    assert held is not None and dead is not None
+    await expire(raw, dead)
+    now = datetime.now(UTC)
+    held_key, dead_key = record_key(NS, held), record_key(NS, dead)
+    left = {
+        lock_id(held_key): now + timedelta(seconds=30),  # a swap in progress
+        lock_id(dead_key): now - timedelta(seconds=10),  # its process was killed
+        f"{lock_id(dead_key)}:{0xE:032x}": now - timedelta(seconds=1),  # and its breaker
+    }
+    for n, (_id, expires) in enumerate(left.items()):
+        await raw.insert_one({"_id": _id, "owner": f"{n + 0xD:032x}", "expires": expires})
+    for _id in left:  # no payload under a lock's _id, whatever asks for it
+        assert await store.get(_id) is None
+        assert await store.load_handle(_id, namespace=NS) is None
+
+    purged = await store.purge_expired()
+
+    if await is_ferretdb(client):
+        assert purged == 1  # the expired session, not the locks
+        assert await locks(raw) == [lock_id(held_key)]  # the live lock stays
+    else:  # no locks on MongoDB: its TTL monitor takes expired documents of any kind
+        assert purged == 3
+    assert await store.load(held, namespace=NS) == b"held"
+    assert await raw.find_one({"_id": dead_key}) is None
