@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, web
 
+from .abc import Merge
 from .exceptions import StoreUnavailable
 from .middleware import ENDED, SessionConfig, Slot
-from .session import now
+from .session import Session, now
 
 __all__ = ["SessionWebSocket", "session_websocket"]
 
@@ -125,14 +127,7 @@ class SessionWebSocket:
         payload = await config.call(store.load(token, namespace=config.namespace))
         if payload is None:
             return False
-        current = config.restore(
-            payload,
-            config.serializer,
-            identity=token,
-            idle_timeout=config.idle_timeout,
-            absolute_timeout=config.absolute_timeout,
-            clock_skew_tolerance=config.clock_skew_tolerance,
-        )
+        current = self._open(payload, token)
         if current is None:
             return False
         if self.active:
@@ -142,10 +137,36 @@ class SessionWebSocket:
             idle = config.idle_timeout if current._max_age is None else current._max_age
             ttl = max(1, min(idle, current._created + config.absolute_timeout - t))
             data = config.dump(current, config.serializer, t)
-            saved = await config.call(store.save(token, data, ttl=ttl, namespace=config.namespace))
+            if config.save_merge:
+                # A request that saved between our load and this write keeps its change:
+                # the touch is then made on top of what it saved (a merging update).
+                merging: Callable[..., Awaitable[str | None]] = store.save  # takes merge
+                touch = Merge(payload, lambda newer: self._touched(newer, token, t))
+                operation = merging(token, data, ttl=ttl, namespace=config.namespace, merge=touch)
+            else:
+                operation = store.save(token, data, ttl=ttl, namespace=config.namespace)
+            saved = await config.call(operation)
             if saved is None:  # deleted between the load and the save
                 return False
         return True
+
+    def _open(self, payload: Any, token: str) -> Session | None:
+        config = self.config
+        return config.restore(
+            payload,
+            config.serializer,
+            identity=token,
+            idle_timeout=config.idle_timeout,
+            absolute_timeout=config.absolute_timeout,
+            clock_skew_tolerance=config.clock_skew_tolerance,
+        )
+
+    def _touched(self, newer: Any, token: str, t: int) -> Any | None:
+        """``Merge.rebase`` of a touch: the record another request saved, with a new last
+        access; None when it no longer opens (ended meanwhile: nothing is written)."""
+        session = self._open(newer, token)
+        config = self.config
+        return None if session is None else config.dump(session, config.serializer, t)
 
 
 def session_websocket(

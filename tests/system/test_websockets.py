@@ -160,3 +160,52 @@ async def test_session_websocket_needs_a_loaded_session() -> None:
         response = await client.get("/ws")
         assert response.status == 409
         assert "get_session" in await response.text()
+
+
+async def test_a_touch_keeps_a_change_another_request_saved_between_its_read_and_write(
+    ws_store_factory: StoreFactory,
+) -> None:
+    """The websocket's touch reads the record, then writes it with a new access time: a
+    request that saved in between keeps its change (the touch merges, issue 24)."""
+    store = ws_store_factory()
+    reached, release = asyncio.Event(), asyncio.Event()
+    hold = [False]
+
+    class Held(type(store)):  # type: ignore[misc]  # the same store, its load held once
+        __slots__ = ()
+
+        async def load(self, token: str, *, namespace: str) -> object:
+            payload = await super().load(token, namespace=namespace)
+            if hold[0]:
+                hold[0] = False
+                reached.set()
+                await release.wait()
+            return payload
+
+    store.__class__ = Held
+    app = _app(store)
+
+    async def put(request: web.Request) -> web.Response:
+        (await get_session(request))["cart"] = ["book"]
+        return web.Response(text="put")
+
+    async def cart(request: web.Request) -> web.Response:
+        return web.json_response((await get_session(request)).get("cart"))
+
+    app.router.add_get("/put", put)
+    app.router.add_get("/cart", cart)
+    async with TestClient(TestServer(app)) as client:
+        await _logged_in(client)
+        ws = await client.ws_connect("/ws")
+        hold[0] = True  # the next load is the websocket's check: nothing else is in flight
+        await ws.send_str("ping")  # activity: the check will touch
+        assert (await ws.receive(timeout=2)).data == "echo ping"
+        await asyncio.wait_for(reached.wait(), 5)
+        assert (await client.get("/put")).status == 200  # saved while the touch waits
+        release.set()
+        await ws.send_str("ping")
+        assert (await ws.receive(timeout=2)).data == "echo ping"
+        await asyncio.sleep(1.5)  # the touch has written by now (a check every second)
+        assert not ws.closed
+        assert await (await client.get("/cart")).json() == ["book"]
+        await ws.close()
