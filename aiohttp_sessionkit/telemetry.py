@@ -11,8 +11,14 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiohttp_sessionkit.telemetry needs opentelemetry-api: "
+        'pip install "aiohttp-sessionkit[otel]"'
+    ) from exc
 
 from .exceptions import StoreUnavailable
 from .observe import CREATED, ENDED, REGENERATED, SessionEvent
