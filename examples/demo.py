@@ -37,7 +37,11 @@ from aiohttp_sessionkit import (
 )
 from aiohttp_sessionkit.masking import mask_credentials
 from aiohttp_sessionkit.stores.url import SCHEMES
-from examples import demo_panel
+
+if __package__:  # imported as examples.demo (the tests)
+    from examples import demo_panel
+else:  # run as a script, as scripts/demo.sh does: its own folder is on sys.path
+    import demo_panel  # type: ignore[import-not-found,no-redef]
 
 # The library's get_session and new_session, timed for the page's session panel.
 get_session = demo_panel.get_session

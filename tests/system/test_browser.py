@@ -81,7 +81,6 @@ async def start_demo(store: str) -> tuple[asyncio.subprocess.Process, str]:
         str(ROOT / "examples" / "demo.py"),
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
             "SESSIONKIT_STORE": store,
             "SESSIONKIT_KEY": generate_key(),  # the cookie store needs one (scripts/demo.sh)
             "HOST": "127.0.0.1",
