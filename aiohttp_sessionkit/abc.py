@@ -493,11 +493,18 @@ class ServerStore(AbstractStore):
     #: means another request saved the same session in between, so this bounds how many
     #: such saves one request can lose the race to.
     merge_attempts: ClassVar[int] = 16
-    #: Seconds: after its n-th lost retry a merging update waits a random time up to
-    #: ``min(merge_backoff_cap, merge_backoff * 2**n)`` before it reads the record again,
-    #: so that saves from several processes racing on one session spread out.
+    #: Seconds: after its n-th lost compare-and-swap, a merging update (or a write of a
+    #: user's index) waits a random time up to ``min(merge_backoff_cap, merge_backoff *
+    #: 2**n)`` before it reads the record again, so that writers from several processes
+    #: racing on one record spread out instead of colliding again.
     merge_backoff: ClassVar[float] = 0.001
     merge_backoff_cap: ClassVar[float] = 0.05
+
+    async def _back_off(self, attempt: int) -> None:
+        """The random pause after the ``attempt``-th lost compare-and-swap on a record."""
+        await asyncio.sleep(
+            random.random() * min(self.merge_backoff_cap, self.merge_backoff * 2**attempt)
+        )
 
     @property
     def merges(self) -> bool:
@@ -550,8 +557,7 @@ class ServerStore(AbstractStore):
                     return False
                 if await self.replace(key, current, rebased, ttl):
                     return True
-                ceiling = min(self.merge_backoff_cap, self.merge_backoff * 2**attempt)
-                await asyncio.sleep(random.random() * ceiling)
+                await self._back_off(attempt)
         raise StoreContention(
             f"{type(self).__name__}: {self.merge_attempts} saves of one session by other "
             "requests each landed between this request's read and write; nothing was written"
@@ -769,9 +775,7 @@ class ServerStore(AbstractStore):
         key = _user_index_key(namespace, user)
         for attempt in range(self.index_attempts):
             if attempt:
-                # Lost the race: a random pause, growing, so that writers racing on one
-                # user's index (many logins at once) spread out instead of colliding again.
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                await self._back_off(attempt)  # lost the race (many logins at once)
             raw = await self.get(key)
             edited = await edit(_read_index(raw))
             if edited is None:
