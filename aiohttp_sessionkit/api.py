@@ -219,11 +219,7 @@ def _config(
             "no limit"
         )
     tolerance = options.get("clock_skew_tolerance", DEFAULT_CLOCK_SKEW_TOLERANCE)
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int)
-        or not 0 <= tolerance <= MAX_CLOCK_SKEW_TOLERANCE
-    ):
+    if not _whole_number_in(tolerance, 0, MAX_CLOCK_SKEW_TOLERANCE):
         raise ConfigurationError(
             f"clock_skew_tolerance={tolerance!r}: give whole seconds from 0 to "
             f"{MAX_CLOCK_SKEW_TOLERANCE}; hosts whose clocks differ by more need NTP, not a "
@@ -285,6 +281,11 @@ def _observer(namespace: str, store: AbstractStore, options: dict[str, Any]) -> 
     return Observer(namespace, listeners, telemetry)
 
 
+def _whole_number_in(value: object, low: int, high: int) -> bool:
+    """True when ``value`` is an int (not a bool) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _user_options(
     store: AbstractStore, options: dict[str, Any]
 ) -> tuple[str | None, int | None, bool]:
@@ -301,11 +302,7 @@ def _user_options(
         )
     if not isinstance(record_client, bool):
         raise ConfigurationError(f"record_client={record_client!r}: give True or False")
-    if max_sessions is not None and (
-        isinstance(max_sessions, bool)
-        or not isinstance(max_sessions, int)
-        or not 1 <= max_sessions <= USER_INDEX_LIMIT
-    ):
+    if max_sessions is not None and not _whole_number_in(max_sessions, 1, USER_INDEX_LIMIT):
         raise ConfigurationError(
             f"max_sessions_per_user={max_sessions!r}: give a whole number from 1 to "
             f"{USER_INDEX_LIMIT} (the ceiling per user), or None for the ceiling alone"
