@@ -195,6 +195,19 @@ class SessionConfig:
         set_(self, "vary", ", ".join(names))
         set_(self, "vary_lower", tuple(name.lower() for name in names))
 
+    def opened(self, payload: Any, identity: str | None = None) -> Session | None:
+        """``payload`` (what the store's ``load`` returned) restored under this
+        configuration's timeouts, as a request's load would; ``None`` when it does not
+        open. ``identity``: the session id the session reports, if any."""
+        return self.restore(
+            payload,
+            self.serializer,
+            identity=identity,
+            idle_timeout=self.idle_timeout,
+            absolute_timeout=self.absolute_timeout,
+            clock_skew_tolerance=self.clock_skew_tolerance,
+        )
+
     def call(self, operation: Awaitable[_T]) -> Awaitable[_T]:
         """Guard a store operation: a time budget, and connectivity failures become 503s.
 
@@ -299,18 +312,6 @@ def checked_user(value: object, user_key: str) -> str | None:
     return user
 
 
-def restore_any(config: SessionConfig, payload: Any) -> Session | None:
-    """``payload`` restored under ``config``'s rules, as a load would (no identity)."""
-    return config.restore(
-        payload,
-        config.serializer,
-        identity=None,
-        idle_timeout=config.idle_timeout,
-        absolute_timeout=config.absolute_timeout,
-        clock_skew_tolerance=config.clock_skew_tolerance,
-    )
-
-
 def last_seen_of(
     config: SessionConfig, user: str, opened: dict[int, Session] | None = None
 ) -> Callable[[Any], int | None]:
@@ -322,7 +323,7 @@ def last_seen_of(
     assert user_key is not None
 
     def last_seen(payload: Any) -> int | None:
-        session = restore_any(config, payload)
+        session = config.opened(payload)
         if session is None or user_of(session.get(user_key)) != user:
             return None
         if opened is not None:
@@ -712,20 +713,16 @@ class Slot:
             return
         # CREATE, UPDATE or REFRESH
         payload, t, ttl = self._payload(session)
-        if action is CREATE or self.base is None or not config.save_merge:
+        merge = self._merge_of(action)
+        if merge is None:
             operation = self._store_save(
                 None if action is CREATE else self.token, payload, ttl, session
             )
         else:
             save: Callable[..., Awaitable[str | None]] = config.store.save  # takes the keyword
-            merge = Merge(self.base, self._rebase)
             operation = save(self.token, payload, ttl=ttl, namespace=config.namespace, merge=merge)
         saved = await config.call(operation)
-        self._saved(request, session, saved, t, ttl)
-        if action is CREATE and self.live and config.observer is not None:
-            self._emit(events.CREATED, self.token)
-        if saved is not None and config.save_merge:
-            self._based(session, payload)
+        self._after_save(request, session, action, saved, payload, t, ttl)
         if self.legacy is not None:
             await self._drop_legacy()
 
@@ -760,20 +757,42 @@ class Slot:
             self._lost(session)
             return True
         payload, t, ttl = self._payload(session)
-        if action is CREATE or self.base is None or not config.save_merge:
+        merge = self._merge_of(action)
+        if merge is None:
             saved = save_nowait(
                 None if action is CREATE else self.token, payload, ttl, config.namespace
             )
         else:  # the twin takes merge (SessionConfig checked), positionally like its others
             merging: Callable[..., str | None] = save_nowait
-            merge = Merge(self.base, self._rebase)
             saved = merging(self.token, payload, ttl, config.namespace, merge)
+        self._after_save(request, session, action, saved, payload, t, ttl)
+        return True
+
+    def _merge_of(self, action: Action) -> Merge | None:
+        """What lets the save of ``action`` merge with a concurrent save: for an update or a
+        refresh of a record this request loaded, on a store that merges; else None."""
+        if action is CREATE or self.base is None or not self.config.save_merge:
+            return None
+        return Merge(self.base, self._rebase)
+
+    def _after_save(
+        self,
+        request: web.Request,
+        session: Session,
+        action: Action,
+        saved: str | None,
+        payload: Any,
+        t: int,
+        ttl: int,
+    ) -> None:
+        """Record a save's outcome (:meth:`_saved`), report a created session, and keep
+        what was written as the base a later save of this request merges from."""
+        config = self.config
         self._saved(request, session, saved, t, ttl)
         if action is CREATE and self.live and config.observer is not None:
             self._emit(events.CREATED, self.token)
         if saved is not None and config.save_merge:
             self._based(session, payload)
-        return True
 
     async def _commit_bound(self, request: web.Request, action: Action) -> None:
         """:meth:`_commit`, keeping the user index in step: a session whose user (or record)
@@ -863,7 +882,7 @@ class Slot:
         config = self.config
         assert config.user_key is not None
         payload = await config.call(config.store.load(token, namespace=config.namespace))
-        previous = None if payload is None else restore_any(config, payload)
+        previous = None if payload is None else config.opened(payload)
         if previous is not None:
             self.bound = user_of(previous.get(config.user_key))
 
@@ -883,20 +902,10 @@ class Slot:
         session = self.session
         assert session is not None  # only a loaded session's save merges
 
-        def opened(payload: Any) -> Session | None:
-            return config.restore(
-                payload,
-                config.serializer,
-                identity=self.token,
-                idle_timeout=config.idle_timeout,
-                absolute_timeout=config.absolute_timeout,
-                clock_skew_tolerance=config.clock_skew_tolerance,
-            )
-
-        merged = opened(current)
+        merged = config.opened(current, self.token)
         if merged is None:
             return None
-        merge_changes(session, opened(self.base), merged, config.serializer)
+        merge_changes(session, config.opened(self.base, self.token), merged, config.serializer)
         return config.dump(merged, config.serializer, now())
 
     async def _write_new(self, session: Session) -> tuple[str | None, int, int]:
@@ -1026,13 +1035,7 @@ class Slot:
         payload = await config.call(config.store.load(token, namespace=config.namespace))
         if payload is None:
             return
-        previous = config.restore(
-            payload,
-            config.serializer,
-            identity=None,
-            idle_timeout=config.idle_timeout,
-            absolute_timeout=config.absolute_timeout,
-        )
+        previous = config.opened(payload)
         lineage = getattr(previous, "_lineage", None)
         if previous is not None and lineage is not None:
             self.lineage = (lineage, previous._created)

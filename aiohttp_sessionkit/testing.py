@@ -117,13 +117,7 @@ async def read_session(
     payload = await config.store.load(token, namespace=config.namespace)
     if payload is None:
         return None
-    session = config.restore(
-        payload,
-        config.serializer,
-        identity=None if config.store.client_side else token,
-        idle_timeout=config.idle_timeout,
-        absolute_timeout=config.absolute_timeout,
-    )
+    session = config.opened(payload, None if config.store.client_side else token)
     return None if session is None else dict(session)
 
 

@@ -15,7 +15,6 @@ from .middleware import (
     SessionConfig,
     Slot,
     last_seen_of,
-    restore_any,
     user_of,
 )
 from .observe import ENDED, ENDED_BY_USER, emit_event
@@ -131,7 +130,7 @@ async def user_sessions(
     for record in records:
         # The payloads the judge opened, as they are: a store that hands back copies has
         # them opened again here.
-        session = opened.get(id(record.payload)) or restore_any(config, record.payload)
+        session = opened.get(id(record.payload)) or config.opened(record.payload)
         if session is None:
             continue
         idle = config.idle_timeout if session.max_age is None else session.max_age
@@ -182,7 +181,7 @@ async def end_session(
     # The record itself says whose it is (an index entry could be stale): a handle that
     # names no live session (garbage, another store's, an index record) ends nothing.
     payload = await config.call(store.load_handle(handle, namespace=namespace))
-    session = None if payload is None else restore_any(config, payload)
+    session = None if payload is None else config.opened(payload)
     if session is None:
         return False
     assert config.user_key is not None

@@ -14,7 +14,7 @@ from aiohttp import WSCloseCode, WSMessage, web
 from .abc import Merge
 from .exceptions import StoreUnavailable
 from .middleware import ENDED, SessionConfig, Slot
-from .session import Session, now
+from .session import now
 
 __all__ = ["SessionWebSocket", "session_websocket"]
 
@@ -127,7 +127,7 @@ class SessionWebSocket:
         payload = await config.call(store.load(token, namespace=config.namespace))
         if payload is None:
             return False
-        current = self._open(payload, token)
+        current = self.config.opened(payload, token)
         if current is None:
             return False
         if self.active:
@@ -150,21 +150,10 @@ class SessionWebSocket:
                 return False
         return True
 
-    def _open(self, payload: Any, token: str) -> Session | None:
-        config = self.config
-        return config.restore(
-            payload,
-            config.serializer,
-            identity=token,
-            idle_timeout=config.idle_timeout,
-            absolute_timeout=config.absolute_timeout,
-            clock_skew_tolerance=config.clock_skew_tolerance,
-        )
-
     def _touched(self, newer: Any, token: str, t: int) -> Any | None:
         """``Merge.rebase`` of a touch: the record another request saved, with a new last
         access; None when it no longer opens (ended meanwhile: nothing is written)."""
-        session = self._open(newer, token)
+        session = self.config.opened(newer, token)
         config = self.config
         return None if session is None else config.dump(session, config.serializer, t)
 
