@@ -22,6 +22,11 @@ _EXPIRY = struct.Struct("<d")
 _QUEUE_SLACK = 64
 
 
+def _keep_nothing(current: bytes) -> None:
+    """The ``Merge.rebase`` of a plain compare-and-swap: nothing to write over a change."""
+    return None
+
+
 class MemoryStore(ServerStore):
     """Sessions in a dict in this process: for development, tests and single-process apps.
 
@@ -96,16 +101,7 @@ class MemoryStore(ServerStore):
         key = key_for_token(namespace, token)
         if key is None:
             return None
-        if merge is not None:
-            current = self._get(key)
-            if current is None:
-                return None
-            if current != merge.base:
-                rebased = merge.rebase(current)
-                if rebased is None:
-                    return None
-                data = rebased
-        return token if self._update(key, data, ttl) else None
+        return token if self._update(key, data, ttl, merge) else None
 
     async def get(self, key: str) -> bytes | None:
         return self._get(key)
@@ -124,7 +120,8 @@ class MemoryStore(ServerStore):
         return self._update(key, data, ttl)
 
     async def replace(self, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
-        return self._get(key) == expected and self._update(key, data, ttl)
+        # A merge that writes nothing unless the record still holds ``expected``.
+        return self._update(key, data, ttl, Merge(expected, _keep_nothing))
 
     def _take(self, key: str) -> tuple[dict[str, bytes], bytes] | None:
         """Remove the record under ``key`` and return it with the dict it was in, for the
@@ -171,7 +168,10 @@ class MemoryStore(ServerStore):
             self._rebuild_queue()
         return True
 
-    def _update(self, key: str, data: bytes, ttl: int) -> bool:
+    def _update(self, key: str, data: bytes, ttl: int, merge: Merge | None = None) -> bool:
+        """Rewrite the live record under ``key``; with ``merge``, ``data`` only while it
+        still holds ``merge.base``, else ``merge.rebase`` of what it holds (see abc.Merge),
+        in the same lookup."""
         taken = self._take(key)
         if taken is None:
             return False
@@ -180,6 +180,14 @@ class MemoryStore(ServerStore):
         old = _EXPIRY.unpack_from(existing)[0]
         if old <= now:
             return False
+        if merge is not None:
+            current = existing[_EXPIRY.size :]
+            if current != merge.base:
+                rebased = merge.rebase(current)
+                if rebased is None:  # it no longer opens: leave it as it is
+                    records[key] = existing
+                    return False
+                data = rebased
         expiry = now + ttl
         if expiry < old:  # an earlier expiry than its queue entry: queue it again
             heapq.heappush(self._expiries, (expiry, key))
