@@ -76,9 +76,9 @@ __all__ = [
 
 _Twin = TypeVar("_Twin", bound=Callable[..., Any])
 
-#: (id of a store, record key) -> the lock that the merging saves of that record which lost
-#: a race in this process queue on (ServerStore._merge). Weak: an entry goes with its
-#: last user.
+#: (id of a store, record key) -> the lock that the merging saves of that record in this
+#: process queue on, first come first served (ServerStore._merge). Weak: an entry goes with
+#: its last user.
 _MERGE_TURNS: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
@@ -537,17 +537,23 @@ class ServerStore(AbstractStore):
         """Write ``data`` over ``merge.base``, or this request's changes over whatever another
         save left since (see :class:`Merge`): True once written, False when the record is
         gone (a logout, a login, expiry: nothing is written, nothing comes back)."""
-        if await self.replace(key, merge.base, data, ttl):
-            return True  # nobody saved since the load: one round trip, as an update
-        # Another save landed since the load. The saves of this record that lost in this
-        # process take turns: otherwise each round of N racing saves lets one through and
-        # the last needs N attempts. Saves from other processes can still land in between,
-        # hence the bounded retries with random waits.
+        # The merging saves of one record in this process form one first-come line. Of N
+        # saves racing on one record only one compare-and-swap can win per round, so
+        # letting them all try at once wastes a round trip on each loser; and a save that
+        # lost must not keep losing to fresh arrivals that jump ahead of it (measured: under
+        # CPU load, one request lost 16 times in a row to newcomers and got a 503). In the
+        # line, a save loses only to saves from other processes, hence the bounded retries
+        # with random waits.
         turn = (id(self), key)
-        lock = _MERGE_TURNS.get(turn)
-        if lock is None:
-            lock = _MERGE_TURNS[turn] = asyncio.Lock()
-        async with lock:
+        line = _MERGE_TURNS.get(turn)
+        if line is None:
+            line = _MERGE_TURNS[turn] = asyncio.Lock()
+        waited = line.locked()
+        async with line:
+            # A save that waited in line finds the record changed (almost always): it skips
+            # the write over the payload it loaded, which would only fail.
+            if not waited and await self.replace(key, merge.base, data, ttl):
+                return True  # nobody saved since the load: one round trip, as an update
             for attempt in range(1, self.merge_attempts):
                 current = await self.get(key)
                 if current is None:

@@ -481,6 +481,49 @@ async def test_a_merge_that_keeps_losing_answers_503_and_writes_nothing(
     assert (await peek(client, token))["data"] == {"x": 0, "interloper": store.merge_attempts}
 
 
+@pytest.mark.parametrize("contended_store_factory", ["redis", "motor", "sql-sqlite"], indirect=True)
+async def test_a_save_that_lost_a_race_is_not_overtaken_by_a_later_one(
+    contended_store_factory: StoreFactory,
+) -> None:
+    """The merging saves of one record in a process are served first come, first served:
+    a save that lost its first race and is writing again is never beaten by a save that
+    arrived after it (which used to starve it into a 503 under load)."""
+    store = contended_store_factory()
+    assert isinstance(store, ServerStore)
+    driver = type(store)
+    token = await store.save(None, b"0", ttl=60, namespace="s")
+    assert token is not None
+
+    def appending(base: bytes, mark: bytes) -> Merge:
+        return Merge(base, lambda current: current + mark)
+
+    async def save(data: bytes, merge: Merge) -> str | None:
+        return await store.save(token, data, ttl=60, namespace="s", merge=merge)
+
+    assert await save(b"0B", appending(b"0", b"B")) == token  # B saves after A loaded
+    later: list[asyncio.Task[str | None]] = []
+    a_writes: list[bytes] = []
+
+    async def replace(self: ServerStore, key: str, expected: bytes, data: bytes, ttl: int) -> bool:
+        if data.endswith(b"A"):
+            a_writes.append(data)
+            if len(a_writes) == 2:
+                # A lost to B and is about to write again: C, loaded after B, saves now.
+                later.append(asyncio.create_task(save(b"0BC", appending(b"0B", b"C"))))
+                await asyncio.wait(later, timeout=0.5)  # C must not get through meanwhile
+        return await driver.replace(self, key, expected, data, ttl)
+
+    store.__class__ = type(f"Watched{driver.__name__}", (driver,), {"replace": replace})
+    try:
+        assert await save(b"0A", appending(b"0", b"A")) == token
+        assert not later[0].done()  # C waited for A, in line
+        assert await later[0] == token
+    finally:
+        store.__class__ = driver
+    assert a_writes == [b"0A", b"0BA"]  # one lost race, then written: never overtaken
+    assert await store.load(token, namespace="s") == b"0BAC"
+
+
 @pytest.mark.parametrize(
     "merging_store_factory", ["redis", "redis-cluster", "redis-sentinel"], indirect=True
 )
