@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
 import random
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -76,9 +77,9 @@ __all__ = [
 
 _Twin = TypeVar("_Twin", bound=Callable[..., Any])
 
-#: (id of a store, record key) -> the lock that the merging saves of that record in this
-#: process queue on, first come first served (ServerStore._merge). Weak: an entry goes with
-#: its last user.
+#: (id of a store, record key) -> the lock that this process's compare-and-swap writers of
+#: that record queue on, first come first served (ServerStore._in_line). Weak: an entry goes
+#: with its last user.
 _MERGE_TURNS: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
@@ -533,23 +534,30 @@ class ServerStore(AbstractStore):
             return token if await self.update(key, data, ttl) else None
         return await self._save_new(data, ttl, namespace, established=False)
 
-    async def _merge(self, key: str, data: bytes, ttl: int, merge: Merge) -> bool:
-        """Write ``data`` over ``merge.base``, or this request's changes over whatever another
-        save left since (see :class:`Merge`): True once written, False when the record is
-        gone (a logout, a login, expiry: nothing is written, nothing comes back)."""
-        # The merging saves of one record in this process form one first-come line. Of N
-        # saves racing on one record only one compare-and-swap can win per round, so
-        # letting them all try at once wastes a round trip on each loser; and a save that
-        # lost must not keep losing to fresh arrivals that jump ahead of it (measured: under
-        # CPU load, one request lost 16 times in a row to newcomers and got a 503). In the
-        # line, a save loses only to saves from other processes, hence the bounded retries
-        # with random waits.
+    @contextlib.asynccontextmanager
+    async def _in_line(self, key: str) -> AsyncIterator[bool]:
+        """Hold the turn of this process's compare-and-swap writers of record ``key``: they
+        queue, first come first served; yields whether this one had to wait.
+
+        Letting them all try at once wastes a round trip on each loser, and lets a writer
+        that lost keep losing to fresh arrivals that jump ahead of it (measured: under CPU
+        load, one request lost 16 times in a row to newcomers and got a 503)."""
         turn = (id(self), key)
         line = _MERGE_TURNS.get(turn)
         if line is None:
             line = _MERGE_TURNS[turn] = asyncio.Lock()
         waited = line.locked()
         async with line:
+            yield waited
+
+    async def _merge(self, key: str, data: bytes, ttl: int, merge: Merge) -> bool:
+        """Write ``data`` over ``merge.base``, or this request's changes over whatever another
+        save left since (see :class:`Merge`): True once written, False when the record is
+        gone (a logout, a login, expiry: nothing is written, nothing comes back)."""
+        # Of N saves racing on one record only one compare-and-swap can win per round: in
+        # this process they queue (see _in_line), and a save loses only to saves from other
+        # processes, hence the bounded retries with random waits.
+        async with self._in_line(key) as waited:
             # A save that waited in line finds the record changed (almost always): it skips
             # the write over the payload it loaded, which would only fail.
             if not waited and await self.replace(key, merge.base, data, ttl):
@@ -779,18 +787,19 @@ class ServerStore(AbstractStore):
         again when another writer got in between (``edit`` is safe to repeat). ``edit``
         returns the entries to write, or ``None`` for "nothing to change"."""
         key = _user_index_key(namespace, user)
-        for attempt in range(self.index_attempts):
-            if attempt:
-                await self._back_off(attempt)  # lost the race (many logins at once)
-            raw = await self.get(key)
-            edited = await edit(_read_index(raw))
-            if edited is None:
-                return
-            if raw is None:
-                if not edited or await self.create(key, _write_index(edited), _ttl(edited)):
+        async with self._in_line(key):  # in this process, one writer of the index at a time
+            for attempt in range(self.index_attempts):
+                if attempt:
+                    await self._back_off(attempt)  # lost to another process's writer
+                raw = await self.get(key)
+                edited = await edit(_read_index(raw))
+                if edited is None:
                     return
-            elif await self._swap_index(key, raw, edited):
-                return
+                if raw is None:
+                    if not edited or await self.create(key, _write_index(edited), _ttl(edited)):
+                        return
+                elif await self._swap_index(key, raw, edited):
+                    return
         raise StoreContention(
             f"{type(self).__name__}: {self.index_attempts} writes of one user's session index "
             "by other requests each landed between this request's read and write"
