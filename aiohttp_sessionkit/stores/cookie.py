@@ -193,7 +193,11 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
         if size > MAX_COOKIE_BYTES:
             raise CookieTooLarge(size, MAX_COOKIE_BYTES)
         # The client presents this cookie next: remembering it now saves that request's open.
-        self._opened.remember((namespace, sealed), data)
+        # Only as load_nowait would open it: without a deny list, a payload that starts with
+        # the frame marker is read as framed (the session layer never writes one; its
+        # payloads start with their version), so the cache must not answer differently.
+        if self.revocation is not None or data[:1] != _BOUND_PREFIX:
+            self._opened.remember((namespace, sealed), data)
         return sealed
 
     async def delete(self, token: str, *, namespace: str) -> None:
