@@ -100,6 +100,11 @@ class ClusterNode(_KillableRedis):
         super().__init__()
         self.bus_port = free_port()
 
+    def choose_ports(self) -> None:
+        # Either port may be the one taken: the bus port too (seen with three test workers).
+        super().choose_ports()
+        self.bus_port = free_port()
+
     def command(self) -> list[str]:
         return [
             *super().command(),

@@ -253,7 +253,11 @@ class LocalServer(abc.ABC):
                 if self._started_once or attempt == 3:
                     raise
                 self.stop()
-                self.port = free_port()
+                self.choose_ports()
+
+    def choose_ports(self) -> None:
+        """Pick the free port(s) to listen on (again, after one was taken meanwhile)."""
+        self.port = free_port()
 
     def _launch(self) -> None:
         self._log = open(self.log_path, "ab")  # closed in stop()

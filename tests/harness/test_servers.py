@@ -257,6 +257,22 @@ def test_first_start_moves_off_a_port_taken_meanwhile() -> None:
     assert not server.base_dir.exists()
 
 
+def test_a_cluster_nodes_first_start_moves_off_a_bus_port_taken_meanwhile() -> None:
+    from tests.harness.cluster_servers import ClusterNode
+
+    node = ClusterNode()
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", node.bus_port))
+            taken.listen()
+            node.start()
+            assert node.bus_port != taken.getsockname()[1]
+            assert servers.port_accepts(node.port) and servers.port_accepts(node.bus_port)
+    finally:
+        node.close()
+    assert not node.is_running
+
+
 def test_a_restart_that_cannot_listen_fails_with_the_server_log() -> None:
     with servers.RedisServer() as server:
         server.stop()
