@@ -9,11 +9,12 @@ docs quote (503 window, writes lost in the replication window) are printed with 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -451,8 +452,26 @@ async def test_a_sentinel_master_for_client_is_accepted(
             await connection.aclose()
 
 
+@pytest.fixture
+def sockets_redis_py_leaves_open() -> Iterator[None]:
+    """Collect, before the test's warning filter is gone, the sockets redis-py drops unclosed.
+
+    Seen with redis-py 8.2.0, only on a loaded machine (three test workers on 2 cores, or
+    CPU hogs): during the Sentinel switch some connections that redis-py opened (to a
+    sentinel while asking it for the primary, or to the new primary) are dropped without
+    being closed, and asyncio warns ("unclosed <StreamWriter ...>") when they are collected,
+    up to 74 in one run. Our store never holds them: they are allocated and lost inside
+    the driver's connect path (redis/asyncio/connection.py, _connect via the sentinel pool's
+    get_master_address). Left to upstream. The test's filter lets exactly that warning
+    through; the collection here keeps it from landing in a later test."""
+    yield
+    gc.collect()
+
+
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:unclosed <StreamWriter:ResourceWarning")
 async def test_sentinel_failover_under_load_gives_503s_then_recovers(
+    sockets_redis_py_leaves_open: None,  # first: torn down last, after the app has closed
     aiohttp_client: Any, redis_sentinel_servers: RedisSentinelServers,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
