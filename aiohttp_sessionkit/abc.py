@@ -80,7 +80,7 @@ _Twin = TypeVar("_Twin", bound=Callable[..., Any])
 #: (id of a store, record key) -> the lock that this process's compare-and-swap writers of
 #: that record queue on, first come first served (ServerStore._in_line). Weak: an entry goes
 #: with its last user.
-_MERGE_TURNS: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+_WRITER_LINES: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
 
@@ -543,9 +543,9 @@ class ServerStore(AbstractStore):
         that lost keep losing to fresh arrivals that jump ahead of it (measured: under CPU
         load, one request lost 16 times in a row to newcomers and got a 503)."""
         turn = (id(self), key)
-        line = _MERGE_TURNS.get(turn)
+        line = _WRITER_LINES.get(turn)
         if line is None:
-            line = _MERGE_TURNS[turn] = asyncio.Lock()
+            line = _WRITER_LINES[turn] = asyncio.Lock()
         waited = line.locked()
         async with line:
             yield waited
