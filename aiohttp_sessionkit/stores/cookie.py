@@ -183,21 +183,21 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
             if len(name) > MAX_COOKIE_BYTES:
                 raise CookieTooLarge(len(name), MAX_COOKIE_BYTES)
             payload = _BOUND_FRAME.pack(_BOUND_MARKER, since, len(name)) + name + payload
+        else:
+            payload = _escaped(payload)
         return self.save_nowait(token, payload, ttl, namespace)
 
     @mirrors(save)
     def save_nowait(self, token: str | None, data: bytes, ttl: int, namespace: str) -> str:
         # save() without its coroutine: the session layer calls this one (see abc.mirrors).
-        sealed = self._ring.seal(data, namespace.encode())
+        # With a deny list, save() has framed (or escaped) the payload already.
+        plaintext = data if self.revocation is not None else _escaped(data)
+        sealed = self._ring.seal(plaintext, namespace.encode())
         size = len(namespace) + 1 + len(sealed)
         if size > MAX_COOKIE_BYTES:
             raise CookieTooLarge(size, MAX_COOKIE_BYTES)
         # The client presents this cookie next: remembering it now saves that request's open.
-        # Only as load_nowait would open it: without a deny list, a payload that starts with
-        # the frame marker is read as framed (the session layer never writes one; its
-        # payloads start with their version), so the cache must not answer differently.
-        if self.revocation is not None or data[:1] != _BOUND_PREFIX:
-            self._opened.remember((namespace, sealed), data)
+        self._opened.remember((namespace, sealed), data)
         return sealed
 
     async def delete(self, token: str, *, namespace: str) -> None:
@@ -251,6 +251,8 @@ class EncryptedCookieStore(_revocation.DenyListUsers, AbstractStore):
                 return None
             user, since, start = frame
             plaintext = plaintext[start:]
+            if not user:  # an escape (see _escaped), not a binding
+                user, since = None, None
         created, lineage = 0, None
         if len(plaintext) >= _PAYLOAD_HEADER.size:
             version, created, _, _ = _PAYLOAD_HEADER.unpack_from(plaintext)
@@ -289,6 +291,16 @@ def _lineage(payload: bytes) -> str | None:
     if len(payload) >= _PAYLOAD_HEADER.size + _LINEAGE_BYTES and payload[0] == _LINEAGE_VERSION:
         return payload[_PAYLOAD_HEADER.size : _PAYLOAD_HEADER.size + _LINEAGE_BYTES].hex()
     return None
+
+
+def _escaped(payload: bytes) -> bytes:
+    """``payload`` as sealed when no user frame goes before it: one that starts with the
+    frame marker itself gets an empty frame (no user), so that opening the cookie gives it
+    back whole. The session layer never writes one (its payloads start with their version);
+    a store's contract is to return any payload as saved."""
+    if payload[:1] == _BOUND_PREFIX:
+        return _BOUND_FRAME.pack(_BOUND_MARKER, 0, 0) + payload
+    return payload
 
 
 def _frame(plaintext: bytes) -> tuple[str, int, int] | None:

@@ -84,7 +84,7 @@ def test_cache_size_must_be_a_whole_number(size: object) -> None:
 
 @settings(max_examples=100, deadline=None)
 # A payload that starts with the bound-session frame marker (found by this test: the cache
-# used to hand it back as saved, while a fresh store reads it as a frame).
+# handed it back as saved, while a fresh store read it as a frame; now it is sealed escaped).
 @example(payloads=[b"\xb5"], edits=[], names=["a"])
 @example(payloads=[b"\xb5" + bytes(8) + b"\x00\x01u\x01rest"], edits=[], names=["a"])
 @given(
